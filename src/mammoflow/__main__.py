@@ -1,0 +1,5 @@
+import sys
+
+from mammoflow.cli import main
+
+sys.exit(main())

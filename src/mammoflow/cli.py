@@ -1,0 +1,131 @@
+"""The command line the Snakemake rules call: `mammoflow <stage> ...`; each stage runs alone too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mammoflow import __version__
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def cmd_phantom(args: argparse.Namespace) -> None:
+    from mammoflow.phantom import PhantomSpec, generate
+
+    generate(Path(args.out), PhantomSpec.from_config(args.spec), workers=args.workers)
+
+
+def cmd_decode(args: argparse.Namespace) -> None:
+    from mammoflow.decode import decode_shard
+
+    decode_shard(
+        args.data_dir,
+        args.out,
+        args.shard,
+        args.shards,
+        working_size=args.working_size,
+        workers=args.workers,
+        strict=args.strict,
+        decoders=tuple(args.decoders),
+    )
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from mammoflow.decode import index_shards
+
+    index_shards(args.shard_dirs, args.index, args.errors)
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from mammoflow.preprocess import ProcessOptions
+    from mammoflow.store import build_store
+
+    options = ProcessOptions.from_config(args.options)
+    lesions = args.lesions if args.lesions else None
+    build_store(args.index, args.dataset, args.res, args.out, options, lesions, workers=args.workers)
+
+
+def cmd_folds(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from mammoflow.atomic import write_parquet
+    from mammoflow.folds import make_folds
+
+    images = pd.read_parquet(args.index, columns=["image_id", "patient_id", "cancer"])
+    write_parquet(make_folds(images, args.k, args.seed, tuple(args.protocols)), args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mammoflow", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mammoflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="generate the built-in phantom data set in the RSNA layout")
+    p.add_argument("--out", required=True, help="folder to write train.csv, train_images/, lesions.csv")
+    p.add_argument("--spec", type=_json, default={}, help="phantom settings as a JSON object")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("decode", help="decode one shard of the DICOMs to working-size 16-bit images")
+    p.add_argument("--data-dir", required=True, help="RSNA-layout folder (train.csv, train_images/)")
+    p.add_argument("--out", required=True, help="shard folder")
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--shards", type=int, required=True)
+    p.add_argument("--working-size", type=int, default=1024, help="long side of the decoded images")
+    p.add_argument("--workers", type=int, default=1, help="decoder processes")
+    p.add_argument("--decoders", nargs="+", default=["dicomsdl", "pydicom"], choices=["dicomsdl", "pydicom"])
+    p.add_argument("--strict", action="store_true", help="fail on the first file that cannot be decoded")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("index", help="join decoded shards into one index and one error list")
+    p.add_argument("shard_dirs", nargs="+")
+    p.add_argument("--index", required=True)
+    p.add_argument("--errors", required=True)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("preprocess", help="build the packed store of one data set at one resolution")
+    p.add_argument("--index", required=True, help="decoded index.parquet")
+    p.add_argument("--dataset", required=True, choices=["original", "processed"])
+    p.add_argument("--res", type=int, required=True)
+    p.add_argument("--out", required=True, help="store folder")
+    p.add_argument("--options", type=_json, default={}, help="preprocess settings as a JSON object")
+    p.add_argument("--lesions", default="", help="optional lesion-box sidecar CSV (phantom data)")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("folds", help="assign cross-validation folds for each protocol")
+    p.add_argument("--index", required=True, help="decoded index.parquet")
+    p.add_argument("--out", required=True)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--protocols", nargs="+", default=["clean", "paper"], choices=["clean", "paper"])
+    p.set_defaults(func=cmd_folds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mammoflow.decode import DataError
+    from mammoflow.folds import FoldError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, FoldError, ValueError, FileNotFoundError) as exc:
+        print(f"mammoflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The decode stage: one shard of the data set's DICOMs to working-size 16-bit images.
+
+A shard holds every ``shards``-th row of train.csv (sorted by patient and image), so shards are balanced
+and their number, not the number of images, sets the number of DAG jobs. Each DICOM is decoded exactly
+once here; every resolution and data set is made from these images.
+
+Shard layout (``results/decoded/shard{NNN}/``):
+- ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense);
+- ``meta.parquet``: one row per decoded image: the train.csv columns, ``offset``/``height``/``width`` into
+  pixels.u16, the header facts preprocessing needs (windows, VOI LUT function, bits, photometric, ...),
+  the original size, the decoder used and the seconds it took;
+- ``errors.parquet``: image_id, patient_id, path, reason for each file that could not be decoded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from mammoflow.atomic import atomic_path, write_parquet
+from mammoflow.dicom import DecodedImage, DicomError, read_image
+from mammoflow.isolated import Crashed, imap_isolated
+from mammoflow.progress import progress, say
+
+REQUIRED_COLUMNS = ("patient_id", "image_id", "laterality", "view", "cancer")
+ERROR_COLUMNS = ["image_id", "patient_id", "path", "reason"]
+
+
+class DataError(Exception):
+    """Bad input data set (not a single bad image): the run cannot go on."""
+
+
+def load_train_table(data_dir: str | Path) -> pd.DataFrame:
+    csv = Path(data_dir) / "train.csv"
+    if not csv.is_file():
+        raise DataError(f"{csv}: not found (data.rsna_dir must be a Kaggle RSNA folder with train.csv)")
+    try:
+        table = pd.read_csv(csv)
+    except Exception as exc:
+        raise DataError(f"{csv}: cannot be read as CSV: {exc}") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}")
+    if table.empty:
+        raise DataError(f"{csv}: has no rows")
+    duplicated = table["image_id"][table["image_id"].duplicated()]
+    if len(duplicated):
+        raise DataError(f"{csv}: image_id {duplicated.iloc[0]} occurs more than once")
+    bad_labels = ~table["cancer"].isin([0, 1])
+    if bad_labels.any():
+        row = table[bad_labels].iloc[0]
+        raise DataError(f"{csv}: cancer must be 0 or 1, image_id {row.image_id} has {row.cancer!r}")
+    return table.sort_values(["patient_id", "image_id"], kind="stable").reset_index(drop=True)
+
+
+def shard_rows(table: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    return table.iloc[shard::shards]
+
+
+def image_path(data_dir: str | Path, patient_id, image_id) -> Path:
+    return Path(data_dir) / "train_images" / str(patient_id) / f"{image_id}.dcm"
+
+
+def working_shape(rows: int, cols: int, working_size: int) -> tuple[int, int]:
+    """Shape after scaling the long side down to ``working_size`` (never up), aspect kept."""
+    scale = min(1.0, working_size / max(rows, cols))
+    return max(1, round(rows * scale)), max(1, round(cols * scale))
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    path: str
+    working_size: int
+    decoders: tuple[str, ...]
+
+
+def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
+    """Worker body: decoded + resized image and its header facts, or the reason it failed."""
+    try:
+        image = read_image(task.path, task.decoders)
+    except DicomError as exc:
+        return str(exc)
+    started = time.perf_counter()
+    pixels = _resize(image, task.working_size)
+    return pixels, _meta_of(image, pixels, time.perf_counter() - started)
+
+
+def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
+    height, width = working_shape(image.header.rows, image.header.cols, working_size)
+    if (height, width) == image.pixels.shape:
+        return np.ascontiguousarray(image.pixels)
+    # INTER_AREA averages the source pixels: the right filter for strong downscaling of 16-bit data.
+    return cv2.resize(image.pixels, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _meta_of(image: DecodedImage, pixels: np.ndarray, resize_seconds: float) -> dict:
+    h = image.header
+    return {
+        "height": pixels.shape[0],
+        "width": pixels.shape[1],
+        "rows": h.rows,
+        "cols": h.cols,
+        "bits_stored": h.bits_stored,
+        "photometric": h.photometric,
+        "inverted": image.inverted,
+        "transfer_syntax": h.transfer_syntax,
+        "window_centers": list(h.window_centers),
+        "window_widths": list(h.window_widths),
+        "voi_lut_function": h.voi_lut_function,
+        "rescale_slope": h.rescale_slope,
+        "rescale_intercept": h.rescale_intercept,
+        "pixel_spacing_mm": h.pixel_spacing_mm,
+        "decoder": image.decoder,
+        "decode_seconds": image.seconds,
+        "resize_seconds": resize_seconds,
+    }
+
+
+def decode_shard(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    shard: int,
+    shards: int,
+    working_size: int = 1024,
+    workers: int = 1,
+    strict: bool = False,
+    decoders: tuple[str, ...] = ("dicomsdl", "pydicom"),
+) -> tuple[int, int]:
+    """Decode one shard; returns (images decoded, files that failed)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = shard_rows(load_train_table(data_dir), shard, shards)
+    tasks = [
+        DecodeTask(str(image_path(data_dir, r.patient_id, r.image_id)), working_size, tuple(decoders))
+        for r in rows.itertuples()
+    ]
+    metas: dict[int, dict] = {}
+    errors: dict[int, str] = {}
+    offset = 0
+    with atomic_path(out_dir / "pixels.u16") as tmp_pixels, open(tmp_pixels, "wb") as sink:
+        pending = list(range(len(tasks)))
+        reasons: dict[int, list[str]] = {}
+        # A crashed decoder process gets the file again with the next decoder in line.
+        while pending:
+            batch = [tasks[i] for i in pending]
+            retry = []
+            results = imap_isolated(decode_to_working_size, batch, workers)
+            for local, result in progress(results, f"decode shard {shard}", total=len(batch)):
+                i = pending[local]
+                if isinstance(result, Crashed):
+                    used = tasks[i].decoders[0]
+                    reasons.setdefault(i, []).append(f"{used}: {result}")
+                    if len(tasks[i].decoders) > 1:
+                        tasks[i] = DecodeTask(tasks[i].path, working_size, tasks[i].decoders[1:])
+                        retry.append(i)
+                        continue
+                    result = "; ".join(reasons[i])
+                elif isinstance(result, str) and i in reasons:
+                    result = "; ".join([*reasons[i], result])
+                if isinstance(result, str):
+                    errors[i] = result
+                    if strict:
+                        raise DataError(f"{tasks[i].path}: {result}")
+                    continue
+                pixels, meta = result
+                sink.write(pixels.astype("<u2", copy=False).tobytes())
+                metas[i] = {**meta, "offset": offset}
+                offset += pixels.size
+            pending = retry
+    _write_meta(rows, tasks, metas, out_dir)
+    _write_errors(rows, tasks, errors, out_dir)
+    say(f"shard {shard}/{shards}: decoded {len(metas)} images, {len(errors)} could not be decoded")
+    for i, reason in sorted(errors.items()):
+        say(f"  cannot decode {tasks[i].path}: {reason}")
+    return len(metas), len(errors)
+
+
+def _write_meta(rows: pd.DataFrame, tasks: list[DecodeTask], metas: dict[int, dict], out_dir: Path) -> None:
+    order = sorted(metas)
+    table = rows.iloc[order].reset_index(drop=True)
+    extra = pd.DataFrame([metas[i] for i in order]) if order else pd.DataFrame(columns=["offset"])
+    frame = pd.concat([table, extra], axis=1)
+    frame["path"] = [tasks[i].path for i in order]
+    write_parquet(frame, out_dir / "meta.parquet")
+
+
+def _write_errors(rows: pd.DataFrame, tasks: list[DecodeTask], errors: dict[int, str], out_dir: Path) -> None:
+    order = sorted(errors)
+    frame = pd.DataFrame(
+        {
+            "image_id": rows["image_id"].iloc[order].to_numpy(),
+            "patient_id": rows["patient_id"].iloc[order].to_numpy(),
+            "path": [tasks[i].path for i in order],
+            "reason": [errors[i] for i in order],
+        },
+        columns=ERROR_COLUMNS,
+    )
+    write_parquet(frame, out_dir / "errors.parquet")
+
+
+def index_shards(
+    shard_dirs: list[str | Path], index_path: str | Path, errors_path: str | Path
+) -> pd.DataFrame:
+    """Join the shards' meta and errors into one index (with a ``shard_dir`` column) and one error list."""
+    metas, errors = [], []
+    for shard_dir in shard_dirs:
+        meta = pd.read_parquet(Path(shard_dir) / "meta.parquet")
+        meta["shard_dir"] = str(Path(shard_dir).resolve())
+        metas.append(meta)
+        errors.append(pd.read_parquet(Path(shard_dir) / "errors.parquet"))
+    index = pd.concat(metas, ignore_index=True).sort_values(["patient_id", "image_id"], kind="stable")
+    index = index.reset_index(drop=True)
+    all_errors = pd.concat(errors, ignore_index=True).sort_values("image_id").reset_index(drop=True)
+    if index.empty:
+        raise DataError(f"no image could be decoded ({len(all_errors)} failed); see {errors_path}")
+    write_parquet(index, index_path)
+    write_parquet(all_errors, errors_path)
+    say(
+        f"decoded {len(index)} images in {len(shard_dirs)} shards; "
+        f"{len(all_errors)} files could not be decoded"
+    )
+    return index
+
+
+class DecodedImages:
+    """Zero-copy access to the decoded images listed in an index (memory-mapped shards)."""
+
+    def __init__(self, index: pd.DataFrame) -> None:
+        self.index = index.reset_index(drop=True)
+        self._maps: dict[str, np.memmap] = {}
+
+    @classmethod
+    def open(cls, index_path: str | Path) -> DecodedImages:
+        return cls(pd.read_parquet(index_path))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def pixels(self, row: int) -> np.ndarray:
+        entry = self.index.iloc[row]
+        shard_dir = entry["shard_dir"]
+        if shard_dir not in self._maps:
+            self._maps[shard_dir] = np.memmap(Path(shard_dir) / "pixels.u16", dtype="<u2", mode="r")
+        start, height, width = int(entry["offset"]), int(entry["height"]), int(entry["width"])
+        return self._maps[shard_dir][start : start + height * width].reshape(height, width)
+
+
+def spacing_after_resize(meta_row) -> float:
+    """Pixel spacing (mm) of the working-size image, NaN when the header had none."""
+    spacing = float(meta_row["pixel_spacing_mm"])
+    return spacing * meta_row["cols"] / meta_row["width"] if not math.isnan(spacing) else math.nan

@@ -1,0 +1,54 @@
+# Helpers shared by the rule files: the data source, stage parameters, and checks the schema cannot express.
+import json
+import os
+import sys
+from pathlib import Path
+
+# Rules call the `mammoflow` command installed beside the Python that runs Snakemake, so a venv works
+# without being activated.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+RESULTS = "results"
+USE_PHANTOM = not config["data"]["rsna_dir"]
+DATA_DIR = f"{RESULTS}/phantom" if USE_PHANTOM else config["data"]["rsna_dir"]
+LESIONS = f"{RESULTS}/phantom/lesions.csv" if USE_PHANTOM else ""
+SHARDS = [f"{i:03d}" for i in range(config["decode"]["shards"])]
+STORE_DATASETS = [d for d in config["datasets"] if d in ("original", "processed")]
+
+
+def config_error(message):
+    raise WorkflowError(f"config: {message}")
+
+
+if not USE_PHANTOM and not Path(DATA_DIR, "train.csv").is_file():
+    config_error(f"data.rsna_dir={DATA_DIR!r}: no train.csv there (expected a Kaggle RSNA folder)")
+if len(config["gan"]["kimg"]) != len(config["gan"]["stages"]):
+    config_error("gan.kimg must give one length per entry of gan.stages")
+if config["gan"]["stages"] != sorted(set(config["gan"]["stages"])):
+    config_error(f"gan.stages must increase: {config['gan']['stages']}")
+if "augmented" in config["datasets"] and "processed" not in config["datasets"]:
+    config_error("datasets: augmented is processed + synthetic images, so it needs processed as well")
+
+
+def as_json(section, drop=("threads",)):
+    """A config section as a JSON argument; changing it re-runs the rule (Snakemake's params trigger)."""
+    return json.dumps({k: v for k, v in section.items() if k not in drop}, sort_keys=True)
+
+
+def data_targets():
+    return [
+        f"{RESULTS}/decoded/index.parquet",
+        f"{RESULTS}/data/folds.parquet",
+        *expand(
+            f"{RESULTS}/data/{{res}}/{{dataset}}/{{name}}",
+            res=config["resolutions"],
+            dataset=STORE_DATASETS,
+            name=["images.npy", "manifest.parquet", "contact_sheet.png"],
+        ),
+    ]
+
+
+wildcard_constraints:
+    res=r"\d+",
+    shard=r"\d{3}",
+    dataset=r"original|processed|augmented",
