@@ -7,6 +7,12 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# Short messages naming each bad key first; then Snakemake's validate fills in the defaults.
+from mammoflow.config import problems as _config_problems
+
+_bad = _config_problems(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
+if _bad:
+    raise WorkflowError("invalid config:\n  " + "\n  ".join(_bad))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -1,0 +1,184 @@
+"""Decode + preprocess throughput against bare dicomsdl decoding and a plain pydicom-per-image conversion.
+
+All three run on one core over the same files, each file read from the page cache (one warm-up pass):
+
+- bare dicomsdl: ``dicomsdl.open(path).pixelData(storedvalue=True)`` and nothing else: the decoder's limit;
+- mammoflow: the decode stage (``decode_shard``: supervised decoder process, working-size resize, packed
+  shard) followed by the preprocess stage for every (resolution, data set) asked for;
+- plain pydicom: ``dcmread`` + ``pixel_array`` (pydicom's default plugin choice) + ``apply_voi_lut`` +
+  MONOCHROME1 inversion + resize + PNG per image per resolution, as a typical notebook converts the data.
+
+Usage:
+    python bench/decode.py                          # phantom at real detector sizes, 3 patients (12 images)
+    python bench/decode.py --data-dir /data/rsna --limit 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+
+def bare_dicomsdl(paths: list[Path]) -> float:
+    import dicomsdl
+
+    started = time.perf_counter()
+    for path in paths:
+        dicomsdl.open(str(path)).pixelData(storedvalue=True)
+    return time.perf_counter() - started
+
+
+def plain_pydicom(paths: list[Path], resolutions: list[int], out: Path) -> float:
+    import pydicom
+    from pydicom.pixels import apply_voi_lut
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        image = apply_voi_lut(ds.pixel_array, ds).astype(np.float32)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            image = image.max() - image
+        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-6) * 255
+        for res in resolutions:
+            small = cv2.resize(image, (res, res), interpolation=cv2.INTER_AREA).astype(np.uint8)
+            cv2.imwrite(str(out / f"{path.stem}_{res}.png"), small)
+    return time.perf_counter() - started
+
+
+def mammoflow_pipeline(
+    data_dir: Path, work: Path, resolutions: list[int], datasets: list[str], working_size: int, lesions
+) -> dict[str, float]:
+    from mammoflow.decode import decode_shard, index_shards
+    from mammoflow.store import build_store
+
+    timings = {}
+    started = time.perf_counter()
+    decode_shard(data_dir, work / "shard000", 0, 1, working_size=working_size, workers=1)
+    index_shards([work / "shard000"], work / "index.parquet", work / "errors.parquet")
+    timings["decode"] = time.perf_counter() - started
+    for res in resolutions:
+        for dataset in datasets:
+            started = time.perf_counter()
+            build_store(work / "index.parquet", dataset, res, work / f"{res}_{dataset}", lesions_csv=lesions)
+            timings[f"preprocess {dataset} {res}"] = time.perf_counter() - started
+    return timings
+
+
+def per_syntax(paths: list[Path]) -> pd.DataFrame:
+    """Seconds per image by transfer syntax for both decoders (pydicom with the plugin mammoflow picks)."""
+    from mammoflow.dicom import TRANSFER_SYNTAX_NAMES, read_with_dicomsdl, read_with_pydicom
+
+    rows = []
+    for path in paths:
+        fast, reference = read_with_dicomsdl(path), read_with_pydicom(path)
+        rows.append(
+            {
+                "transfer syntax": TRANSFER_SYNTAX_NAMES.get(fast.header.transfer_syntax, "?"),
+                "size": f"{fast.header.rows}x{fast.header.cols}",
+                "dicomsdl s": fast.seconds,
+                "pydicom s": reference.seconds,
+            }
+        )
+    table = pd.DataFrame(rows)
+    return table.groupby(["transfer syntax", "size"]).agg(["mean", "count"]).round(3)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, help="RSNA-layout folder; default: a phantom made here")
+    parser.add_argument("--patients", type=int, default=3, help="phantom patients (4 images each)")
+    parser.add_argument("--size-scale", type=float, default=1.0, help="phantom detector size (1.0 = real)")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N images of train.csv")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--datasets", nargs="+", default=["original", "processed"])
+    parser.add_argument("--working-size", type=int, default=1024)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cv2.setNumThreads(1)  # one core for everyone: the comparison is per core
+    with tempfile.TemporaryDirectory(prefix="mammoflow-bench-") as tmp:
+        tmp = Path(tmp)
+        data_dir, lesions = args.data_dir, None
+        if data_dir is None:
+            from mammoflow.phantom import PhantomSpec, generate
+
+            data_dir = tmp / "phantom"
+            spec = PhantomSpec(patients=args.patients, size_scale=args.size_scale, prevalence=0.34)
+            print(
+                f"generating {args.patients * 4} phantom images at size_scale {args.size_scale} ...",
+                flush=True,
+            )
+            generate(data_dir, spec, workers=1, progress=False)
+            lesions = data_dir / "lesions.csv"
+        if args.limit:
+            table = pd.read_csv(data_dir / "train.csv").head(args.limit)
+            limited = tmp / "limited"
+            (limited / "train_images").mkdir(parents=True)
+            (limited / "train_images").rmdir()
+            (limited / "train_images").symlink_to((data_dir / "train_images").resolve())
+            table.to_csv(limited / "train.csv", index=False)
+            data_dir = limited
+        table = pd.read_csv(data_dir / "train.csv")
+        paths = [
+            data_dir / "train_images" / str(p) / f"{i}.dcm"
+            for p, i in zip(table.patient_id, table.image_id, strict=True)
+        ]
+        n = len(paths)
+        bare_dicomsdl(paths)  # warm the page cache
+        bare = bare_dicomsdl(paths)
+        timings = mammoflow_pipeline(
+            data_dir, tmp / "work", args.resolutions, args.datasets, args.working_size, lesions
+        )
+        plain = plain_pydicom(paths, args.resolutions, tmp / "png")
+        syntax_table = per_syntax(paths)
+
+    ours = sum(timings.values())
+    figures = {
+        "images": n,
+        "resolutions": args.resolutions,
+        "datasets": args.datasets,
+        "bare_dicomsdl_img_per_s": n / bare,
+        "mammoflow_decode_only_img_per_s": n / timings["decode"],
+        "mammoflow_decode_preprocess_img_per_s": n / ours,
+        "plain_pydicom_img_per_s": n / plain,
+        "ratio_decode_only_vs_bare": bare / timings["decode"],
+        "ratio_decode_preprocess_vs_bare": bare / ours,
+        "speedup_vs_plain_pydicom": plain / ours,
+        "stage_seconds": timings,
+    }
+    print(
+        f"\n{n} images, one core; preprocess = {len(args.resolutions)} resolutions x {len(args.datasets)} data sets"
+    )
+    print(f"  bare dicomsdl decode              {n / bare:7.2f} img/s")
+    print(
+        f"  mammoflow decode stage            {n / timings['decode']:7.2f} img/s  ({bare / timings['decode']:.2f} of bare)"
+    )
+    print(f"  mammoflow decode + preprocess     {n / ours:7.2f} img/s  ({bare / ours:.2f} of bare)")
+    print(
+        f"  plain pydicom per image           {n / plain:7.2f} img/s  (mammoflow is {plain / ours:.1f}x faster)"
+    )
+    for stage, seconds in timings.items():
+        print(f"    {stage:28s} {seconds:7.2f} s")
+    print("\nseconds per image by transfer syntax (mean, count):")
+    print(syntax_table.to_string())
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
