@@ -159,17 +159,12 @@ def main() -> int:
         "speedup_vs_plain_pydicom": plain / ours,
         "stage_seconds": timings,
     }
-    print(
-        f"\n{n} images, one core; preprocess = {len(args.resolutions)} resolutions x {len(args.datasets)} data sets"
-    )
-    print(f"  bare dicomsdl decode              {n / bare:7.2f} img/s")
-    print(
-        f"  mammoflow decode stage            {n / timings['decode']:7.2f} img/s  ({bare / timings['decode']:.2f} of bare)"
-    )
-    print(f"  mammoflow decode + preprocess     {n / ours:7.2f} img/s  ({bare / ours:.2f} of bare)")
-    print(
-        f"  plain pydicom per image           {n / plain:7.2f} img/s  (mammoflow is {plain / ours:.1f}x faster)"
-    )
+    decode = timings["decode"]
+    print(f"\n{n} images, one core; preprocess: {len(args.resolutions)} res x {len(args.datasets)} sets")
+    print(f"  bare dicomsdl decode           {n / bare:7.2f} img/s")
+    print(f"  mammoflow decode stage         {n / decode:7.2f} img/s  ({bare / decode:.2f} of bare)")
+    print(f"  mammoflow decode + preprocess  {n / ours:7.2f} img/s  ({bare / ours:.2f} of bare)")
+    print(f"  plain pydicom per image        {n / plain:7.2f} img/s  (mammoflow {plain / ours:.1f}x faster)")
     for stage, seconds in timings.items():
         print(f"    {stage:28s} {seconds:7.2f} s")
     print("\nseconds per image by transfer syntax (mean, count):")

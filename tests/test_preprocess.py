@@ -44,7 +44,7 @@ def _meta(**kw):
 
 @pytest.mark.parametrize("function", ["LINEAR", "SIGMOID"])
 def test_monochrome1_windowing_is_exact(function):
-    """Decode inverted a MONOCHROME1 image; windowing it must equal the standard display (window, then invert)."""
+    """Decode inverted a MONOCHROME1 image; windowing it must equal the standard: window, then invert."""
     stored = np.random.default_rng(0).integers(0, 4096, (50, 40)).astype(np.uint16)
     decoded = (4095 - stored).astype(np.uint16)
     ours = window_image(decoded, _meta(inverted=True, voi_lut_function=function), None, ProcessOptions())
@@ -66,7 +66,7 @@ def test_fallback_window_without_tags_uses_breast_range():
     image = mammo_like(bits=16, seed=3)
     mask = image > image.mean()
     y = window_image(image, _meta(window_centers=[], window_widths=[]), mask, ProcessOptions())
-    assert 0.0 <= y.min() and y.max() <= 1.0
+    assert y.min() >= 0.0 and y.max() <= 1.0
     assert 0.3 < np.median(y[mask]) < 0.7  # the breast spans the window, not a sliver of it
 
 

@@ -1,4 +1,4 @@
-"""The workflow as a user runs it: config checks, the tiny DAG end to end, and re-running only what changed."""
+"""The workflow as a user runs it: config checks, the tiny DAG end to end, re-running only what changed."""
 
 import json
 import subprocess
