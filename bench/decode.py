@@ -9,7 +9,7 @@ All three run on one core over the same files, each file read from the page cach
   MONOCHROME1 inversion + resize + PNG per image per resolution, as a typical notebook converts the data.
 
 Usage:
-    python bench/decode.py                          # phantom at real detector sizes, 3 patients (12 images)
+    python bench/decode.py                          # phantom at real detector sizes, 6 patients (24 images)
     python bench/decode.py --data-dir /data/rsna --limit 200
 """
 
@@ -98,7 +98,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, help="RSNA-layout folder; default: a phantom made here")
-    parser.add_argument("--patients", type=int, default=3, help="phantom patients (4 images each)")
+    parser.add_argument("--patients", type=int, default=6, help="phantom patients (6: every scanner)")
     parser.add_argument("--size-scale", type=float, default=1.0, help="phantom detector size (1.0 = real)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images of train.csv")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])

@@ -10,6 +10,7 @@ on. Results come back in input order, so the output does not depend on the numbe
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ class Crashed:
 
 
 def _serve(func: Callable[[Any], Any], conn: Connection) -> None:
+    # A crash is reported by the parent against its item; a traceback dump of the dying child (inherited
+    # from pytest or python -X faulthandler) would only bury that line in the log.
+    faulthandler.disable()
     while True:
         message = conn.recv()
         if message is None:
