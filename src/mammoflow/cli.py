@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -111,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--protocols", nargs="+", default=["clean", "paper"], choices=["clean", "paper"])
     p.set_defaults(func=cmd_folds)
+
+    # Later stages register their own subcommands from their packages (optional while they are built).
+    for module in (
+        "mammoflow.classify.cli",
+        "mammoflow.gan.cli",
+        "mammoflow.explain_cli",
+        "mammoflow.report.cli",
+    ):
+        try:
+            register = importlib.import_module(module).register
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+            continue
+        register(sub)
     return parser
 
 

@@ -52,3 +52,20 @@ wildcard_constraints:
     res=r"\d+",
     shard=r"\d{3}",
     dataset=r"original|processed|augmented",
+
+
+# --------------------------------------------------------------------------------------- augmented data
+# The `augmented` data set is processed + synthetic positives from the GAN stage (workflow/rules/gan.smk).
+# Contract between the GAN rules and the training cells:
+#   clean: results/synthetic/clean/{res}/fold{k}/{images.npy,manifest.parquet}: made by a GAN that saw only
+#          fold k's training positives; used only in fold k's training set.
+#   paper: results/synthetic/paper/{res}/all/{images.npy,manifest.parquet}: one GAN on all positives; the
+#          manifest has a `fold` column (synthetic images are split with the real ones, so they reach
+#          validation, as in the study).
+# gan.smk sets GAN_RULES = True when it is included; until then `augmented` stays out of the matrix.
+GAN_RULES = False
+
+
+def synthetic_store(protocol, res, fold):
+    part = f"fold{fold}" if protocol == "clean" else "all"
+    return f"{RESULTS}/synthetic/{protocol}/{res}/{part}"
