@@ -82,16 +82,32 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert clean.groupby("patient_id")["fold"].nunique().max() == 1
     assert sorted(clean["image_id"]) == sorted(index["image_id"])
 
-    # Nothing left to do; a preprocessing change re-runs only the `processed` stores.
+    cells = sorted((results / "train").glob("clean/*/*/*/fold*/metrics.json"))
+    assert len(cells) == 2 * 2 * 1 * 2  # resolutions x {original, processed} x models x folds
+    for path in cells:
+        summary = json.loads(path.read_text())
+        assert summary["metrics"]["n"] == summary["valid_images"] > 0
+        assert summary["weights"] == "random" and summary["device"] == "cpu"
+        predictions = pd.read_parquet(path.parent / "predictions.parquet")
+        assert predictions["probability"].between(0, 1).all()
+        assert set(predictions["image_id"]) == set(clean.loc[clean["fold"] == summary["fold"], "image_id"])
+        assert len(pd.read_csv(path.parent / "history.csv")) == 1
+
+    # Nothing left to do. Each change re-runs exactly what depends on it:
     assert _dry_run_jobs(tmp_path) == {}
     override = tmp_path / "override.yaml"
-    override.write_text("preprocess:\n  crop_margin: 0.05\n")
-    assert _dry_run_jobs(tmp_path, "--configfile", str(REPO / "tests/config/tiny.yaml"), str(override)) == {
-        "preprocess": 2,  # processed at 32 and 64; `original` does not depend on these settings
-        "all": 1,
-    }
-    override.write_text("resolutions: [32, 48]\n")
-    assert _dry_run_jobs(tmp_path, "--configfile", str(REPO / "tests/config/tiny.yaml"), str(override)) == {
-        "preprocess": 2,  # the new resolution's two stores only
-        "all": 1,
-    }
+
+    def rerun(text):
+        override.write_text(text)
+        return _dry_run_jobs(tmp_path, "--configfile", str(REPO / "tests/config/tiny.yaml"), str(override))
+
+    # preprocessing: the `processed` stores and their cells, not `original`, not decoding;
+    assert rerun("preprocess:\n  crop_margin: 0.05\n") == {"preprocess": 2, "train": 4, "all": 1}
+    # a new resolution: its two stores and their cells;
+    assert rerun("resolutions: [32, 48]\n") == {"preprocess": 2, "train": 4, "all": 1}
+    # one model's settings: that model's cells only (another model's settings: nothing).
+    assert rerun("model_settings:\n  resnet18: {lr: 0.01}\n") == {"train": 8, "all": 1}
+    assert rerun("model_settings:\n  resnet34: {lr: 0.01}\n") == {}
+    # One cell on request.
+    one = "results/train/clean/32/processed/resnet18/fold1/metrics.json"
+    assert _dry_run_jobs(tmp_path, "--forcerun", one, one) == {"train": 1}

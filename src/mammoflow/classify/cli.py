@@ -1,0 +1,39 @@
+"""`mammoflow train`: one cell of the training matrix."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mammoflow.classify.train import Cell, TrainSettings, run_cell
+
+    cell = Cell(
+        store=Path(args.store),
+        folds=Path(args.folds),
+        model=args.model,
+        fold=args.fold,
+        protocol=args.protocol,
+        out=Path(args.out),
+        synthetic=Path(args.synthetic) if args.synthetic else None,
+    )
+    run_cell(
+        cell, TrainSettings.from_config(json.loads(args.settings)), device=args.device, threads=args.threads
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train and validate one cell (model x data set x resolution x fold)")
+    p.add_argument("--store", required=True, help="image store folder (images.npy + manifest.parquet)")
+    p.add_argument("--synthetic", default="", help="synthetic store to add (the augmented data set)")
+    p.add_argument("--folds", required=True, help="folds.parquet")
+    p.add_argument("--model", required=True, help="timm model name")
+    p.add_argument("--fold", type=int, required=True, help="validation fold")
+    p.add_argument("--protocol", choices=["clean", "paper"], default="clean")
+    p.add_argument("--settings", default="{}", help="training settings as a JSON object")
+    p.add_argument("--out", required=True, help="cell folder")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.set_defaults(func=cmd_train)
