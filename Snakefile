@@ -18,13 +18,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
 
 
 rule all:
     input:
         data_targets(),
-        gan_targets(),
         train_targets(),
     default_target: True
