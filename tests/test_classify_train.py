@@ -237,3 +237,19 @@ def test_settings_reject_unknown_keys():
     with pytest.raises(ValueError, match="unknown train setting"):
         TrainSettings.from_config({"epoch": 3})
     assert json.loads(json.dumps(TrainSettings().__dict__))["batch_size"] == 64
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 9, 40])
+def test_one_cycle_schedule_for_any_number_of_steps(steps):
+    from mammoflow.classify.train import one_cycle
+
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    schedule = one_cycle(optimizer, TrainSettings(lr=1e-3), steps)
+    rates = []
+    for _ in range(steps):
+        optimizer.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+        schedule.step()
+    assert max(rates) <= 1e-3 + 1e-12
+    if steps >= 9:  # warm-up then annealing: the peak is inside, the end far below it
+        assert 0 < int(np.argmax(rates)) < steps - 1 and rates[-1] < 0.05 * max(rates)
