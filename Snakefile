@@ -18,11 +18,19 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
+
+
+# Seconds-long bookkeeping jobs: run them where Snakemake runs instead of queueing them on a cluster.
+localrules:
+    decode_index,
+    folds,
 
 
 rule all:
     input:
         data_targets(),
+        gan_targets(),
         train_targets(),
     default_target: True

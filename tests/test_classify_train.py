@@ -154,7 +154,7 @@ def test_short_run_learns_on_easy_phantom(easy_store, tmp_path):
     summary = run_cell(_cell(easy_store, tmp_path / "cell"), settings, threads=2)
     assert summary["metrics"]["auc"] > 0.6, summary["metrics"]
     history = pd.read_csv(tmp_path / "cell/history.csv")
-    assert len(history) == 6 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert len(history) == 5 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert not (tmp_path / "cell/checkpoint.pt").exists()
 
 

@@ -83,7 +83,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert sorted(clean["image_id"]) == sorted(index["image_id"])
 
     cells = sorted((results / "train").glob("clean/*/*/*/fold*/metrics.json"))
-    assert len(cells) == 2 * 2 * 1 * 2  # resolutions x {original, processed} x models x folds
+    assert len(cells) == 2 * 3 * 1 * 2  # resolutions x {original, processed, augmented} x models x folds
     for path in cells:
         summary = json.loads(path.read_text())
         assert summary["metrics"]["n"] == summary["valid_images"] > 0
@@ -101,13 +101,29 @@ def test_tiny_workflow_end_to_end(tmp_path):
         override.write_text(text)
         return _dry_run_jobs(tmp_path, "--configfile", str(REPO / "tests/config/tiny.yaml"), str(override))
 
-    # preprocessing: the `processed` stores and their cells, not `original`, not decoding;
-    assert rerun("preprocess:\n  crop_margin: 0.05\n") == {"preprocess": 2, "train": 4, "all": 1}
-    # a new resolution: its two stores and their cells;
-    assert rerun("resolutions: [32, 48]\n") == {"preprocess": 2, "train": 4, "all": 1}
+    # preprocessing: the `processed` stores, the GANs trained on them and the cells that read them, not
+    # `original`, not decoding;
+    assert rerun("preprocess:\n  crop_margin: 0.05\n") == {
+        "preprocess": 2,
+        "gan_stage": 6,
+        "gan_fid": 2,
+        "synthesize": 4,
+        "train": 8,
+        "all": 1,
+    }
+    # a new resolution: its stores, its GAN stage and synthetic images, and its cells;
+    assert rerun("resolutions: [32, 48]\n") == {
+        "preprocess": 2,
+        "gan_stage": 2,
+        "gan_fid": 2,
+        "synthesize": 2,
+        "train": 6,
+        "all": 1,
+    }
     # one model's settings: that model's cells only (another model's settings: nothing).
-    assert rerun("model_settings:\n  resnet18: {lr: 0.01}\n") == {"train": 8, "all": 1}
+    assert rerun("model_settings:\n  resnet18: {lr: 0.01}\n") == {"train": 12, "all": 1}
     assert rerun("model_settings:\n  resnet34: {lr: 0.01}\n") == {}
     # One cell on request.
     one = "results/train/clean/32/processed/resnet18/fold1/metrics.json"
-    assert _dry_run_jobs(tmp_path, "--forcerun", one, one) == {"train": 1}
+    # (--forcerun takes several files, so `all`, which only collects, comes along as the default target.)
+    assert _dry_run_jobs(tmp_path, "--forcerun", one) == {"train": 1, "all": 1}

@@ -11,7 +11,8 @@ from pathlib import Path
 from mammoflow import __version__
 
 
-def _json(text: str) -> dict:
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object (the rules pass config sections this way)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantom", help="generate the built-in phantom data set in the RSNA layout")
     p.add_argument("--out", required=True, help="folder to write train.csv, train_images/, lesions.csv")
-    p.add_argument("--spec", type=_json, default={}, help="phantom settings as a JSON object")
+    p.add_argument("--spec", type=json_object, default={}, help="phantom settings as a JSON object")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_phantom)
 
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=["original", "processed"])
     p.add_argument("--res", type=int, required=True)
     p.add_argument("--out", required=True, help="store folder")
-    p.add_argument("--options", type=_json, default={}, help="preprocess settings as a JSON object")
+    p.add_argument("--options", type=json_object, default={}, help="preprocess settings as a JSON object")
     p.add_argument("--lesions", default="", help="optional lesion-box sidecar CSV (phantom data)")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_preprocess)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from mammoflow.cli import json_object
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -19,9 +20,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         out=Path(args.out),
         synthetic=Path(args.synthetic) if args.synthetic else None,
     )
-    run_cell(
-        cell, TrainSettings.from_config(json.loads(args.settings)), device=args.device, threads=args.threads
-    )
+    run_cell(cell, TrainSettings.from_config(args.settings), device=args.device, threads=args.threads)
 
 
 def register(sub) -> None:
@@ -32,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="timm model name")
     p.add_argument("--fold", type=int, required=True, help="validation fold")
     p.add_argument("--protocol", choices=["clean", "paper"], default="clean")
-    p.add_argument("--settings", default="{}", help="training settings as a JSON object")
+    p.add_argument("--settings", type=json_object, default={}, help="training settings as a JSON object")
     p.add_argument("--out", required=True, help="cell folder")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")

@@ -1,0 +1,44 @@
+"""The GAN rules in the DAG (dry runs): which jobs each protocol adds, and configs that cannot work."""
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def dry_run(workdir, *overrides):
+    files = [str(REPO / "tests/config/tiny.yaml")]
+    for i, text in enumerate(overrides):
+        path = workdir / f"override{i}.yaml"
+        path.write_text(text)
+        files.append(str(path))
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "-n", "--quiet", "rules", "--configfile", *files]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    jobs = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            jobs[parts[0]] = int(parts[1])
+    return done, jobs
+
+
+def test_gan_jobs_per_protocol(tmp_path):
+    done, jobs = dry_run(tmp_path, "protocols: [clean, paper]\n")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # clean: 2 folds x stages 16, 32, 64; paper: one GAN on all positives. FID: one job per GAN.
+    assert jobs["gan_stage"] == 2 * 3 + 3
+    assert jobs["gan_fid"] == 2 + 1
+    assert jobs["synthesize"] == 2 * 2 + 2  # (2 folds + 1) x resolutions 32, 64
+    done, jobs = dry_run(tmp_path, "datasets: [original, processed]\n")
+    assert done.returncode == 0 and not {"gan_stage", "gan_fid", "synthesize"} & set(jobs)
+    # Stages past the largest resolution's are not run.
+    done, jobs = dry_run(tmp_path, "resolutions: [32]\n")
+    assert done.returncode == 0 and jobs["gan_stage"] == 2 * 2 and jobs["synthesize"] == 2
+
+
+def test_gan_configs_that_cannot_work_fail_at_start(tmp_path):
+    done, _ = dry_run(tmp_path, "gan:\n  stages: [16, 32]\n  kimg: [1, 1]\n")
+    assert done.returncode != 0 and "never reach 64 px" in done.stdout + done.stderr
+    done, _ = dry_run(tmp_path, "gan:\n  stages: [16, 48, 64]\n")
+    assert done.returncode != 0 and "powers of two" in done.stdout + done.stderr
