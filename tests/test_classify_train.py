@@ -42,6 +42,18 @@ def test_pretrained_without_network_falls_back_with_notice(monkeypatch):
         build_model("resnet18", 32, weights_file="/nowhere.pth")
 
 
+def test_unreachable_hub_falls_back_without_retrying(monkeypatch):
+    import mammoflow.classify.models as models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "hub_reachable", lambda: False)
+    _, weights = build_model("resnet18", 32, pretrained=True)
+    assert weights.source == "random" and "unreachable" in weights.notice
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # what the hub client then sees: no 46 s of retries
+
+
 def test_local_weights_file_is_used(tmp_path):
     """A timm-format RGB checkpoint on disk: loaded with the first conv summed to one channel."""
     import timm

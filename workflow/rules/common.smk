@@ -4,9 +4,13 @@ import os
 import sys
 from pathlib import Path
 
-# Rules call the `mammoflow` command installed beside the Python that runs Snakemake, so a venv works
-# without being activated.
+# Rules run `python -m mammoflow ...` with this checkout's src/ on PYTHONPATH: the Python beside the one
+# running Snakemake (a venv works without being activated), or, with --software-deployment-method conda,
+# the stage's conda environment (envs/*.yaml), which Snakemake puts first on PATH inside the job.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")) if p
+)
 
 RESULTS = "results"
 USE_PHANTOM = not config["data"]["rsna_dir"]

@@ -16,8 +16,10 @@ rule phantom:
         "logs/phantom.log",
     benchmark:
         "benchmarks/phantom.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
-        "mammoflow phantom --out {params.out} --spec '{params.spec}' --workers {threads} > {log} 2>&1"
+        "python -m mammoflow phantom --out {params.out} --spec '{params.spec}' --workers {threads} > {log} 2>&1"
 
 
 rule decode:
@@ -41,8 +43,10 @@ rule decode:
         "logs/decode/shard{shard}.log",
     benchmark:
         "benchmarks/decode/shard{shard}.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
-        "mammoflow decode --data-dir {params.data_dir} --out $(dirname {output.meta}) --shard {wildcards.shard}"
+        "python -m mammoflow decode --data-dir {params.data_dir} --out $(dirname {output.meta}) --shard {wildcards.shard}"
         " --shards {params.shards} --working-size {params.working_size} --workers {threads}"
         " --decoders {params.decoders} {params.strict} > {log} 2>&1"
 
@@ -61,8 +65,10 @@ rule decode_index:
         runtime=10,
     log:
         "logs/decode_index.log",
+    conda:
+        "../../envs/data.yaml"
     shell:
-        "mammoflow index {params.shard_dirs} --index {output.index} --errors {output.errors} > {log} 2>&1"
+        "python -m mammoflow index {params.shard_dirs} --index {output.index} --errors {output.errors} > {log} 2>&1"
 
 
 rule preprocess:
@@ -88,8 +94,10 @@ rule preprocess:
         "logs/preprocess/{res}_{dataset}.log",
     benchmark:
         "benchmarks/preprocess/{res}_{dataset}.tsv"
+    conda:
+        "../../envs/data.yaml"
     shell:
-        "mammoflow preprocess --index {input.index} --dataset {wildcards.dataset} --res {wildcards.res}"
+        "python -m mammoflow preprocess --index {input.index} --dataset {wildcards.dataset} --res {wildcards.res}"
         " --out $(dirname {output.images}) --options '{params.options}' {params.lesions}"
         " --workers {threads} > {log} 2>&1"
 
@@ -107,6 +115,8 @@ rule folds:
         runtime=10,
     log:
         "logs/folds.log",
+    conda:
+        "../../envs/data.yaml"
     shell:
-        "mammoflow folds --index {input.index} --out {output} --k {params.k} --seed {params.seed}"
+        "python -m mammoflow folds --index {input.index} --out {output} --k {params.k} --seed {params.seed}"
         " --protocols clean paper > {log} 2>&1"

@@ -99,8 +99,10 @@ rule gan_stage:
         "logs/gan/{protocol}/{part}/stage{stage}.log",
     benchmark:
         "benchmarks/gan/{protocol}/{part}/stage{stage}.tsv"
+    conda:
+        "../../envs/gan.yaml"
     shell:
-        "mammoflow gan-stage --store $(dirname {input.images}) --folds {input.folds}"
+        "python -m mammoflow gan-stage --store $(dirname {input.images}) --folds {input.folds}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --stage {wildcards.stage}"
         " --previous '{input.previous}' --out $(dirname {output.network}) --settings '{params.settings}'"
         " --threads {threads} > {log} 2>&1"
@@ -137,8 +139,10 @@ rule gan_fid:
         "logs/gan/{protocol}/{part}/fid.log",
     benchmark:
         "benchmarks/gan/{protocol}/{part}/fid.tsv"
+    conda:
+        "../../envs/gan.yaml"
     shell:
-        "mammoflow gan-fid --networks {input.networks} --stores {params.stores} --folds {input.folds}"
+        "python -m mammoflow gan-fid --networks {input.networks} --stores {params.stores} --folds {input.folds}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --images {params.images}"
         " --inception '{params.inception}' --seed {params.seed} --threads {threads} > {log} 2>&1"
 
@@ -168,8 +172,10 @@ rule synthesize:
         "logs/gan/{protocol}/{part}/synthesize{res}.log",
     benchmark:
         "benchmarks/gan/{protocol}/{part}/synthesize{res}.tsv"
+    conda:
+        "../../envs/gan.yaml"
     shell:
-        "mammoflow synthesize --network {input.network} --res {wildcards.res} --count {params.images}"
+        "python -m mammoflow synthesize --network {input.network} --res {wildcards.res} --count {params.images}"
         " --out $(dirname {output.images}) --protocol {wildcards.protocol} --part {wildcards.part}"
         " --folds {params.folds} --seed {params.seed} --truncation {params.truncation}"
         " --threads {threads} > {log} 2>&1"

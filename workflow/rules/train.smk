@@ -76,7 +76,9 @@ rule train:
         "logs/train/{protocol}/{res}/{dataset}/{model}/fold{fold}.log",
     benchmark:
         "benchmarks/train/{protocol}/{res}/{dataset}/{model}/fold{fold}.tsv"
+    conda:
+        "../../envs/train.yaml"
     shell:
-        "mammoflow train --store $(dirname {input.images}) {params.synthetic} --folds {input.folds}"
+        "python -m mammoflow train --store $(dirname {input.images}) {params.synthetic} --folds {input.folds}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
         " --settings '{params.settings}' --out $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"

@@ -8,6 +8,7 @@ mean of ImageNet's channel means and standard deviations (``GRAY_MEAN``/``GRAY_S
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,17 @@ GRAY_STD = (0.229 + 0.224 + 0.225) / 3
 class Weights:
     source: str  # "imagenet (timm hub)", "imagenet (file ...)", "random"
     notice: str = ""
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection (assumed yes behind a configured proxy)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _size_kwargs(name: str, res: int) -> dict:
@@ -48,12 +60,22 @@ def build_model(
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
         return model, Weights(f"imagenet (file {path})")
     if pretrained:
+        unreachable = not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable()
+        if unreachable:
+            # Without this, each cell spends ~46 s in the hub client's retries before failing. Offline
+            # mode still finds weights already in the local Hugging Face cache. huggingface_hub reads the
+            # variable once, at import (timm imports it): set its constant too.
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            import huggingface_hub.constants
+
+            huggingface_hub.constants.HF_HUB_OFFLINE = True
         try:
             model = timm.create_model(name, pretrained=True, **kwargs)
             return model, Weights("imagenet (timm hub)")
         except Exception as exc:  # offline, hub down, no weights for this name: say so, go on
             reason = " ".join(str(exc).split())[:200]
-            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            offline = " (huggingface.co unreachable)" if unreachable else ""
+            offline = offline or (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else "")
             notice = (
                 f"NOTICE: ImageNet weights for {name} could not be loaded{offline}: {reason}. "
                 "Training from random initialisation; results are not comparable with the paper's "
