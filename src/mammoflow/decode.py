@@ -14,7 +14,6 @@ Shard layout (``results/decoded/shard{NNN}/``):
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,9 +266,3 @@ class DecodedImages:
             self._maps[shard_dir] = np.memmap(Path(shard_dir) / "pixels.u16", dtype="<u2", mode="r")
         start, height, width = int(entry["offset"]), int(entry["height"]), int(entry["width"])
         return self._maps[shard_dir][start : start + height * width].reshape(height, width)
-
-
-def spacing_after_resize(meta_row) -> float:
-    """Pixel spacing (mm) of the working-size image, NaN when the header had none."""
-    spacing = float(meta_row["pixel_spacing_mm"])
-    return spacing * meta_row["cols"] / meta_row["width"] if not math.isnan(spacing) else math.nan
