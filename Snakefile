@@ -20,12 +20,18 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+# `snakemake --report report.html` (Snakemake's own report) after a run: outputs marked with report().
+report: "workflow/report/workflow.rst"
 
 
 # Seconds-long bookkeeping jobs: run them where Snakemake runs instead of queueing them on a cluster.
 localrules:
     decode_index,
     folds,
+    report,
 
 
 rule all:
@@ -33,4 +39,5 @@ rule all:
         data_targets(),
         gan_targets(),
         train_targets(),
+        f"{RESULTS}/report/index.html",
     default_target: True

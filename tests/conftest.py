@@ -8,3 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the tests' own helper modules 
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
+
+# Environment for Snakemake runs that do not use SLURM: the plugin's start-up `scontrol` probe answers at
+# once (tests/shims/scontrol) instead of waiting ~9 s for a controller that is not running.
+SNAKEMAKE_ENV = {**os.environ, "PATH": f"{Path(__file__).parent / 'shims'}{os.pathsep}{os.environ['PATH']}"}

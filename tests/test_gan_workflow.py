@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, SNAKEMAKE_ENV
 
 
 def dry_run(workdir, *overrides):
@@ -14,7 +14,7 @@ def dry_run(workdir, *overrides):
         files.append(str(path))
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "-n", "--quiet", "rules", "--configfile", *files]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SNAKEMAKE_ENV)
     jobs = {}
     for line in done.stdout.splitlines():
         parts = line.split()

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, SNAKEMAKE_ENV
 
 from mammoflow.config import problems
 from mammoflow.store import open_store
@@ -18,7 +18,7 @@ SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 def snakemake(workdir, *args, check=True):
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--cores", "2", "--configfile", str(REPO / "tests/config/tiny.yaml"), *args]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=SNAKEMAKE_ENV)
     if check and done.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"

@@ -78,7 +78,13 @@ rule preprocess:
     output:
         images=f"{RESULTS}/data/{{res}}/{{dataset}}/images.npy",
         manifest=f"{RESULTS}/data/{{res}}/{{dataset}}/manifest.parquet",
-        sheet=f"{RESULTS}/data/{{res}}/{{dataset}}/contact_sheet.png",
+        sheet=report(
+            f"{RESULTS}/data/{{res}}/{{dataset}}/contact_sheet.png",
+            category="Data",
+            subcategory="{dataset} images",
+            labels={"data set": "{dataset}", "resolution": "{res} px"},
+            caption="../report/contact_sheet.rst",
+        ),
         summary=f"{RESULTS}/data/{{res}}/{{dataset}}/summary.json",
     wildcard_constraints:
         dataset=r"original|processed",

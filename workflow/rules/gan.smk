@@ -82,7 +82,13 @@ rule gan_stage:
     output:
         network=f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/network.pt",
         stats=f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/stats.jsonl",
-        snapshots=f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/snapshots.png",
+        snapshots=report(
+            f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/snapshots.png",
+            category="Figure 1: GAN",
+            subcategory="{protocol} {part}",
+            labels={"protocol": "{protocol}", "GAN": "{part}", "stage": "{stage} px"},
+            caption="../report/gan_snapshots.rst",
+        ),
         seen=f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/training_images.parquet",
     wildcard_constraints:
         protocol=r"clean|paper",
@@ -153,7 +159,13 @@ rule synthesize:
     output:
         images=f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/images.npy",
         manifest=f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/manifest.parquet",
-        sheet=f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/contact_sheet.png",
+        sheet=report(
+            f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/contact_sheet.png",
+            category="Data",
+            subcategory="synthetic positives",
+            labels={"protocol": "{protocol}", "GAN": "{part}", "resolution": "{res} px"},
+            caption="../report/synthetic_sheet.rst",
+        ),
         summary=f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/summary.json",
     wildcard_constraints:
         protocol=r"clean|paper",

@@ -1,0 +1,128 @@
+"""The Table 2 replica's numbers: aggregation over folds, the paper's values, the pooled AUC, its interval."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+from sklearn.metrics import roc_auc_score
+
+from mammoflow.report.table2 import (
+    PAPER_METRICS,
+    Matrix,
+    _grouped_auc,
+    build_table,
+    paper_table,
+    pooled_auc,
+    table_csv,
+    table_markdown,
+)
+
+SHARED_TABLE = REPO.parent / "shared/paper/table2.csv"
+
+
+def _write_cell(results, protocol, res, dataset, model, fold, metrics, predictions=None):
+    cell = results / "train" / protocol / str(res) / dataset / model / f"fold{fold}"
+    cell.mkdir(parents=True)
+    full = {"confusion": {"tn": 1, "fp": 2, "fn": 3, "tp": 4}, "pf1": 0.5, "breast": {"auc": 0.7}, **metrics}
+    summary = {"metrics": full, "warnings": [], "seconds": 10.0, "weights": "random", "device": "cpu"}
+    (cell / "metrics.json").write_text(json.dumps(summary))
+    if predictions is not None:
+        predictions.to_parquet(cell / "predictions.parquet")
+
+
+def _five(a, auc, p, r, f1):
+    return dict(zip(PAPER_METRICS, (a, auc, p, r, f1), strict=True))
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """resnet18/original/256: folds 0-2 ok, fold 3 failed (log, no metrics), fold 4 missing;
+    resnet34/original/256: one fold ok; processed: nothing."""
+    results = tmp_path / "results"
+    _write_cell(results, "clean", 256, "original", "resnet18", 0, _five(0.9, 0.6, 0.1, 0.2, None))
+    _write_cell(results, "clean", 256, "original", "resnet18", 1, _five(0.8, 0.7, 0.2, 0.4, 0.3))
+    _write_cell(results, "clean", 256, "original", "resnet18", 2, _five(0.7, None, 0.3, 0.6, 0.5))
+    log = tmp_path / "logs/train/clean/256/original/resnet18/fold3.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch 1\nRuntimeError: CUDA out of memory\n")
+    _write_cell(results, "clean", 256, "original", "resnet34", 0, _five(0.5, 0.5, 0.5, 0.5, 0.5))
+    matrix = Matrix(["clean"], [256], ["original", "processed"], ["resnet18", "resnet34"], 5)
+    return results, matrix
+
+
+def test_aggregation_by_hand(fake):
+    results, matrix = fake
+    cells, table, _ = build_table(results, matrix, resamples=0)
+    assert len(cells) == 2 * 2 * 5
+    r18 = cells[(cells["model"] == "resnet18") & (cells["dataset"] == "original")].set_index("fold")
+    assert r18["status"].tolist() == ["ok", "ok", "ok", "failed", "missing"]
+    assert "CUDA out of memory" in r18.loc[3, "warnings"]
+    row = table[(table["model"] == "resnet18") & (table["dataset"] == "original")].iloc[0]
+    assert (row["folds_ok"], row["folds"], row["failed_folds"], row["missing_folds"]) == (3, 5, "3", "4")
+    assert row["accuracy_mean"] == pytest.approx(0.8)
+    assert row["accuracy_sd"] == pytest.approx(0.1)  # sample sd of 0.9, 0.8, 0.7
+    assert row["auc_mean"] == pytest.approx(0.65) and row["auc_n"] == 2  # undefined AUC left out, not 0
+    assert row["auc_sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert row["f1_mean"] == pytest.approx(0.4)
+    assert row["recall_sd"] == pytest.approx(0.2)
+    assert row["breast_auc_mean"] == pytest.approx(0.7)
+    one = table[(table["model"] == "resnet34") & (table["dataset"] == "original")].iloc[0]
+    assert one["accuracy_mean"] == 0.5 and np.isnan(one["accuracy_sd"])  # one fold: no sd
+    empty = table[table["dataset"] == "processed"]
+    assert (empty["folds_ok"] == 0).all() and empty["accuracy_mean"].isna().all()
+    assert list(table["dataset"]) == ["original", "original", "processed", "processed"]
+
+
+def test_paper_values_match_the_published_table(fake):
+    results, matrix = fake
+    _, table, _ = build_table(results, matrix, resamples=0)
+    published = pd.read_csv(REPO / "src/mammoflow/report/paper_table2.csv")
+    if SHARED_TABLE.is_file():  # the packaged copy is the paper's table, byte for byte
+        assert SHARED_TABLE.read_bytes() == (REPO / "src/mammoflow/report/paper_table2.csv").read_bytes()
+    for _, row in table.iterrows():
+        paper = published[(published["resolution"] == 256) & (published["dataset"] == row["dataset"])]
+        paper = paper[paper["model"] == row["model"]].iloc[0]
+        for name in PAPER_METRICS:
+            assert row[f"{name}_paper"] == paper[name]
+    r18 = table.iloc[0]
+    assert r18["accuracy_diff"] == pytest.approx(0.8 - 0.96)
+    assert len(paper_table()) == 30
+    csv = table_csv(table)
+    assert csv.loc[0, "auc_paper"] == 0.61
+    md = table_markdown(table)
+    assert "0.80 ± 0.10 (0.96, -0.16)" in md
+    assert "3/5 folds; failed: 3; missing: 4" in md
+
+
+def test_paper_values_absent_at_other_resolutions(tmp_path):
+    results = tmp_path / "results"
+    _write_cell(results, "clean", 64, "original", "resnet18", 0, _five(0.9, 0.6, 0.1, 0.2, 0.1))
+    _, table, _ = build_table(results, Matrix(["clean"], [64], ["original"], ["resnet18"], 1), resamples=0)
+    assert table["accuracy_paper"].isna().all() and table["accuracy_diff"].isna().all()
+
+
+def test_weighted_auc_equals_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300).astype(float)
+    p = np.round(rng.random(300) + 0.3 * y, 2)  # rounded: many ties
+    w = rng.integers(0, 4, (3, 300)).astype(float)
+    _, groups = np.unique(p, return_inverse=True)
+    ours = _grouped_auc(groups, y, w, groups.max() + 1)
+    for i in range(3):
+        assert ours[i] == pytest.approx(roc_auc_score(y, p, sample_weight=w[i]))
+
+
+def test_pooled_auc_bootstraps_patients():
+    rng = np.random.default_rng(2)
+    patients = np.repeat(np.arange(100), 4)
+    y = np.repeat(rng.random(100) < 0.3, 4).astype(int)
+    p = rng.random(400) + 0.4 * y
+    frame = pd.DataFrame({"patient_id": patients, "cancer": y, "probability": p})
+    auc, low, high = pooled_auc(frame, resamples=400, seed=0)
+    assert auc == pytest.approx(roc_auc_score(y, p))
+    assert low < auc < high and 0.05 < high - low < 0.4
+    assert pooled_auc(frame, resamples=400, seed=0) == (auc, low, high)  # seeded
+    one_class = frame.assign(cancer=0)
+    assert all(np.isnan(v) for v in pooled_auc(one_class, resamples=10))
