@@ -9,11 +9,14 @@ import pytest
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
+def available():
+    return next((path for path in map(shutil.which, BROWSERS) if path), None)
+
+
 def find_browser():
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
+    path = available()
+    if path:
+        return path
     pytest.skip(
         f"no headless browser ({', '.join(BROWSERS)}); `apt-get install chromium` (.ci/run does as root)"
     )

@@ -1,6 +1,7 @@
 """The Table 2 replica's numbers: aggregation over folds, the paper's values, the pooled AUC, its interval."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,3 +127,21 @@ def test_pooled_auc_bootstraps_patients():
     assert pooled_auc(frame, resamples=400, seed=0) == (auc, low, high)  # seeded
     one_class = frame.assign(cancer=0)
     assert all(np.isnan(v) for v in pooled_auc(one_class, resamples=10))
+
+
+def test_stage_timings_from_benchmark_files(tmp_path):
+    from mammoflow.report.provenance import rule_of, stage_timings
+
+    header = "s\th:m:s\tmax_rss\n"
+    files = [("phantom.tsv", 3), ("train/clean/32/x/m/fold0.tsv", 10), ("train/clean/32/x/m/fold1.tsv", 20),
+             ("gan/clean/fold0/stage16.tsv", 5), ("gan/clean/fold0/fid.tsv", 1),
+             ("gan/clean/fold0/synthesize32.tsv", 2)]  # fmt: skip
+    for relative, seconds in files:
+        path = tmp_path / "benchmarks" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{header}{seconds}\t0:00:{seconds:02d}\t100\n")
+    timings = stage_timings(tmp_path).set_index("rule")
+    assert timings.loc["train", "jobs"] == 2 and timings.loc["train", "total_s"] == 30
+    assert timings.loc["train", "longest_s"] == 20
+    assert set(timings.index) == {"phantom", "train", "gan_stage", "gan_fid", "synthesize"}
+    assert rule_of(Path("report.tsv")) == "report"

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import browser
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,6 +93,22 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert predictions["probability"].between(0, 1).all()
         assert set(predictions["image_id"]) == set(clean.loc[clean["fold"] == summary["fold"], "image_id"])
         assert len(pd.read_csv(path.parent / "history.csv")) == 1
+
+    # The report closes the DAG: every cell in its table, a page that loads whole in a real browser, and
+    # Snakemake's own report of the outputs marked for it.
+    table = pd.read_csv(results / "report/table2.csv")
+    assert len(table) == 2 * 3 * 1 and (table["folds_ok"] == 2).all()
+    assert table["accuracy_paper"].isna().all()  # 32 and 64 px: not the paper's resolutions
+    assert table["pooled_auc_low"].le(table["pooled_auc"]).all()
+    assert "## clean protocol, 64 px" in (results / "report/table2.md").read_text()
+    page = (results / "report/index.html").read_text()
+    assert "Made on the built-in phantom data" in page and "Leakage audit" in page
+    if browser.available():  # else tests/test_report_page.py says why the browser checks skip
+        check, images, problems, _ = browser.load(results / "report/index.html", tmp_path / "report.png")
+        assert (check, problems) == ("ok", []) and images >= 10
+    snakemake(tmp_path, "--report", str(tmp_path / "snakemake-report.html"))
+    own = (tmp_path / "snakemake-report.html").read_text()
+    assert "Figure 1: GAN" in own and "table2.csv" in own
 
     # Nothing left to do. Each change re-runs exactly what depends on it:
     assert _dry_run_jobs(tmp_path) == {}

@@ -76,14 +76,26 @@ def machine() -> dict:
     return info
 
 
+def rule_of(benchmark: Path) -> str:
+    """The rule a benchmark file belongs to: benchmarks/<rule>/... or benchmarks/<rule>.tsv, except the GAN
+    rules, which share benchmarks/gan/ (stage*.tsv: gan_stage, fid.tsv: gan_fid, synthesize*: synthesize)."""
+    if len(benchmark.parts) == 1:
+        return benchmark.stem
+    if benchmark.parts[0] == "gan":
+        name = benchmark.stem
+        if name == "fid":
+            return "gan_fid"
+        return "synthesize" if name.startswith("synthesize") else "gan_stage"
+    return benchmark.parts[0]
+
+
 def stage_timings(workdir: Path) -> pd.DataFrame:
     """Per rule: jobs, total and longest wall-clock seconds and peak memory (Snakemake's benchmark files,
     benchmarks/<rule>/...), first and last finish time (the benchmark files' modification times)."""
     root = Path(workdir) / "benchmarks"
     rows = []
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
-        relative = path.relative_to(root)
-        rule = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+        rule = rule_of(path.relative_to(root))
         try:
             table = pd.read_csv(path, sep="\t")
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
