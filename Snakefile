@@ -20,6 +20,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/cam.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -39,5 +40,6 @@ rule all:
         data_targets(),
         gan_targets(),
         train_targets(),
+        cam_targets(),
         f"{RESULTS}/report/index.html",
     default_target: True

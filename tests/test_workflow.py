@@ -94,12 +94,23 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert set(predictions["image_id"]) == set(clean.loc[clean["fold"] == summary["fold"], "image_id"])
         assert len(pd.read_csv(path.parent / "history.csv")) == 1
 
+    # Grad-CAM of every cell: its chosen validation images, boxes, maps, and the localisation score.
+    cams = sorted((results / "cam").glob("clean/*/*/*/fold*/summary.json"))
+    assert len(cams) == len(cells)
+    for path in cams:
+        summary = json.loads(path.read_text())
+        boxes = pd.read_parquet(path.parent / "boxes.parquet")
+        assert len(boxes) == summary["images"] > 0 and summary["scorable"] and summary["scored"] > 0
+        assert np.load(path.parent / "maps.npy").shape == (len(boxes), 32, 32)
+        assert (path.parent / "figure6.png").stat().st_size > 1000
+
     # The report closes the DAG: every cell in its table, a page that loads whole in a real browser, and
     # Snakemake's own report of the outputs marked for it.
     table = pd.read_csv(results / "report/table2.csv")
     assert len(table) == 2 * 3 * 1 and (table["folds_ok"] == 2).all()
     assert table["accuracy_paper"].isna().all()  # 32 and 64 px: not the paper's resolutions
     assert table["pooled_auc_low"].le(table["pooled_auc"]).all()
+    assert (table["cam_scored"] > 0).all() and table["cam_hit_rate"].between(0, 1).all()
     assert "## clean protocol, 64 px" in (results / "report/table2.md").read_text()
     page = (results / "report/index.html").read_text()
     assert "Made on the built-in phantom data" in page and "Leakage audit" in page
@@ -126,6 +137,8 @@ def test_tiny_workflow_end_to_end(tmp_path):
         "gan_fid": 2,
         "synthesize": 4,
         "train": 8,
+        "cam": 8,
+        "report": 1,
         "all": 1,
     }
     # a new resolution: its stores, its GAN stage and synthetic images, and its cells;
@@ -135,12 +148,15 @@ def test_tiny_workflow_end_to_end(tmp_path):
         "gan_fid": 2,
         "synthesize": 2,
         "train": 6,
+        "cam": 6,
+        "report": 1,
         "all": 1,
     }
     # one model's settings: that model's cells only (another model's settings: nothing).
-    assert rerun("model_settings:\n  resnet18: {lr: 0.01}\n") == {"train": 12, "all": 1}
+    one_model = {"train": 12, "cam": 12, "report": 1, "all": 1}
+    assert rerun("model_settings:\n  resnet18: {lr: 0.01}\n") == one_model
     assert rerun("model_settings:\n  resnet34: {lr: 0.01}\n") == {}
     # One cell on request.
     one = "results/train/clean/32/processed/resnet18/fold1/metrics.json"
     # (--forcerun takes several files, so `all`, which only collects, comes along as the default target.)
-    assert _dry_run_jobs(tmp_path, "--forcerun", one) == {"train": 1, "all": 1}
+    assert _dry_run_jobs(tmp_path, "--forcerun", one) == {"train": 1, "cam": 1, "report": 1, "all": 1}

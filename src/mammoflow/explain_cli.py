@@ -1,0 +1,39 @@
+"""`mammoflow cam`: Grad-CAM explanations of one trained cell (src/mammoflow/explain/, docs/cam.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mammoflow.cli import json_object
+
+
+def cmd_cam(args: argparse.Namespace) -> None:
+    from mammoflow.explain.stage import CamSettings, run_cam
+
+    run_cam(
+        args.cell,
+        args.store,
+        args.out,
+        CamSettings.from_config(args.settings),
+        synthetic_dir=args.synthetic or None,
+        device=args.device,
+        threads=args.threads,
+        protocol=args.protocol,
+        dataset=args.dataset,
+        fold=args.fold,
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser("cam", help="Grad-CAM maps, boxes and Figure 6 for one trained cell")
+    p.add_argument("--cell", required=True, help="training cell folder (model.pt, predictions.parquet)")
+    p.add_argument("--store", required=True, help="the real image store the cell was trained on")
+    p.add_argument("--synthetic", default="", help="synthetic store (augmented data set, paper protocol)")
+    p.add_argument("--settings", type=json_object, default={}, help="the cam config section as a JSON object")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--protocol", default=None, help="for the summary (default: read off the cell path)")
+    p.add_argument("--dataset", default=None, help="for the summary (default: read off the cell path)")
+    p.add_argument("--fold", type=int, default=None, help="for the summary (default: read off the cell path)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.set_defaults(func=cmd_cam)
