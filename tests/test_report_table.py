@@ -49,6 +49,9 @@ def fake(tmp_path):
     log.parent.mkdir(parents=True)
     log.write_text("epoch 1\nRuntimeError: CUDA out of memory\n")
     _write_cell(results, "clean", 256, "original", "resnet34", 0, _five(0.5, 0.5, 0.5, 0.5, 0.5))
+    done = tmp_path / "logs/train/clean/256/original/resnet34/fold1.log"  # ran once, outputs deleted since
+    done.parent.mkdir(parents=True)
+    done.write_text("epoch 1\ndone\n")
     matrix = Matrix(["clean"], [256], ["original", "processed"], ["resnet18", "resnet34"], 5)
     return results, matrix
 
@@ -69,6 +72,8 @@ def test_aggregation_by_hand(fake):
     assert row["f1_mean"] == pytest.approx(0.4)
     assert row["recall_sd"] == pytest.approx(0.2)
     assert row["breast_auc_mean"] == pytest.approx(0.7)
+    r34 = cells[(cells["model"] == "resnet34") & (cells["dataset"] == "original")].set_index("fold")
+    assert r34.loc[1, "status"] == "missing"
     one = table[(table["model"] == "resnet34") & (table["dataset"] == "original")].iloc[0]
     assert one["accuracy_mean"] == 0.5 and np.isnan(one["accuracy_sd"])  # one fold: no sd
     empty = table[table["dataset"] == "processed"]

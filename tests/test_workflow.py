@@ -160,3 +160,18 @@ def test_tiny_workflow_end_to_end(tmp_path):
     one = "results/train/clean/32/processed/resnet18/fold1/metrics.json"
     # (--forcerun takes several files, so `all`, which only collects, comes along as the default target.)
     assert _dry_run_jobs(tmp_path, "--forcerun", one) == {"train": 1, "cam": 1, "report": 1, "all": 1}
+
+    # A partial matrix (a cell lost): with report.partial the report asks only for what exists, marks the
+    # missing cell and re-runs nothing else.
+    (results / "train/clean/64/original/resnet18/fold1/metrics.json").unlink()
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("report:\n  partial: true\n")
+    tiny = str(REPO / "tests/config/tiny.yaml")
+    assert _dry_run_jobs(tmp_path, "--configfile", tiny, str(partial), "--", "report") == {"report": 1}
+    snakemake(tmp_path, "--configfile", tiny, str(partial), "--", "report")
+    cells = pd.read_csv(results / "report/cells.csv")
+    not_ok = cells.loc[cells["status"] != "ok", ["resolution", "dataset", "fold", "status"]]
+    assert not_ok.values.tolist() == [[64, "original", 1, "missing"]]
+    table = pd.read_csv(results / "report/table2.csv").set_index(["resolution", "dataset"])
+    row = table.loc[(64, "original")]
+    assert row["folds_ok"] == 1 and str(row["missing_folds"]) == "1"

@@ -1,7 +1,8 @@
 """The Table 2 replica: every cell of the matrix, aggregated over folds, beside the paper's numbers.
 
 A cell (protocol, resolution, data set, model, fold) is ``ok`` when its ``metrics.json`` exists,
-``failed`` when its log exists without it (the job ran and did not finish), and ``missing`` otherwise.
+``failed`` when it does not and its log shows an error (the job ran and did not finish), and ``missing``
+otherwise.
 Aggregates are over the ``ok`` folds: mean and sample standard deviation (ddof=1; none with one fold).
 The paper's values are shown only where the resolution, data set and model all match one of its rows.
 """
@@ -104,14 +105,21 @@ def load_cells(results: Path, matrix: Matrix, workdir: Path | None = None) -> pd
             row["device"] = summary.get("device")
         else:
             log = cell_log(workdir, *key)
-            row["status"] = "failed" if log.is_file() else "missing"
-            row["warnings"] = _last_line(log) if log.is_file() else ""
+            failed = log.is_file() and _log_has_error(log)
+            row["status"] = "failed" if failed else "missing"
+            row["warnings"] = _last_line(log) if failed else ""
         rows.append(row)
     frame = pd.DataFrame(rows)
     numeric = [*PAPER_METRICS, *EXTRA_METRICS, "tn", "fp", "fn", "tp", "valid_images", "seconds"]
     for name in numeric:
         frame[name] = pd.to_numeric(frame.get(name), errors="coerce").astype(float)
     return frame
+
+
+def _log_has_error(path: Path) -> bool:
+    """A job's log that ends in an exception (a log without one belongs to outputs deleted since)."""
+    text = path.read_text(errors="replace")
+    return "Traceback" in text or "Error" in text or "Killed" in text
 
 
 def _last_line(path: Path) -> str:
