@@ -436,11 +436,27 @@ def build_report(inputs: Inputs) -> dict:
     return {"cells": counts, "table_rows": len(table)}
 
 
-def load_config(text_or_path: str) -> dict:
-    path = Path(text_or_path)
-    if not text_or_path.lstrip().startswith("{") and path.is_file():
-        return yaml.safe_load(path.read_text())
-    return json.loads(text_or_path)
+def load_config(*texts_or_paths: str) -> dict:
+    """JSON text or YAML/JSON files, merged left to right as Snakemake merges config files (mappings
+    merge, everything else replaces)."""
+    merged: dict = {}
+    for item in texts_or_paths:
+        path = Path(item)
+        if not item.lstrip().startswith("{"):
+            if not path.is_file():
+                raise FileNotFoundError(f"--config {item}: no such file")
+            _merge(merged, yaml.safe_load(path.read_text()) or {})
+        else:
+            _merge(merged, json.loads(item))
+    return merged
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 __all__ = ["KEYS", "Inputs", "build_report", "load_config"]

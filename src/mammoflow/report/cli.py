@@ -12,7 +12,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     inputs = Inputs(
         results=Path(args.results),
         workdir=Path(args.workdir),
-        config=load_config(args.config),
+        config=load_config(*args.config),
         snakefile=Path(args.snakefile) if args.snakefile else None,
         out=Path(args.out),
     )
@@ -24,7 +24,11 @@ def register(sub) -> None:
     p.add_argument("--results", default="results", help="the workflow's results folder")
     p.add_argument("--workdir", default=".", help="the workflow's working folder (logs/, benchmarks/)")
     p.add_argument(
-        "--config", required=True, help="the workflow's configuration: JSON text, or a YAML/JSON file"
+        "--config",
+        required=True,
+        nargs="+",
+        help="the workflow's configuration: JSON text or YAML/JSON files, merged in order "
+        "(e.g. config.yaml presets/demo.yaml)",
     )
     p.add_argument("--snakefile", default="", help="the Snakefile, to draw the DAG (omit: no DAG picture)")
     p.add_argument("--out", default="results/report", help="folder for index.html, table2.md, table2.csv")
