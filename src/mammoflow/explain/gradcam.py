@@ -81,16 +81,7 @@ def last_feature_map(model: nn.Module, res: int) -> str:
                 seen.append(module_name)
 
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, 1, res, res, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    _probe(model, res, handles)
     if not seen:
         raise UnknownArchitecture(f"{type(model).__name__}: no module returns a 4-D feature map")
     return seen[-1]
@@ -152,16 +143,7 @@ def feature_grid(model: nn.Module, layer: nn.Module, res: int) -> tuple[Grid, tu
     kinds = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
     handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds)]
     handles.append(layer.register_forward_hook(finish))
-    was_training = model.training
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, 1, res, res, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    _probe(model, res, handles)
     origin, step = [0.0, 0.0], [1.0, 1.0]  # centre of cell 0 in input pixel indices; cell spacing
     for axis in (0, 1):  # rows (y), columns (x)
         chosen: dict[int, tuple] = {}
@@ -273,3 +255,18 @@ def grad_cam_maps(
     if not maps:
         return CamMaps(np.zeros((0, res, res), np.float32), np.zeros((0, 0, 0), np.float32), np.zeros(0))
     return CamMaps(np.concatenate(maps), np.concatenate(raws), np.concatenate(probabilities))
+
+
+def _probe(model: nn.Module, res: int, handles: list) -> None:
+    """One forward pass of a blank image in eval mode, for the forward hooks behind ``handles``; the hooks
+    are removed and the model's mode restored afterwards."""
+    was_training = model.training
+    try:
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(torch.zeros(1, 1, res, res, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
