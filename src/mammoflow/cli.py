@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mammoflow.gan.cli",
         "mammoflow.explain_cli",
         "mammoflow.report.cli",
+        "mammoflow.predict.cli",
     ):
         try:
             register = importlib.import_module(module).register

@@ -37,7 +37,7 @@ def cam_inputs(w):
     """The cell's model and validation predictions, and the stores its validation images are in."""
     cell = f"{RESULTS}/train/{w.protocol}/{w.res}/{w.dataset}/{w.model}/fold{w.fold}"
     inputs = {k: v for k, v in cell_inputs(w).items() if k != "folds"}
-    inputs["model"] = f"{cell}/model.pt"
+    inputs["model"] = f"{cell}/model.json"
     inputs["predictions"] = f"{cell}/predictions.parquet"
     return inputs
 

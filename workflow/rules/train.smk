@@ -58,7 +58,8 @@ rule train:
         metrics=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/metrics.json",
         predictions=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/predictions.parquet",
         history=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/history.csv",
-        model=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/model.pt",
+        weights=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/model.safetensors",
+        artifact=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/model.json",
     wildcard_constraints:
         protocol=r"clean|paper",
         fold=r"\d+",
@@ -66,6 +67,7 @@ rule train:
     params:
         settings=lambda w: as_json(cell_settings(w.model)),
         synthetic=lambda w, input: f"--synthetic {Path(input.synthetic).parent}" if "synthetic" in input.keys() else "",
+        decode=as_json({k: config["decode"][k] for k in ("working_size", "decoders")}),
         code=TRAIN_CODE,
     threads: config["train"]["threads"]
     resources:
@@ -81,4 +83,4 @@ rule train:
     shell:
         "python -m mammoflow train --store $(dirname {input.images}) {params.synthetic} --folds {input.folds}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
-        " --settings '{params.settings}' --out $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"
+        " --settings '{params.settings}' --decode '{params.decode}' --out $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"

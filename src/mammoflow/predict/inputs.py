@@ -1,0 +1,123 @@
+"""What to predict: the images of an input folder, one row each, with the path of its DICOM.
+
+Three layouts are read:
+- RSNA with labels: ``train.csv`` (patient_id, image_id, laterality, view, cancer) and
+  ``train_images/<patient_id>/<image_id>.dcm``; the predictions are then also an external validation;
+- RSNA without labels: ``test.csv`` (the same without ``cancer``; ``prediction_id`` may be present) and
+  ``test_images/<patient_id>/<image_id>.dcm``, Kaggle's test layout;
+- a plain folder of DICOM files, searched recursively: patient, laterality and view come from each file's
+  header (PatientID, ImageLaterality or Laterality, ViewPosition). A file whose header cannot be read is
+  kept, with the reason, so that it is listed among the failures rather than lost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mammoflow.decode import DataError
+
+SHEET_COLUMNS = ("patient_id", "image_id", "laterality", "view")
+# Files taken as DICOMs in a plain folder: these suffixes, or the DICM marker after the 128-byte preamble.
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+
+def _read_sheet(csv: Path, labelled: bool) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(csv)
+    except Exception as exc:
+        raise DataError(f"{csv}: cannot be read as CSV: {exc}") from exc
+    required = (*SHEET_COLUMNS, "cancer") if labelled else SHEET_COLUMNS
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}")
+    if table.empty:
+        raise DataError(f"{csv}: has no rows")
+    duplicated = table["image_id"][table["image_id"].duplicated()]
+    if len(duplicated):
+        raise DataError(f"{csv}: image_id {duplicated.iloc[0]} occurs more than once")
+    if labelled:
+        bad = ~table["cancer"].isin([0, 1])
+        if bad.any():
+            row = table[bad].iloc[0]
+            raise DataError(f"{csv}: cancer must be 0 or 1, image_id {row.image_id} has {row.cancer!r}")
+    return table
+
+
+def _prediction_ids(table: pd.DataFrame, where: str) -> pd.Series:
+    """Kaggle's breast key, patient_laterality; a given prediction_id must name one breast."""
+    made = table["patient_id"].astype(str) + "_" + table["laterality"].astype(str)
+    if "prediction_id" not in table.columns:
+        return made
+    given = table["prediction_id"].astype(str)
+    per_breast = given.groupby(made).nunique()
+    if (per_breast > 1).any():
+        raise DataError(
+            f"{where}: breast {per_breast[per_breast > 1].index[0]} has several prediction_id values"
+        )
+    per_id = made.groupby(given).nunique()
+    if (per_id > 1).any():
+        raise DataError(f"{where}: prediction_id {per_id[per_id > 1].index[0]} covers several breasts")
+    return given
+
+
+def read_inputs(data_dir: str | Path) -> tuple[pd.DataFrame, str]:
+    """(images, layout): one row per image with image_id, patient_id, laterality, view, prediction_id,
+    path, cancer (labelled layouts only), header_error (plain folders; empty when the header was read);
+    layout is "rsna-train", "rsna-test" or "dicom-folder"."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: not a folder")
+    for name, images, labelled in (("train.csv", "train_images", True), ("test.csv", "test_images", False)):
+        csv = data_dir / name
+        if csv.is_file():
+            table = _read_sheet(csv, labelled)
+            table["laterality"] = table["laterality"].astype(str)
+            table["view"] = table["view"].astype(str)
+            table["prediction_id"] = _prediction_ids(table, str(csv)).to_numpy()
+            table["path"] = [
+                str(data_dir / images / str(p) / f"{i}.dcm")
+                for p, i in zip(table["patient_id"], table["image_id"], strict=True)
+            ]
+            table["header_error"] = ""
+            layout = "rsna-train" if labelled else "rsna-test"
+            return table.sort_values(["patient_id", "image_id"], kind="stable").reset_index(drop=True), layout
+    return _scan_folder(data_dir), "dicom-folder"
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _scan_folder(data_dir: Path) -> pd.DataFrame:
+    import pydicom
+
+    files = sorted(p for p in data_dir.rglob("*") if p.is_file() and _is_dicom(p))
+    if not files:
+        raise DataError(
+            f"{data_dir}: no train.csv, no test.csv and no DICOM files (*.dcm, or files with the DICM marker)"
+        )
+    rows = []
+    for path in files:
+        relative = str(path.relative_to(data_dir))
+        row = {"image_id": relative, "patient_id": path.parent.name or "unknown", "laterality": "U",
+               "view": "", "path": str(path), "header_error": ""}  # fmt: skip
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            row["patient_id"] = str(header.get("PatientID", "") or row["patient_id"])
+            side = str(header.get("ImageLaterality", "") or header.get("Laterality", "") or "U").upper()
+            row["laterality"] = side if side in ("L", "R") else "U"
+            row["view"] = str(header.get("ViewPosition", "") or "")
+        except Exception as exc:  # any unreadable header: listed with its reason, never skipped
+            row["header_error"] = f"header cannot be read: {' '.join(str(exc).split())[:200]}"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["prediction_id"] = _prediction_ids(table, str(data_dir)).to_numpy()
+    return table.sort_values(["patient_id", "image_id"], kind="stable").reset_index(drop=True)
