@@ -90,8 +90,8 @@ def unlabelled(tmp_path_factory):
     root = tmp_path_factory.mktemp("test_layout")
     generate(root / "made", PhantomSpec(**{**SPEC, "patients": 4, "seed": 7}), workers=2, progress=False)
     train = pd.read_csv(root / "made/train.csv")
-    test = train.drop(columns=["cancer", "biopsy", "invasive", "BIRADS", "density", "difficult_negative_case"],
-                      errors="ignore")  # fmt: skip
+    labels = ["cancer", "biopsy", "invasive", "BIRADS", "density", "difficult_negative_case"]
+    test = train.drop(columns=labels, errors="ignore")
     test["prediction_id"] = test["patient_id"].astype(str) + "_" + test["laterality"]
     folder = root / "rsna-test"
     folder.mkdir()

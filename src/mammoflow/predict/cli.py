@@ -55,10 +55,10 @@ def register(sub) -> None:
         "--dataset", choices=["original", "processed", "augmented"], default=None, help="default: processed"
     )
     p.add_argument("--models", nargs="+", default=None,
-                   help="model names to average, 'all', or 'best' (default: the best out-of-fold AUC)")  # fmt: skip
+                   help="names to average, 'all', or 'best' (default: the best out-of-fold AUC)")  # fmt: skip
     p.add_argument("--aggregation", choices=["mean", "max"], default="mean", help="over a breast's views")
     p.add_argument("--submission", choices=["probability", "binary"], default="probability",
-                   help="submission.csv values: probabilities, or 0/1 at the pF1-optimal threshold")  # fmt: skip
+                   help="submission values: probabilities, or 0/1 at the pF1-optimal threshold")  # fmt: skip
     p.add_argument("--name", default=None, help="name of this prediction (default: the output folder's name)")
     p.add_argument("--workers", type=int, default=1, help="decoder processes")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")

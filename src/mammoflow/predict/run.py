@@ -81,7 +81,8 @@ def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, 
     working_size = override or decode.get("working_size")
     if not working_size:
         raise ValueError(
-            f"{metadatas[0]['_dir']}: the artifact does not record the decode working size; give --working-size"
+            f"{metadatas[0]['_dir']}: the artifact does not record its decode working size; "
+            "give --working-size"
         )
     return int(working_size), tuple(decode.get("decoders") or ("dicomsdl", "pydicom"))
 
@@ -113,7 +114,8 @@ def _thresholds(choices, how: str, metadatas: list[dict]) -> dict:
         oof = oof.assign(decoded=True, prediction_id=oof["patient_id"].astype(str) + "_" + oof["laterality"])
         breasts = aggregate_breasts(oof, how, labelled=True)
         return {
-            "source": f"out-of-fold predictions of the chosen cells ({len(oof)} images, {len(breasts)} breasts)",
+            "source": f"out-of-fold predictions of the chosen cells ({len(oof)} images, "
+            f"{len(breasts)} breasts)",
             "image": choose_thresholds(oof["cancer"].to_numpy(), oof["probability"].to_numpy()),
             "breast": choose_thresholds(breasts["cancer"].to_numpy(), breasts["probability"].to_numpy()),
         }
@@ -128,7 +130,8 @@ def _thresholds(choices, how: str, metadatas: list[dict]) -> dict:
         return float(np.mean(values)) if values else None
 
     return {
-        "source": "mean of the artifacts' own validation-fold thresholds (no predictions.parquet beside them)",
+        "source": "mean of the artifacts' own validation-fold thresholds "
+        "(no predictions.parquet beside them)",
         "image": {n: mean_of("image", n) for n in ("pf1", "spec90")},
         "breast": {n: mean_of("breast_mean", n) for n in ("pf1", "spec90")},
     }
@@ -251,7 +254,7 @@ def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptio
         "images_per_second": {
             "decode_preprocess": decoded_per_second,
             "end_to_end": len(table) / (time.perf_counter() - started),
-        },  # fmt: skip
+        },
     }
     write_text(json.dumps(_jsonable(summary), indent=2) + "\n", out_dir / "summary.json")
     if labelled:
@@ -260,8 +263,9 @@ def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptio
     for row in failed.itertuples(index=False):
         say(f"  cannot use {row.path}: {row.reason}")
     say(
-        f"predicted {summary['n_decoded']} of {len(table)} images ({summary['n_failed']} failed), {len(breasts)} breasts "
-        f"({summary['breasts_missing']} missing, {summary['breasts_flagged_pf1']} flagged) in {summary['seconds']['total']:.1f} s -> {out_dir}"
+        f"predicted {summary['n_decoded']} of {len(table)} images ({summary['n_failed']} failed), "
+        f"{len(breasts)} breasts ({summary['breasts_missing']} missing, {summary['breasts_flagged_pf1']} "
+        f"flagged) in {summary['seconds']['total']:.1f} s -> {out_dir}"
     )
     return summary
 
@@ -285,7 +289,7 @@ def _write_submission(breasts: pd.DataFrame, path: Path, kind: str, threshold: f
 
 
 def _explain(out, table, breasts, arrays, choice, threshold, device, options) -> dict:
-    """Grad-CAM panels of the flagged breasts (highest first, at most options.cam_max) with the first model."""
+    """Grad-CAM panels of the flagged breasts (highest first, at most cam_max), with the first model."""
     flagged = breasts[breasts["flag_pf1"].fillna(False).astype(bool)].sort_values(
         "probability", ascending=False
     )
@@ -327,7 +331,7 @@ def external_validation(table, breasts, choices, thresholds, summary, options) -
             "spec90_oof": thresholds["breast"]["spec90"],
             "image_pf1_oof": thresholds["image"]["pf1"],
             "source": thresholds["source"],
-        },  # fmt: skip
+        },
         "note": "sensitivity and specificity at the out-of-fold pF1-optimal threshold of each level; "
         "images that could not be decoded and breasts without a decoded view are left out",
     }

@@ -53,7 +53,7 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray) -> dict:
 
 
 def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """AUC, probabilistic F1, sensitivity and specificity at ``threshold``, sensitivity at 90 % specificity."""
+    """AUC, probabilistic F1, sensitivity and specificity at ``threshold``, sensitivity at 90 % spec."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     called = p >= threshold
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
