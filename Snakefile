@@ -22,6 +22,7 @@ include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/cam.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
 
 
 # `snakemake --report report.html` (Snakemake's own report) after a run: outputs marked with report().

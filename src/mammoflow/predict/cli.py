@@ -30,7 +30,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
     run_predict(args.data, args.out, options)
 
 
+def cmd_test_layout(args: argparse.Namespace) -> None:
+    from mammoflow.predict.inputs import write_test_layout
+
+    written = write_test_layout(args.data, args.out)
+    print(f"{args.out}: test.csv ({len(written)} images, no labels) and test_images/")
+
+
 def register(sub) -> None:
+    p = sub.add_parser(
+        "test-layout", help="copy an RSNA training folder as Kaggle's test layout (test.csv without labels)"
+    )
+    p.add_argument("--data", required=True, help="folder with train.csv and train_images/")
+    p.add_argument("--out", required=True, help="folder to write test.csv and test_images/ to")
+    p.set_defaults(func=cmd_test_layout)
+
     p = sub.add_parser(
         "predict",
         help="predict new mammograms with the trained models: per image, per breast, a Kaggle submission",

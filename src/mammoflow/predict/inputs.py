@@ -121,3 +121,34 @@ def _scan_folder(data_dir: Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["prediction_id"] = _prediction_ids(table, str(data_dir)).to_numpy()
     return table.sort_values(["patient_id", "image_id"], kind="stable").reset_index(drop=True)
+
+
+# Kaggle's test.csv: train.csv without the labels and label-derived columns, plus prediction_id.
+TEST_COLUMNS = ("site_id", "patient_id", "image_id", "laterality", "view", "age", "implant", "machine_id")
+
+
+def write_test_layout(train_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
+    """Copy an RSNA training-layout folder as Kaggle's test layout: ``test.csv`` without labels (with
+    prediction_id) and ``test_images/`` (hard links where the file system allows, else copies)."""
+    import os
+    import shutil
+
+    from mammoflow.atomic import atomic_path
+
+    train_dir, out_dir = Path(train_dir), Path(out_dir)
+    train = _read_sheet(train_dir / "train.csv", labelled=False)
+    test = train[[c for c in TEST_COLUMNS if c in train.columns]].copy()
+    test["prediction_id"] = test["patient_id"].astype(str) + "_" + test["laterality"].astype(str)
+    for row in test.itertuples(index=False):
+        source = train_dir / "train_images" / str(row.patient_id) / f"{row.image_id}.dcm"
+        target = out_dir / "test_images" / str(row.patient_id) / f"{row.image_id}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.unlink()
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    with atomic_path(out_dir / "test.csv") as tmp:
+        test.to_csv(tmp, index=False)
+    return test
