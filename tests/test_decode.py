@@ -129,7 +129,7 @@ def test_bad_train_csv(tmp_path):
     pd.DataFrame(
         {"patient_id": [1, 1], "image_id": [2, 2], "laterality": "L", "view": "CC", "cancer": 0}
     ).to_csv(tmp_path / "train.csv", index=False)
-    with pytest.raises(DataError, match="image_id: 1 id.s. occur more than once: 2 .lines 2, 3."):
+    with pytest.raises(DataError, match=r"image_id: 1 id.s. occur more than once: 2 .lines 2, 3."):
         load_train_table(tmp_path)
 
 
