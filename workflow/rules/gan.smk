@@ -23,7 +23,7 @@ rule gan_stage:
         settings=lambda w: json.dumps(stage_settings(GAN, int(w.stage)), sort_keys=True),
         store=parent("images"),
         out=parent("network"),
-        previous=lambda w, input: input.previous or [""],
+        previous=lambda w, input: str(input.previous[0]) if input.previous else "",
     threads: GAN["threads"]
     resources:
         gpu=1,
