@@ -38,7 +38,7 @@ rule gan_stage:
     shell:
         "python -m mammoflow gan-stage --store {params.store:q} --folds {input.folds:q}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --stage {wildcards.stage}"
-        " --previous {params.previous:q} --out {params.out:q} --settings {params.settings:q}"
+        " --previous={params.previous:q} --out {params.out:q} --settings {params.settings:q}"
         " --threads {threads} > {log:q} 2>&1"
 
 
