@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import sys
 from pathlib import Path
 
 from mammoflow import __version__
-
-
-def json_object(text: str) -> dict:
-    """argparse type: a JSON object (the rules pass config sections this way)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
+from mammoflow.arguments import json_object
+from mammoflow.classify import cli as classify_cli
+from mammoflow.explain import cli as explain_cli
+from mammoflow.gan import cli as gan_cli
+from mammoflow.report import cli as report_cli
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -137,20 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_folds)
 
-    # Later stages register their own subcommands from their packages (optional while they are built).
-    for module in (
-        "mammoflow.classify.cli",
-        "mammoflow.gan.cli",
-        "mammoflow.explain_cli",
-        "mammoflow.report.cli",
-    ):
-        try:
-            register = importlib.import_module(module).register
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
-            continue
-        register(sub)
+    # The later stages' packages each own their subcommands; importing them costs nothing (no torch).
+    for stage_cli in (classify_cli, gan_cli, explain_cli, report_cli):
+        stage_cli.register(sub)
     return parser
 
 
