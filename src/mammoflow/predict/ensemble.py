@@ -8,7 +8,7 @@ averaged on top. By default the run's cells are found under ``results/train/``; 
 
 from __future__ import annotations
 
-import re
+import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mammoflow import paths
 from mammoflow.classify.artifact import METADATA_NAME, load_artifact, read_metadata
 from mammoflow.classify.metrics import _auc
 from mammoflow.classify.models import normalize_batch
@@ -24,7 +25,6 @@ from mammoflow.classify.train import use_bf16
 from mammoflow.progress import say
 
 KEY_FIELDS = ("protocol", "resolution", "dataset", "architecture")
-CELL_PATTERN = re.compile(r"fold(\d+)")
 
 
 @dataclass
@@ -55,9 +55,15 @@ def _describe(folder: Path) -> dict:
 
 
 def find_cells(results: Path) -> pd.DataFrame:
-    """Every trained cell with an artifact: results/train/{protocol}/{res}/{dataset}/{model}/fold{k}/."""
-    found = sorted((results / "train").glob(f"*/*/*/*/fold*/{METADATA_NAME}"))
-    rows = [_describe(path.parent) for path in found if CELL_PATTERN.fullmatch(path.parent.name)]
+    """Every trained cell with an artifact in a run's results tree (paths.cell_dir)."""
+    pattern = f"{paths.cell_dir('*', '*', '*', '*', '*', root=results)}/{METADATA_NAME}"
+    rows = []
+    for found in sorted(glob.glob(pattern)):
+        try:
+            paths.parse_cell(found)
+        except ValueError:
+            continue  # not a cell folder (the glob's * matched something else)
+        rows.append(_describe(Path(found).parent))
     return pd.DataFrame(rows, columns=[*KEY_FIELDS, "fold", "cell"])
 
 

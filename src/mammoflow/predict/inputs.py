@@ -1,6 +1,8 @@
 """What to predict: the images of an input folder, one row each, with the path of its DICOM.
 
 Three layouts are read:
+The sample sheets are read and checked by mammoflow.samplesheet (every problem listed, one line each).
+
 - RSNA with labels: ``train.csv`` (patient_id, image_id, laterality, view, cancer) and
   ``train_images/<patient_id>/<image_id>.dcm``; the predictions are then also an external validation;
 - RSNA without labels: ``test.csv`` (the same without ``cancer``; ``prediction_id`` may be present) and
@@ -17,32 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from mammoflow.decode import DataError
+from mammoflow.samplesheet import read_sheet
 
-SHEET_COLUMNS = ("patient_id", "image_id", "laterality", "view")
 # Files taken as DICOMs in a plain folder: these suffixes, or the DICM marker after the 128-byte preamble.
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
-
-
-def _read_sheet(csv: Path, labelled: bool) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(csv)
-    except Exception as exc:
-        raise DataError(f"{csv}: cannot be read as CSV: {exc}") from exc
-    required = (*SHEET_COLUMNS, "cancer") if labelled else SHEET_COLUMNS
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}")
-    if table.empty:
-        raise DataError(f"{csv}: has no rows")
-    duplicated = table["image_id"][table["image_id"].duplicated()]
-    if len(duplicated):
-        raise DataError(f"{csv}: image_id {duplicated.iloc[0]} occurs more than once")
-    if labelled:
-        bad = ~table["cancer"].isin([0, 1])
-        if bad.any():
-            row = table[bad].iloc[0]
-            raise DataError(f"{csv}: cancer must be 0 or 1, image_id {row.image_id} has {row.cancer!r}")
-    return table
 
 
 def _prediction_ids(table: pd.DataFrame, where: str) -> pd.Series:
@@ -72,7 +52,7 @@ def read_inputs(data_dir: str | Path) -> tuple[pd.DataFrame, str]:
     for name, images, labelled in (("train.csv", "train_images", True), ("test.csv", "test_images", False)):
         csv = data_dir / name
         if csv.is_file():
-            table = _read_sheet(csv, labelled)
+            table = read_sheet(csv, labels=labelled)
             table["laterality"] = table["laterality"].astype(str)
             table["view"] = table["view"].astype(str)
             table["prediction_id"] = _prediction_ids(table, str(csv)).to_numpy()
@@ -136,7 +116,7 @@ def write_test_layout(train_dir: str | Path, out_dir: str | Path) -> pd.DataFram
     from mammoflow.atomic import atomic_path
 
     train_dir, out_dir = Path(train_dir), Path(out_dir)
-    train = _read_sheet(train_dir / "train.csv", labelled=False)
+    train = read_sheet(train_dir / "train.csv", labels=None)
     test = train[[c for c in TEST_COLUMNS if c in train.columns]].copy()
     test["prediction_id"] = test["patient_id"].astype(str) + "_" + test["laterality"].astype(str)
     for row in test.itertuples(index=False):
