@@ -130,3 +130,32 @@ def test_unlabelled_folder_gives_a_submission_and_lists_the_broken_file(run, unl
     assert "out-of-fold" in summary["thresholds"]["source"]
     if summary["breasts_flagged_pf1"]:
         assert summary["cam_panels"]["breasts"] == 1 and (out / "cam/boxes.parquet").is_file()
+
+
+def test_plain_dicom_folder_reads_headers_and_lists_what_it_cannot_use(unlabelled, tmp_path):
+    """A folder of DICOMs without a sheet: patient, side and view from the headers; a file that is not a
+    DICOM at all, and a truncated one, are listed with their reasons."""
+    from mammoflow.predict.inputs import read_inputs
+    from mammoflow.predict.prepare import Preparation, prepare_images
+
+    folder, broken, train = unlabelled
+    plain = tmp_path / "clinic"
+    shutil.copytree(folder / "test_images", plain / "exams")
+    (plain / "exams/notes.dcm").write_text("not a DICOM")
+    images, layout = read_inputs(plain)
+    assert layout == "dicom-folder" and len(images) == len(train) + 1
+    known = images[images["header_error"] == ""]
+    first = train.iloc[1]
+    row = known[known["image_id"].str.endswith(f"{first.image_id}.dcm")].iloc[0]
+    assert (row.patient_id, row.laterality, row.view) == (str(first.patient_id), first.laterality, first.view)
+    assert row.prediction_id == f"{first.patient_id}_{first.laterality}"
+    assert images.loc[images["image_id"].str.endswith("notes.dcm"), "header_error"].iloc[0]
+
+    prep = Preparation("original", RES)
+    arrays, status = prepare_images(
+        images, [prep], tmp_path, WORKING_SIZE, ("dicomsdl", "pydicom"), workers=2
+    )
+    failed = images.loc[~status["decoded"], "image_id"].tolist()
+    assert sorted(failed) == sorted(["exams/notes.dcm", f"exams/{broken.patient_id}/{broken.image_id}.dcm"])
+    assert status.loc[~status["decoded"], "reason"].str.len().gt(0).all()
+    assert arrays[prep][status["decoded"].to_numpy()].max() > 0
