@@ -66,8 +66,8 @@ def test_artifact_reproduces_the_cells_validation_predictions(run, tmp_path):
     expected = pd.read_parquet(_cell(run, 0) / "predictions.parquet")
     both = expected.merge(images[["image_id", "probability"]], on="image_id", suffixes=("", "_new"))
     assert len(both) == len(expected) > 0
-    # fp16 weights, bf16 autocast on CPUs that have it: a few thousandths.
-    np.testing.assert_allclose(both["probability_new"], both["probability"], atol=0.02)
+    # fp16 weights, bf16 autocast on CPUs that have it: at most 0.0015 measured at demo scale.
+    np.testing.assert_allclose(both["probability_new"], both["probability"], atol=0.01)
     assert np.corrcoef(both["probability_new"], both["probability"])[0, 1] > 0.99
 
     external = json.loads((tmp_path / "again/external.json").read_text())

@@ -81,7 +81,7 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="patient resamples for the external intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--cam-max", type=int, default=50, help="Grad-CAM panels for at most this many flagged breasts"
+        "--cam-max", type=int, default=20, help="Grad-CAM panels for at most this many flagged breasts"
     )
     p.add_argument("--working-size", type=int, default=None,
                    help="decode size, only for artifacts that do not record it")  # fmt: skip

@@ -67,7 +67,7 @@ class PredictOptions:
     batch_size: int = 64
     bootstrap: int = 1000
     seed: int = 0
-    cam_max: int = 50  # Grad-CAM panels for at most this many flagged breasts (highest first)
+    cam_max: int = 20  # Grad-CAM panels for at most this many flagged breasts (highest first)
     working_size: int | None = None  # only for artifacts that do not record their decode settings
 
 
