@@ -212,7 +212,7 @@ def cam_inputs(w):
     """The cell's model and validation predictions, and the stores its validation images are in."""
     cell = paths.cell_dir(w.protocol, w.res, w.dataset, w.model, w.fold)
     inputs = {k: v for k, v in cell_inputs(w).items() if k != "folds"}
-    inputs["model"] = f"{cell}/model.json"
+    inputs["model"] = paths.cell_artifact(w.protocol, w.res, w.dataset, w.model, w.fold)
     inputs["predictions"] = f"{cell}/predictions.parquet"
     return inputs
 

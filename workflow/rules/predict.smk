@@ -31,23 +31,27 @@ def predict_inputs(w):
         config_error(f"predict.data has no folder named {w.name!r} (known: {sorted(config['predict']['data'])})")
     protocol, resolution, dataset, models = predict_choice()
     cells = [
-        f"{paths.cell_dir(protocol, resolution, dataset, model, fold)}/{name}"
+        path
         for model in models
         for fold in range(config["folds"]["k"])
-        for name in ("model.json", "model.safetensors", "predictions.parquet")
+        for path in (
+            paths.cell_artifact(protocol, resolution, dataset, model, fold),
+            paths.cell_weights(protocol, resolution, dataset, model, fold),
+            f"{paths.cell_dir(protocol, resolution, dataset, model, fold)}/predictions.parquet",
+        )
     ]
     return {"data": config["predict"]["data"][w.name], "cells": cells}
 
 
 def predict_targets():
-    return [f"{paths.predict_dir(name)}/submission.csv" for name in sorted(config["predict"]["data"])]
+    return [paths.predict_submission(name) for name in sorted(config["predict"]["data"])]
 
 
 rule predict:
     input:
         unpack(predict_inputs),
     output:
-        submission=f"{PREDICT}/submission.csv",
+        submission=paths.predict_submission("{name}"),
         images=f"{PREDICT}/images.parquet",
         breasts=f"{PREDICT}/breasts.parquet",
         failed=f"{PREDICT}/failed.csv",

@@ -9,8 +9,8 @@ rule train:
         metrics=f"{CELL}/metrics.json",
         predictions=f"{CELL}/predictions.parquet",
         history=f"{CELL}/history.csv",
-        weights=f"{CELL}/model.safetensors",
-        model=f"{CELL}/model.json",
+        weights=paths.cell_weights("{protocol}", "{res}", "{dataset}", "{model}", "{fold}"),
+        model=paths.cell_artifact("{protocol}", "{res}", "{dataset}", "{model}", "{fold}"),
     params:
         settings=lambda w: as_json(cell_settings(w.model)),
         store=parent("images"),

@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mammoflow import __version__
+from mammoflow import __version__, paths
 from mammoflow.atomic import atomic_path, write_text
 from mammoflow.classify.models import GRAY_MEAN, GRAY_STD, _size_kwargs, build_model
 
 FORMAT = "mammoflow-model"
 FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
-METADATA_NAME = "model.json"
+WEIGHTS_NAME = paths.ARTIFACT_WEIGHTS  # model.safetensors
+METADATA_NAME = paths.ARTIFACT_METADATA  # model.json
 # A torch.save file is a zip archive (PK..) or, in the legacy format, a bare pickle (protocol byte 0x80).
 PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
 
