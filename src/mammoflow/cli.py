@@ -40,6 +40,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
         workers=args.workers,
         strict=args.strict,
         decoders=tuple(args.decoders),
+        reduce=args.reduce,
     )
 
 
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="decoder processes")
     p.add_argument("--decoders", nargs="+", default=["dicomsdl", "pydicom"], choices=["dicomsdl", "pydicom"])
     p.add_argument("--strict", action="store_true", help="fail on the first file that cannot be decoded")
+    p.add_argument(
+        "--reduce",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="decode JPEG 2000 at the deepest level that keeps the long side >= the working size",
+    )
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("index", help="join decoded shards into one index and one error list")

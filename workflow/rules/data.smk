@@ -35,6 +35,7 @@ rule decode:
         working_size=config["decode"]["working_size"],
         decoders=" ".join(config["decode"]["decoders"]),
         strict="--strict" if config["decode"]["strict"] else "",
+        reduce="--reduce" if config["decode"].get("reduce", True) else "--no-reduce",
     threads: config["decode"]["threads"]
     resources:
         mem_mb=3000,
@@ -48,7 +49,7 @@ rule decode:
     shell:
         "python -m mammoflow decode --data-dir {params.data_dir} --out $(dirname {output.meta}) --shard {wildcards.shard}"
         " --shards {params.shards} --working-size {params.working_size} --workers {threads}"
-        " --decoders {params.decoders} {params.strict} > {log} 2>&1"
+        " --decoders {params.decoders} {params.strict} {params.reduce} > {log} 2>&1"
 
 
 rule decode_index:
