@@ -338,11 +338,8 @@ def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
         facts = j2k.read_main_header(codestream)
     except Exception as exc:
         raise NotForThisDecoder(f"codestream not readable here: {_one_line(exc)}") from exc
-    # Bits above BitsStored cannot be masked off an average: such codestreams are decoded in full.
     if (facts.width, facts.height) != (header.cols, header.rows) or facts.components != 1 or facts.signed:
         raise NotForThisDecoder(f"codestream {facts} disagrees with the header")
-    if facts.precision > header.bits_stored:
-        raise NotForThisDecoder(f"codestream precision {facts.precision} > BitsStored {header.bits_stored}")
     level = j2k.choose_level(header.rows, header.cols, facts.levels, reduce_to)
     if level == 0:
         raise NotForThisDecoder("no resolution level to skip")
@@ -350,6 +347,11 @@ def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
         pixels = j2k.decode_reduced(codestream, level, facts.precision)
     except Exception as exc:
         raise DicomError(f"reduced JPEG 2000 decode failed: {_one_line(exc)}") from exc
+    # Bits above BitsStored cannot be masked off an average. OpenJPEG clamps its output to the codestream
+    # precision, so only a codestream wider than BitsStored can show them: it is read in full instead.
+    if facts.precision > header.bits_stored and int(pixels.max()) > header.max_stored:
+        raise NotForThisDecoder("values above BitsStored: decoded in full, where they can be masked")
+    pixels = j2k.match_box_average(pixels, level, (1 << facts.precision) - 1)
     return _finish(pixels, header, "pillow-j2k", started, level)
 
 

@@ -12,14 +12,23 @@ The route is Pillow's JPEG 2000 plugin (OpenJPEG 2.5 in its wheel; ``Image.reduc
 chosen by measurement (bench/decode.py): pylibjpeg-openjpeg and dicomsdl have no resolution factor.
 Pillow returns 9-16 bit samples scaled up to 16 bits (``x << (16 - precision)``); the shift is undone
 here, which is exact because the low bits it adds are zero.
+
+The low-pass band is not the box average a full decode's area resize takes: the 5/3 (and 9/7) analysis
+low-pass keeps more of the band up to the new Nyquist frequency, so the reduced image is sharper and
+noisier, enough to move the breast's percentile window by a grey level or two. ``match_box_average``
+filters it with the 3-tap kernel that brings its response to the box average's (equal at zero and
+at the reduced grid's Nyquist frequency); the two paths then agree within a grey level
+(tests/test_j2k_reduce.py).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import struct
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 # JPEG 2000 in DICOM (PS3.5 A.4.4, A.4.11): lossless, lossy-capable, and HTJ2K (OpenJPEG >= 2.5 decodes HT).
@@ -124,3 +133,25 @@ def decode_reduced(data: bytes, level: int, precision: int) -> np.ndarray:
     if precision < 16:
         pixels >>= 16 - precision
     return pixels
+
+
+def _box_over_lowpass(w: float, level: int) -> float:
+    """Response of a 2**level box average over that of ``level`` 5/3 low-pass stages, at frequency w."""
+    ratio = 1.0
+    for k in range(level):
+        v = w * (1 << k)
+        box = (1 + math.cos(v)) / 2
+        lowpass = (6 + 4 * math.cos(v) - 2 * math.cos(2 * v)) / 8
+        ratio *= box / lowpass
+    return ratio
+
+
+def match_box_average(pixels: np.ndarray, level: int, top: int) -> np.ndarray:
+    """Filter a level-``level`` low-pass image to the response of the box average of a full decode."""
+    if level < 1:
+        return pixels
+    # Kernel (a, 1 - 2a, a): response 1 at zero frequency, 1 - 4a at the reduced grid's Nyquist.
+    a = (1 - _box_over_lowpass(math.pi / (1 << level), level)) / 4
+    kernel = np.array([a, 1 - 2 * a, a], np.float32)
+    smooth = cv2.sepFilter2D(pixels.astype(np.float32), -1, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+    return np.clip(np.rint(smooth), 0, top).astype(pixels.dtype)
