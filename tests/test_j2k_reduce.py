@@ -123,22 +123,50 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
         assert full[column].astype(str).tolist() == reduced[column].astype(str).tolist(), column
 
     a, b = DecodedImages(full), DecodedImages(reduced)
-    options = ProcessOptions()
     figures = []
     for row in range(len(full)):
         for res in (256, 512):
-            for name, prepare in (
-                ("processed", lambda px, meta, r: prepare_processed(px, meta, r, options)),
-                ("original", lambda px, meta, r: prepare_original(px, r)),
-            ):
-                x = prepare(a.pixels(row), full.iloc[row], res).image.astype(np.int16)
-                y = prepare(b.pixels(row), reduced.iloc[row], res).image.astype(np.int16)
-                diff = np.abs(x - y)
-                figures.append((row, res, name, diff.mean(), np.percentile(diff, 99)))
-                # assert diff.mean() <= 1.0, figures[-1]
-    print("\nrow res dataset mean|diff| p99|diff|")  # the README's figures (pytest -s)
-    for row, res, name, mean, p99 in figures:
-        print(f"{row} {res} {name} {mean:.3f} {p99:.0f}")
+            x = prepare_processed(a.pixels(row), full.iloc[row], res, ProcessOptions())
+            y = prepare_processed(b.pixels(row), reduced.iloc[row], res, ProcessOptions())
+            diff = np.abs(x.image.astype(np.int16) - y.image)
+            original = np.abs(
+                prepare_original(a.pixels(row), res).image.astype(np.int16)
+                - prepare_original(b.pixels(row), res).image
+            )
+            figures.append(
+                (
+                    row,
+                    LEVELS[row],
+                    res,
+                    x.crop == y.crop,
+                    diff.mean(),
+                    np.percentile(diff, 99),
+                    original.mean(),
+                )
+            )
+    print(
+        "\nrow level res same_crop processed_mean processed_p99 original_mean"
+    )  # README figures (pytest -s)
+    for figure in figures:
+        print(" ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in figure))
+    # Where the crop is the same and one level was skipped, the stores agree within a grey level on average.
+    for row, level, res, same_crop, mean, _, original_mean in figures:
+        assert original_mean <= 1.5, (row, res, original_mean)
+        if same_crop and level == 1:
+            assert mean <= 1.0, (row, res, mean)
+    STATE["figures"] = figures
+
+
+STATE: dict = {}
+
+
+@pytest.mark.xfail(
+    reason="issue 12 bound not met yet: skipping two levels, or a crop box that moves, gives 1-4"
+)
+def test_processed_stores_within_one_grey_level_on_every_image():
+    """The issue's done-when on every image; needs the previous test's figures (same module, run first)."""
+    assert STATE.get("figures"), "run with test_reduced_and_full_paths_agree_on_real_size_images"
+    assert max(mean for *_, mean, _, _ in STATE["figures"]) <= 1.0
 
 
 def test_reduced_decode_is_the_same_bytes_for_any_worker_count(tmp_path):
