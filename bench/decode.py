@@ -117,6 +117,41 @@ def per_syntax(paths: list[Path], full: pd.DataFrame, reduced: pd.DataFrame) -> 
     return table
 
 
+def store_agreement(work: Path, resolutions: list[int], datasets: list[str]) -> pd.DataFrame:
+    """Per image, mean and 99th percentile of |reduce:true - reduce:false| in each store (grey levels)."""
+    from mammoflow.dicom import TRANSFER_SYNTAX_NAMES
+    from mammoflow.store import open_store
+
+    index = pd.read_parquet(work / "work_True" / "index.parquet")
+    rows = []
+    for res in resolutions:
+        for dataset in datasets:
+            full, manifest = open_store(work / "work_False" / f"{res}_{dataset}")
+            reduced, manifest_r = open_store(work / "work_True" / f"{res}_{dataset}")
+            assert manifest["image_id"].tolist() == manifest_r["image_id"].tolist()
+            for row, image_id in enumerate(manifest["image_id"]):
+                diff = np.abs(full[row].astype(np.int16) - reduced[row])
+                entry = index[index["image_id"] == image_id].iloc[0]
+                rows.append(
+                    {
+                        "transfer syntax": TRANSFER_SYNTAX_NAMES.get(
+                            entry.transfer_syntax, entry.transfer_syntax
+                        ),
+                        "size": f"{entry.rows}x{entry.cols}",
+                        "level": entry.level,
+                        "store": f"{dataset} {res}",
+                        "mean": diff.mean(),
+                        "p99": np.percentile(diff, 99),
+                    }
+                )
+    table = pd.DataFrame(rows)
+    return (
+        table.groupby(["transfer syntax", "size", "level", "store"])
+        .agg(mean_min=("mean", "min"), mean_max=("mean", "max"), p99_max=("p99", "max"), n=("mean", "size"))
+        .round(2)
+    )
+
+
 def jpeg_lossless(paths: list[Path], work: Path, limit: int = 6) -> pd.DataFrame | None:
     """The images re-encoded as JPEG lossless SV1 (process 14, RSNA's other syntax) by dcmtk's dcmcjpeg:
     seconds per image with dicomsdl and with pydicom's decoders (pylibjpeg-libjpeg, then Pillow's)."""
@@ -204,6 +239,7 @@ def main() -> int:
             )
         plain = plain_pydicom(paths, args.resolutions, tmp / "png")
         syntax_table = per_syntax(paths, runs[False][1], runs[True][1])
+        agreement = store_agreement(tmp, args.resolutions, args.datasets)
         jpeg_table = jpeg_lossless(paths, tmp / "jpeg_lossless")
 
     figures = {
@@ -232,6 +268,8 @@ def main() -> int:
     print(f"  plain pydicom per image                  {n / plain:7.2f} img/s")
     print("\nseconds per image by transfer syntax and size (decode + working-size resize):")
     print(syntax_table.to_string())
+    print("\nreduce:true vs reduce:false stores, |difference| per image in grey levels:")
+    print(agreement.to_string())
     if jpeg_table is not None:
         print("\nJPEG lossless process 14 (SV1, dcmcjpeg +e1), seconds per image:")
         print(jpeg_table.to_string())
