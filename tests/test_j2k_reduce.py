@@ -6,6 +6,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA
 from dicom_factory import mammo_like, mammo_textured, write_codestream_dicom, write_dicom
 from PIL import Image
 from pydicom.uid import JPEG2000, JPEG2000Lossless
@@ -183,3 +184,26 @@ def test_reduced_decode_is_the_same_bytes_for_any_worker_count(tmp_path):
     assert (tmp_path / "w1/pixels.u16").read_bytes() == (tmp_path / "w2/pixels.u16").read_bytes()
     meta = pd.read_parquet(tmp_path / "w2/meta.parquet")
     assert set(meta["level"]) == {2} and set(meta["decoder"]) == {"pillow-j2k"}
+
+
+def test_htj2k_reduced_and_full(tmp_path):
+    """HTJ2K lossless (OpenJPH-encoded fixture, 5 levels): read reduced by Pillow's OpenJPEG, in full by
+    pydicom; dicomsdl is not given the syntax."""
+    path = DATA / "htj2k_lossless.dcm"
+    full = read_image(path)
+    assert full.decoder == "pydicom" and "dicomsdl is not used for HTJ2K Lossless" in _reason(path)
+    reduced = read_image(path, ("pillow-j2k", "dicomsdl", "pydicom"), reduce_to=100)
+    assert reduced.decoder == "pillow-j2k" and reduced.level == 2 and reduced.pixels.shape == (112, 90)
+    box = full.pixels.reshape(112, 4, 90, 4).mean(axis=(1, 3))
+    assert (
+        np.corrcoef(reduced.pixels.ravel(), box.ravel())[0, 1] > 0.98
+    )  # the same picture, a quarter the size
+    assert not full.header.lossy
+
+
+def _reason(path) -> str:
+    from mammoflow.dicom import DicomError, read_with_dicomsdl
+
+    with pytest.raises(DicomError) as caught:
+        read_with_dicomsdl(path)
+    return str(caught.value)
