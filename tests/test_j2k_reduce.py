@@ -207,3 +207,16 @@ def _reason(path) -> str:
     with pytest.raises(DicomError) as caught:
         read_with_dicomsdl(path)
     return str(caught.value)
+
+
+@pytest.mark.parametrize("bits", [8, 12, 14, 16])
+def test_reduced_values_are_stored_values(tmp_path, bits):
+    """Pillow scales 9-16 bit samples up to 16 bits; the reduced reader undoes it for every precision."""
+    stored = mammo_textured(640, 512, bits, seed=bits)
+    path = write_dicom(tmp_path / "x.dcm", stored, "j2k", bits=bits)
+    image = read_image(path, ("pillow-j2k", "dicomsdl"), reduce_to=160)
+    assert image.decoder == "pillow-j2k" and image.level == 2 and image.pixels.shape == (160, 128)
+    box = stored.reshape(160, 4, 128, 4).mean(axis=(1, 3))
+    # A wrong shift would be off by a factor of 2 or more; the lifting rounds by about a stored level.
+    assert abs(float(image.pixels.mean()) - float(box.mean())) < 0.01 * ((1 << bits) - 1)
+    assert int(image.pixels.max()) <= (1 << bits) - 1

@@ -125,13 +125,12 @@ def decode_reduced(data: bytes, level: int, precision: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         image.reduce = level  # Pillow's JPEG 2000 plugin: resolution factor passed to OpenJPEG
         image.load()
-        if image.mode == "L":
-            return np.asarray(image).copy()
-        if image.mode != "I;16":
+        if image.mode not in ("L", "I;16"):
             raise CodestreamError(f"Pillow decoded the codestream as mode {image.mode}, not grey")
-        pixels = np.asarray(image).astype(np.uint16, copy=True)
-    if precision < 16:
-        pixels >>= 16 - precision
+        pixels = np.array(image)  # a copy: uint8 (mode L, precision <= 8) or uint16
+    container = pixels.dtype.itemsize * 8
+    if precision < container:
+        pixels >>= container - precision
     return pixels
 
 
