@@ -116,7 +116,7 @@ def test_real_data_command_runs_through_preprocessing(rsna, tmp_path):
     copy = _workflow_copy(tmp_path)
     targets = ["results/data/folds.parquet", "results/data/256/processed/images.npy"]
     done = subprocess.run(
-        [*_pointed(command, rsna, tmp_path, dry=False), *targets],
+        [*_pointed(command, rsna, tmp_path, dry=False), "--", *targets],
         cwd=copy,
         capture_output=True,
         text=True,
