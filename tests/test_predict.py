@@ -20,7 +20,7 @@ from mammoflow.store import build_store
 torch.set_num_threads(2)
 RES = 32
 WORKING_SIZE = 256
-DECODE = {"working_size": WORKING_SIZE, "decoders": ["dicomsdl", "pydicom"]}
+DECODE = {"working_size": WORKING_SIZE, "decoders": ["dicomsdl", "pydicom"], "reduce": True}
 SPEC = dict(patients=8, prevalence=0.5, size_scale=0.08, mass_contrast=0.3, mass_diameter_mm=(30.0, 40.0))
 
 

@@ -16,7 +16,7 @@ rule train:
         store=parent("images"),
         synthetic=synthetic_option,
         out=parent("metrics"),
-        decode=as_json({k: config["decode"][k] for k in ("working_size", "decoders")}),
+        decode=as_json({k: config["decode"][k] for k in ("working_size", "decoders", "reduce")}),
         code=package_digest("classify"),
     threads: config["train"]["threads"]
     resources:

@@ -34,6 +34,7 @@ import torch
 from mammoflow.atomic import atomic_path, write_parquet, write_text
 from mammoflow.classify.artifact import load_artifact, read_metadata
 from mammoflow.classify.train import pick_device
+from mammoflow.decode import decoder_chain
 from mammoflow.predict.ensemble import (
     cells_of,
     choose_models,
@@ -72,6 +73,7 @@ class PredictOptions:
 
 
 def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, tuple[str, ...]]:
+    """Working size and decoder chain the chosen models' images were decoded with (one for all)."""
     recorded = {json.dumps(m.get("decode"), sort_keys=True) for m in metadatas}
     if len(recorded) > 1:
         raise ValueError(
@@ -84,7 +86,8 @@ def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, 
             f"{metadatas[0]['_dir']}: the artifact does not record its decode working size; "
             "give --working-size"
         )
-    return int(working_size), tuple(decode.get("decoders") or ("dicomsdl", "pydicom"))
+    decoders = tuple(decode.get("decoders") or ("dicomsdl", "pydicom"))
+    return int(working_size), decoder_chain(decoders, bool(decode.get("reduce", False)))
 
 
 def aggregate_breasts(images: pd.DataFrame, how: str, labelled: bool) -> pd.DataFrame:
