@@ -3,7 +3,7 @@
 #   predict.data: {name: folder}  ->  paths.predict_dir(name): submission.csv, images.{parquet,csv},
 #       breasts.{parquet,csv}, failed.csv, summary.json, cam/ (flagged breasts), external.json (with labels)
 #
-#   snakemake --cores 2 --configfile presets/demo.yaml unseen.yaml predict_all
+#   snakemake --cores 2 --configfile presets/demo.yaml unseen.yaml -- predict_all   (unseen.yaml: predict.data)
 #
 # The helpers below belong to this rule only; they turn the CLI's defaults into explicit arguments so that
 # the rule's inputs are exactly the cells the command may use.
