@@ -159,3 +159,28 @@ def test_plain_dicom_folder_reads_headers_and_lists_what_it_cannot_use(unlabelle
     assert sorted(failed) == sorted(["exams/notes.dcm", f"exams/{broken.patient_id}/{broken.image_id}.dcm"])
     assert status.loc[~status["decoded"], "reason"].str.len().gt(0).all()
     assert arrays[prep][status["decoded"].to_numpy()].max() > 0
+
+
+def test_snakemake_target_asks_for_exactly_the_cells_it_uses(tmp_path):
+    """`predict_all` on the tiny config: one predict job per folder, over the chosen resolution's cells."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, SNAKEMAKE_ENV
+
+    (tmp_path / "clinic a").mkdir()
+    (tmp_path / "more.yaml").write_text(
+        f"predict:\n  data:\n    clinic: {tmp_path / 'clinic a'}\n  resolution: 32\n  models: [resnet18]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-p", "-s", str(REPO / "Snakefile"),
+         "--configfile", str(REPO / "tests/config/tiny.yaml"), str(tmp_path / "more.yaml"),
+         "-d", str(tmp_path), "--", "predict_all"],
+        capture_output=True, text=True, timeout=300, env=SNAKEMAKE_ENV,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "rule predict:" in out and "results/predict/clinic/submission.csv" in out
+    assert "--resolution 32 --dataset processed --models resnet18" in out
+    assert "results/train/clean/32/processed/resnet18/fold1/model.safetensors" in out
+    assert "results/train/clean/64/processed" not in out.split("rule predict:")[1].split("rule ")[0]
