@@ -80,7 +80,7 @@ def test_decode_shards_index_and_errors(tmp_path):
         decode_shard(tmp_path / "rsna", d, i, 2, working_size=128, workers=2) for i, d in enumerate(dirs)
     ]
     assert sum(ok for ok, _ in totals) == 5 and sum(bad for _, bad in totals) == 4
-    index = index_shards(dirs, tmp_path / "index.parquet", tmp_path / "errors.parquet")
+    index = index_shards(dirs, tmp_path / "index.parquet", tmp_path / "errors.parquet", max_failed_fraction=1)
     errors = pd.read_parquet(tmp_path / "errors.parquet")
     assert sorted(index["image_id"]) == sorted(table["image_id"][:5])
     reasons = dict(zip(errors["image_id"], errors["reason"], strict=True))
@@ -129,7 +129,7 @@ def test_bad_train_csv(tmp_path):
     pd.DataFrame(
         {"patient_id": [1, 1], "image_id": [2, 2], "laterality": "L", "view": "CC", "cancer": 0}
     ).to_csv(tmp_path / "train.csv", index=False)
-    with pytest.raises(DataError, match="image_id 2 occurs more than once"):
+    with pytest.raises(DataError, match="image_id: 1 id.s. occur more than once: 2 .lines 2, 3."):
         load_train_table(tmp_path)
 
 
