@@ -12,9 +12,21 @@ from pathlib import Path
 import pandas as pd
 
 PACKAGES = (
-    "mammoflow", "snakemake", "torch", "torchvision", "timm", "grad-cam", "numpy", "pandas", "pyarrow",
-    "scikit-learn", "opencv-python-headless", "pydicom", "dicomsdl", "matplotlib",
-)  # fmt: skip
+    "mammoflow",
+    "snakemake",
+    "torch",
+    "torchvision",
+    "timm",
+    "grad-cam",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "opencv-python-headless",
+    "pydicom",
+    "dicomsdl",
+    "matplotlib",
+)
 
 
 def git_state(repo: Path) -> dict:
