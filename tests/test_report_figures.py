@@ -140,7 +140,8 @@ def fake_python(tmp_path, script: str) -> str:
 def test_rulegraph_dot_output_and_failure(tmp_path, monkeypatch):
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text("rule all:\n")
-    noisy = "echo 'Building DAG of jobs...'\necho 'digraph snakemake_dag {'\necho '0[label = \"all\"];'\necho '}  '\n"
+    noisy = "echo 'Building DAG of jobs...'\necho 'digraph snakemake_dag {'\n"
+    noisy += "echo '0[label = \"all\"];'\necho '}  '\n"
     monkeypatch.setattr(sys, "executable", fake_python(tmp_path, noisy))
     assert dag.rulegraph_dot(snakefile, tmp_path, {}) == 'digraph snakemake_dag {\n0[label = "all"];\n}\n'
     failing = fake_python(tmp_path, "echo 'WorkflowError: bad config' >&2\nexit 1\n")

@@ -152,7 +152,7 @@ def test_stage_timings_from_benchmark_files(tmp_path):
     assert rule_of(Path("report.tsv")) == "report"
 
 
-# ------------------------------------------------------------------- real images only, breast level, protocols
+# ------------------------------------------------------------ real images only, breast level, protocols
 def _predictions(rng, patients, fold, synthetic=0, shift=0.0):
     """Two views of each breast of ``patients``; cancer in the left breast of every third patient."""
     rows = []
@@ -183,7 +183,7 @@ def test_real_only_rows_and_breast_level_at_out_of_fold_thresholds(tmp_path):
         metrics["real_only"], _ = cell_metrics(frame[frame["source"] == "real"])
         _write_cell(results, "paper", 256, "augmented", "resnet18", fold, metrics, frame)
     matrix = Matrix(["paper"], [256], ["augmented"], ["resnet18"], 2)
-    cells, table, pooled = build_table(results, matrix, resamples=0)
+    _, table, _ = build_table(results, matrix, resamples=0)
     assert list(table["scored"]) == ["all", "real"]
     published, real = table.iloc[0], table.iloc[1]
     assert published["auc_paper"] == 0.83 and np.isnan(real["auc_paper"])  # the paper's value: as published
@@ -225,8 +225,11 @@ def test_protocol_difference_is_paired_on_the_same_real_images():
     assert same["difference"] == 0 and same["low"] == 0 and same["high"] == 0  # paired: no spread at all
     assert paired_auc_difference(clean.assign(cancer=0), paper, resamples=10) is None
 
-    pooled = {("clean", 256, "processed", "resnet18", "all"): clean, ("paper", 256, "processed", "resnet18", "all"): paper,
-              ("clean", 256, "original", "resnet18", "all"): clean}  # fmt: skip
+    pooled = {
+        ("clean", 256, "processed", "resnet18", "all"): clean,
+        ("paper", 256, "processed", "resnet18", "all"): paper,
+        ("clean", 256, "original", "resnet18", "all"): clean,
+    }
     comparison = protocol_comparison(pooled, resamples=300)
     assert list(comparison["dataset"]) == ["processed"]  # original ran under clean only
     sentence = reading(comparison)
@@ -249,5 +252,5 @@ def test_external_tests_are_read_from_every_external_json(tmp_path):
     rows = external_table(tests[0])
     assert rows.values.tolist() == [["image", "auc", 0.7, 0.6, 0.8], ["breast", "pf1", 0.3, 0.1, 0.5]]
     path.write_text("{not json")
-    with pytest.raises(ValueError, match="external.json"):
+    with pytest.raises(ValueError, match=r"external\.json"):
         external_tests(tmp_path / "results")
