@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from glob import glob
 from pathlib import Path
 
 import jinja2
@@ -18,6 +19,7 @@ import pandas as pd
 import yaml
 from markupsafe import Markup
 
+from mammoflow import paths
 from mammoflow.atomic import write_text
 from mammoflow.progress import say
 from mammoflow.report import compare, table2
@@ -91,7 +93,7 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
 
     model = "resnet18" if "resnet18" in matrix.models else matrix.models[0]
     parts = []
-    snapshots = sorted(results.glob("gan/*/*/stage*/snapshots.png"))
+    snapshots = sorted(map(Path, glob(paths.gan_stage_dir("*", "*", "*", results) + "/snapshots.png")))
     first = snapshots[0].parent.parent if snapshots else None
     chosen = sorted(first.glob("stage*/snapshots.png"), key=lambda p: int(p.parent.name[5:])) if first else []
     parts.append(
@@ -157,7 +159,8 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
     for protocol in matrix.protocols:
         resolution = max(matrix.resolutions)
         for dataset in matrix.datasets:
-            found = sorted(results.glob(f"cam/{protocol}/{resolution}/{dataset}/{model}/fold*/figure6.png"))
+            pattern = paths.cam_dir(protocol, resolution, dataset, model, "*", results) + "/figure6.png"
+            found = sorted(map(Path, glob(pattern)))
             if found:
                 label = DATASET_LABELS.get(dataset, dataset)
                 caption = f"{protocol}, {resolution} px, {label}, {found[0].parent.name}"
@@ -186,13 +189,10 @@ def audit_context(results: Path, matrix: Matrix) -> dict:
     leakage = audit.leakage_audit(results, matrix.protocols, matrix.k)
     sheets = []
     for dataset in ("original", "processed"):
-        found = sorted(
-            results.glob(f"data/*/{dataset}/contact_sheet.png"), key=lambda p: int(p.parent.parent.name)
-        )
+        found = {int(p.parent.parent.name): p for p in map(Path, glob(paths.store_dir("*", dataset, results)
+                 + "/contact_sheet.png")) if p.parent.parent.name.isdigit()}  # fmt: skip
         if found:
-            sheets.append(
-                figure(found[-1].read_bytes(), f"{dataset} images, {found[-1].parent.parent.name} px")
-            )
+            sheets.append(figure(found[max(found)].read_bytes(), f"{dataset} images, {max(found)} px"))
     return {
         "error": None,
         "data": data,
@@ -257,7 +257,7 @@ def build_report(inputs: Inputs) -> dict:
     )
     matched = bool(table[[f"{m}_paper" for m in PAPER_METRICS]].notna().any().any())
     external = [{**t, "table": compare.external_table(t)} for t in compare.external_tests(results)]
-    rsna_dir = config.get("data", {}).get("rsna_dir")
+    rsna_dir = config.get("rsna_dir") or config.get("data", {}).get("rsna_dir")
     html = (
         environment()
         .get_template("report.html.j2")

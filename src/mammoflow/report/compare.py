@@ -11,11 +11,13 @@ and scores both protocols on the same resample (paired, so the interval is that 
 from __future__ import annotations
 
 import json
+from glob import glob
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mammoflow import paths
 from mammoflow.report.table2 import auc_with_weights, interval, patient_resamples
 
 COMPARISON_COLUMNS = [
@@ -105,7 +107,7 @@ def external_tests(results: Path) -> list[dict]:
     """Every results/predict/{name}/external.json that exists (written by `mammoflow predict` on labelled
     data), each with ``path`` added; a file that is not valid JSON is an error naming it."""
     tests = []
-    for path in sorted(Path(results).glob("predict/*/external.json")):
+    for path in sorted(map(Path, glob(paths.predict_dir("*", results) + "/external.json"))):
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as error:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammoflow import paths
 from mammoflow.classify.metrics import breast_level, f1_at_out_of_fold_threshold
 
 PAPER_METRICS = ("accuracy", "auc", "precision", "recall", "f1")
@@ -71,11 +72,13 @@ class Matrix:
 
 
 def cell_dir(results: Path, protocol, resolution, dataset, model, fold) -> Path:
-    return Path(results) / "train" / protocol / str(resolution) / dataset / model / f"fold{fold}"
+    return Path(paths.cell_dir(protocol, resolution, dataset, model, fold, root=results))
 
 
 def cell_log(workdir: Path, protocol, resolution, dataset, model, fold) -> Path:
-    return Path(workdir) / "logs" / "train" / protocol / str(resolution) / dataset / model / f"fold{fold}.log"
+    return Path(
+        paths.cell_log("train", protocol, resolution, dataset, model, fold, logs=Path(workdir) / paths.LOGS)
+    )
 
 
 def _dig(metrics: dict, path: tuple[str, ...]):
@@ -295,7 +298,7 @@ def cam_scores(results: Path, cells: pd.DataFrame) -> pd.DataFrame:
     for key, group in cells[cells["scored"] == "all"].groupby(KEYS[:4], sort=False):
         sums = np.zeros(4)  # scored, hits, chance, iou
         for fold in group["fold"]:
-            path = Path(results) / "cam" / Path(*map(str, key)) / f"fold{fold}" / "summary.json"
+            path = Path(paths.cam_dir(*key, fold, root=results)) / "summary.json"
             summary = json.loads(path.read_text()) if path.is_file() else {}
             n = summary.get("scored") or 0
             if n and summary.get("hit_rate") is not None:
