@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 from sklearn.metrics import roc_auc_score
 
+from mammoflow.report.build import table_markdown
 from mammoflow.report.table2 import (
     PAPER_METRICS,
     Matrix,
@@ -17,7 +18,6 @@ from mammoflow.report.table2 import (
     paper_table,
     pooled_auc,
     table_csv,
-    table_markdown,
 )
 
 SHARED_TABLE = REPO.parent / "shared/paper/table2.csv"

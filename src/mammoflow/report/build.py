@@ -81,6 +81,20 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def blocks(table: pd.DataFrame) -> list:
+    """The table's rows as records, one list per (protocol, resolution), for the templates."""
+    return [
+        (key, part.to_dict("records")) for key, part in table.groupby(["protocol", "resolution"], sort=False)
+    ]
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """table2.md: one block per protocol and resolution, each paper metric as 'mean ± sd (paper, diff)'."""
+    return (
+        environment().get_template("table2.md.j2").render(blocks=blocks(table), paper_metrics=PAPER_METRICS)
+    )
+
+
 def figure(data: bytes, caption: str, mime: str = "image/png") -> dict:
     return {"uri": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", "caption": caption}
 
@@ -244,7 +258,7 @@ def build_report(inputs: Inputs) -> dict:
     comparison = compare.protocol_comparison(pooled, resamples, seed)
     out.mkdir(parents=True, exist_ok=True)
     write_text(table2.table_csv(table).to_csv(index=False, float_format="%.6g"), out / "table2.csv")
-    write_text(table2.table_markdown(table) + "\n", out / "table2.md")
+    write_text(table_markdown(table), out / "table2.md")
     write_text(cells.to_csv(index=False, float_format="%.6g"), out / "cells.csv")
     write_text(comparison.to_csv(index=False, float_format="%.6g"), out / "protocols.csv")
 
@@ -269,10 +283,7 @@ def build_report(inputs: Inputs) -> dict:
             status=status,
             resamples=resamples,
             paper_metrics=PAPER_METRICS,
-            blocks=[
-                (key, block.to_dict("records"))
-                for key, block in table.groupby(["protocol", "resolution"], sort=False)
-            ],
+            blocks=blocks(table),
             matched=matched,
             paper_table=table2.paper_table(),
             comparison=comparison,
