@@ -157,16 +157,17 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
                 )
             rocs = []
             for dataset in matrix.datasets:
-                for scored in ("all", "real"):
-                    curves = {
-                        m: (f["cancer"].to_numpy(), f["probability"].to_numpy())
-                        for m in matrix.models
-                        if (f := pooled.get((protocol, resolution, dataset, m, scored))) is not None
-                    }
-                    label = table2.row_label({"dataset": dataset, "scored": scored})
-                    if curves:
-                        png = figures.roc_curves(curves, f"{label}, {heading}")
-                        rocs.append(figure(png, f"{label}: out-of-fold predictions of all folds"))
+                # Under paper, each model's curve on real images only joins its as-published curve.
+                curves = {
+                    m + ("" if scored == "all" else ", real images only"): (f["cancer"], f["probability"])
+                    for m in matrix.models
+                    for scored in ("all", "real")
+                    if (f := pooled.get((protocol, resolution, dataset, m, scored))) is not None
+                }
+                if curves:
+                    label = DATASET_LABELS.get(dataset, dataset)
+                    png = figures.roc_curves(curves, f"{label}, {heading}")
+                    rocs.append(figure(png, f"{label}: out-of-fold predictions of all folds"))
             if rocs:
                 parts.append({"heading": f"ROC curves ({heading})", "note": "", "figures": rocs})
     cams = []

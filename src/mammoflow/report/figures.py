@@ -84,6 +84,8 @@ def epoch_curves(histories: dict[str, list[pd.DataFrame]], title: str) -> bytes:
     panels = [c for c in PANELS if any(c in f and _series(f, c).size for fs in groups.values() for f in fs)]
     if not panels:
         return _message(title, "no training history to draw")
+    last = max(int(_series(f, c).index.max()) for fs in groups.values() for f in fs for c in panels if c in f
+               and _series(f, c).size)  # fmt: skip
     ncols = min(3, len(panels))
     fig = Figure(figsize=(WIDTH, 2.9 * math.ceil(len(panels) / ncols) + 0.9), layout="constrained")
     fig.suptitle(title)
@@ -97,7 +99,8 @@ def epoch_curves(histories: dict[str, list[pd.DataFrame]], title: str) -> bytes:
             ):
                 series = [_series(f, name) for f in frames if name in f]
                 series = [s for s in series if s.size]
-                style = {**_style(g), **({"linestyle": "--"} if dashed else {})}
+                # Training loss: dashed, open markers (a single epoch has no line to dash).
+                style = {**_style(g), **({"linestyle": "--", "markerfacecolor": "white"} if dashed else {})}
                 for s in series if len(series) > 1 else []:
                     ax.plot(s.index, s.to_numpy(), marker="o", markersize=3, linewidth=1, alpha=0.35, **style)
                 if series:
@@ -114,7 +117,8 @@ def epoch_curves(histories: dict[str, list[pd.DataFrame]], title: str) -> bytes:
         ax.set_title(PANELS[column])
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(range(1, last + 1, max(1, math.ceil(last / 12))))
+        ax.set_xlim(0.5, last + 0.5)
         if column != "valid_loss":
             ax.set_ylim(-0.02, 1.02)
     handles, labels = axes[0].get_legend_handles_labels()
