@@ -188,6 +188,7 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
             if cams
             else "no CAM output yet (the cam stage has not run)",
             "figures": cams,
+            "wide": True,  # triptychs of six images: one to a row, readable
         }
     )
     return parts
