@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-PACKAGES = (
+PACKAGES = [
     "mammoflow",
     "snakemake",
     "torch",
@@ -22,11 +22,12 @@ PACKAGES = (
     "pandas",
     "pyarrow",
     "scikit-learn",
+    "jinja2",
     "opencv-python-headless",
     "pydicom",
     "dicomsdl",
     "matplotlib",
-)
+]
 
 
 def git_state(repo: Path) -> dict:
