@@ -254,3 +254,16 @@ def test_external_tests_are_read_from_every_external_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"external\.json"):
         external_tests(tmp_path / "results")
+
+
+def test_real_only_row_counts_its_folds_against_every_cell(tmp_path):
+    from mammoflow.classify.metrics import cell_metrics
+
+    frame = _predictions(np.random.default_rng(5), range(12), 0, synthetic=3)
+    metrics, _ = cell_metrics(frame)
+    metrics["real_only"], _ = cell_metrics(frame[frame["source"] == "real"])
+    _write_cell(tmp_path / "results", "paper", 256, "augmented", "resnet18", 0, metrics, frame)
+    matrix = Matrix(["paper"], [256], ["augmented"], ["resnet18"], 3)
+    _, table, _ = build_table(tmp_path / "results", matrix, resamples=0)
+    real = table[table["scored"] == "real"].iloc[0]
+    assert (real["folds_ok"], real["folds"], real["missing_folds"]) == (1, 3, "1,2")
