@@ -11,23 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-PACKAGES = [
-    "mammoflow",
-    "snakemake",
-    "torch",
-    "torchvision",
-    "timm",
-    "grad-cam",
-    "numpy",
-    "pandas",
-    "pyarrow",
-    "scikit-learn",
-    "jinja2",
-    "opencv-python-headless",
-    "pydicom",
-    "dicomsdl",
-    "matplotlib",
-]
+PACKAGES = (
+    "mammoflow", "snakemake", "torch", "torchvision", "timm", "grad-cam", "numpy", "pandas", "pyarrow",
+    "scikit-learn", "jinja2", "opencv-python-headless", "pydicom", "dicomsdl", "matplotlib",
+)  # fmt: skip
 
 
 def git_state(repo: Path) -> dict:
