@@ -250,7 +250,7 @@ def test_external_tests_are_read_from_every_external_json(tmp_path):
     tests = external_tests(tmp_path / "results")
     assert [t["name"] for t in tests] == ["site-b"] and tests[0]["path"] == str(path)
     rows = external_table(tests[0])
-    assert rows.values.tolist() == [["image", "auc", 0.7, 0.6, 0.8], ["breast", "pf1", 0.3, 0.1, 0.5]]
+    assert rows.values.tolist() == [["AUC", "0.700 (0.600–0.800)", "—"], ["pF1", "—", "0.300 (0.100–0.500)"]]
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"external\.json"):
         external_tests(tmp_path / "results")

@@ -116,19 +116,21 @@ def external_tests(results: Path) -> list[dict]:
     return tests
 
 
+METRIC_NAMES = {"auc": "AUC", "pf1": "pF1", "sens_at_90spec": "sensitivity at 90% specificity"}
+
+
 def external_table(record: dict) -> pd.DataFrame:
-    """One external test as rows (level, metric, value, 95% interval) from its ``image`` and ``breast``."""
-    rows = []
-    for level in ("image", "breast"):
-        for metric, value in (record.get(level) or {}).items():
-            value = value if isinstance(value, dict) else {"value": value}
-            rows.append(
-                {
-                    "level": level,
-                    "metric": metric,
-                    "value": value.get("value"),
-                    "low": value.get("lo"),
-                    "high": value.get("hi"),
-                }
-            )
-    return pd.DataFrame(rows, columns=["level", "metric", "value", "low", "high"])
+    """One external test as a table: a row per metric, its image- and breast-level value with the 95%
+    interval as ``external.json`` gives them (``{"value", "lo", "hi"}``), "—" where a level lacks it."""
+
+    def text(entry) -> str:
+        entry = entry if isinstance(entry, dict) else {"value": entry}
+        value, low, high = (entry.get(k) for k in ("value", "lo", "hi"))
+        if value is None:
+            return "—"
+        return f"{value:.3f}" + (f" ({low:.3f}–{high:.3f})" if low is not None and high is not None else "")
+
+    levels = {level: record.get(level) or {} for level in ("image", "breast")}
+    metrics = dict.fromkeys([*levels["image"], *levels["breast"]])
+    rows = [(METRIC_NAMES.get(m, m), *(text(levels[level].get(m)) for level in levels)) for m in metrics]
+    return pd.DataFrame(rows, columns=["metric", "image (95% CI)", "breast (95% CI)"])
