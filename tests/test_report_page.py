@@ -47,6 +47,9 @@ def test_page_of_both_protocols_in_a_browser(tmp_path):
               "breast": {"pf1": {"value": 0.33, "lo": 0.2, "hi": 0.4}},
               "thresholds": {"pf1_oof": 0.4, "spec90_oof": 0.6}}  # fmt: skip
     external.write_text(json.dumps(record))
+    minimal = results / "predict" / "minimal" / "external.json"  # fields missing: shown as "?", no failure
+    minimal.parent.mkdir(parents=True)
+    minimal.write_text(json.dumps({"image": {"auc": 0.6}}))
     config = {"data": {"rsna_dir": ""}, "protocols": ["clean", "paper"], "resolutions": [32],
               "datasets": ["processed", "augmented"], "models": ["resnet18"], "folds": {"k": 2},
               "report": {"bootstrap": 50, "seed": 0}}  # fmt: skip
@@ -64,6 +67,7 @@ def test_page_of_both_protocols_in_a_browser(tmp_path):
         "Protocols compared",
         "paper − clean (95% CI)",
         "site-b: 40 images, 20 breasts",
+        "minimal: ? images, ? breasts<",
         "The paper's Table 2 as published",
         "data audit not possible",
     ]

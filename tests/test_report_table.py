@@ -249,6 +249,7 @@ def test_external_tests_are_read_from_every_external_json(tmp_path):
     (tmp_path / "results/predict/unlabelled").mkdir()  # a run without labels writes no external.json
     tests = external_tests(tmp_path / "results")
     assert [t["name"] for t in tests] == ["site-b"] and tests[0]["path"] == str(path)
+    assert tests[0]["protocol"] == "?" and tests[0]["thresholds"] == {"pf1_oof": None, "spec90_oof": None}
     rows = external_table(tests[0])
     assert rows.values.tolist() == [["AUC", "0.700 (0.600–0.800)", "—"], ["pF1", "—", "0.300 (0.100–0.500)"]]
     path.write_text("{not json")

@@ -112,7 +112,12 @@ def external_tests(results: Path) -> list[dict]:
             record = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
-        tests.append({**record, "path": str(path)})
+        # Fields a prediction run did not write show as "?" rather than stopping the report.
+        blank = dict.fromkeys(("data_dir", "protocol", "resolution", "dataset", "aggregation", "n_images",
+                               "n_breasts", "n_failed"), "?")  # fmt: skip
+        thresholds = {"pf1_oof": None, "spec90_oof": None, **(record.get("thresholds") or {})}
+        tests.append({**blank, "name": path.parent.name, "models": [], **record, "thresholds": thresholds,
+                      "path": str(path)})  # fmt: skip
     return tests
 
 
