@@ -60,7 +60,8 @@ def test_labels_views_and_lateralities(tmp_path):
     problems = _problems(path)
     assert "cancer: 2 row(s) have '', '2': must be 0 or 1 (lines 2, 4)" in problems
     assert any(p.startswith("laterality: 1 row(s) have 'B': unknown value(s); known: L, R") for p in problems)
-    assert any(p.startswith("view: 1 row(s) have 'AXIAL': unknown") and p.endswith("(line 4)") for p in problems)
+    view = [p for p in problems if p.startswith("view: 1 row(s) have 'AXIAL': unknown")]
+    assert view and view[0].endswith("(line 4)")
 
 
 def test_test_layout_without_labels(tmp_path):
@@ -71,3 +72,17 @@ def test_test_layout_without_labels(tmp_path):
     labelled = _sheet(tmp_path, "1,1,L,CC,50,1\n")
     assert "cancer" not in read_sheet(labelled, labels=False).columns
     pd.testing.assert_series_equal(read_sheet(labelled, labels=None)["cancer"], pd.Series([1], name="cancer"))
+
+
+def test_snakemake_dry_run_fails_with_one_line_per_problem(tmp_path):
+    from test_workflow import snakemake
+
+    data = tmp_path / "rsna data"
+    data.mkdir()
+    _sheet(data, "10,,L,CC,50,0\n10,6,L,CC,50,0\n10,6,R,CC,50,1\n")
+    done = snakemake(tmp_path, "-n", "--config", f"rsna_dir={data}", check=False)
+    assert done.returncode != 0
+    out = done.stdout + done.stderr
+    assert f"{data}/train.csv: image_id: 1 blank cell(s), line 2" in out
+    assert f"{data}/train.csv: image_id: 1 id(s) occur more than once: 6 (lines 3, 4)" in out
+    assert "decode" not in out.split("WorkflowError")[0]  # no job was planned, let alone run

@@ -238,8 +238,9 @@ def index_shards(
     all_errors = pd.concat(errors, ignore_index=True).sort_values("image_id").reset_index(drop=True)
     write_parquet(all_errors, errors_path)
     summary = decode_summary(index, all_errors, errors_path)
+    summary["line"] = summary_line(summary)
     write_text(json.dumps(summary, indent=2) + "\n", Path(index_path).with_name("summary.json"))
-    say(summary_line(summary))
+    say(summary["line"])
     total = summary["decoded"] + summary["failed"]
     if index.empty:
         raise DataError(f"no image could be decoded ({summary['failed']} failed); the reasons: {errors_path}")
