@@ -3,20 +3,8 @@
 # still gets its report (missing and failed cells are marked in it).
 # The whole configuration (for provenance) arrives in $MAMMOFLOW_CONFIG (see the Snakefile); only what the
 # report shows re-runs it; a change that matters to any result reaches the report through its inputs.
-# No parameter is a path (the Snakefile is named in the command, the data folder only as "phantom or
+# No parameter is a path (the Snakefile arrives in $MAMMOFLOW_SNAKEFILE, the data folder only as "phantom or
 # not"), so a moved checkout or data folder does not re-run the report.
-
-
-def report_code():
-    """Hash of what makes the page: the report package with its templates, and the metrics and paths it
-    reads (package_digest sees only one package's .py files)."""
-    src = Path(SRC) / "mammoflow"
-    files = [*sorted((src / "report").rglob("*.*")), src / "classify" / "metrics.py", src / "paths.py"]
-    digest = hashlib.sha256()
-    for path in files:
-        if path.suffix in (".py", ".j2", ".css", ".js", ".csv"):
-            digest.update(path.relative_to(src).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 rule report:
@@ -37,9 +25,7 @@ rule report:
         cells=f"{paths.report_dir()}/cells.csv",
         protocols=f"{paths.report_dir()}/protocols.csv",
     params:
-        shown=lambda w: as_json(
-            {"phantom": USE_PHANTOM, **{k: config[k] for k in REPORT_KEYS if k != "rsna_dir"}}, drop=()
-        ),
+        shown=lambda w: as_json({"phantom": USE_PHANTOM, **{k: config[k] for k in REPORT_KEYS}}, drop=()),
         results=lambda w, output: str(Path(output.cells).parents[1]),
         out=parent("html"),
         code=report_code(),
@@ -51,4 +37,4 @@ rule report:
         "../../envs/report.yaml"
     shell:
         "python -m mammoflow report --results {params.results:q} --workdir . --config \"$MAMMOFLOW_CONFIG\""
-        " --snakefile {workflow.main_snakefile:q} --out {params.out:q} > {log:q} 2>&1"
+        " --snakefile \"$MAMMOFLOW_SNAKEFILE\" --out {params.out:q} > {log:q} 2>&1"
