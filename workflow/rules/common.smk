@@ -60,6 +60,18 @@ def package_digest(package):
     return digest.hexdigest()[:16]
 
 
+def report_code():
+    """Hash of what makes the page: the report package with its templates, and the metrics and paths it
+    reads (package_digest sees only one package's .py files)."""
+    src = Path(SRC) / "mammoflow"
+    files = [*sorted((src / "report").rglob("*.*")), src / "classify" / "metrics.py", src / "paths.py"]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.suffix in (".py", ".j2", ".css", ".js", ".csv"):
+            digest.update(path.relative_to(src).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def parent(name):
     """A params function: the folder of one of the rule's outputs (or inputs), as its command wants it."""
     return lambda w, input, output: str(Path(output[name] if name in output.keys() else input[name]).parent)
@@ -218,7 +230,7 @@ def cam_inputs(w):
 
 
 # ------------------------------------------------------------------------------------------------ report
-REPORT_KEYS = ["rsna_dir", "protocols", "resolutions", "datasets", "models", "folds", "report"]
+REPORT_KEYS = ["protocols", "resolutions", "datasets", "models", "folds", "report"]
 
 
 def report_inputs(wildcards):
