@@ -243,3 +243,41 @@ def report_inputs(wildcards):
     if config["report"]["partial"]:
         wanted = [path for path in wanted if Path(path).exists()]
     return wanted
+
+
+# ---------------------------------------------------------------------------------------------- predict
+def predict_choice():
+    """(protocol, resolution, data set, models) of the cells to apply."""
+    section = config["predict"]
+    protocol = section["protocol"] or ("clean" if "clean" in config["protocols"] else config["protocols"][0])
+    resolution = section["resolution"] or max(config["resolutions"])
+    datasets = matrix_datasets()
+    dataset = section["dataset"] or next(d for d in ("processed", "original", *datasets) if d in datasets)
+    named = [m for m in section["models"] if m not in ("best", "all")]
+    unknown = [m for m in named if m not in config["models"]]
+    if unknown:
+        config_error(f"predict.models: {unknown} not in models {config['models']}")
+    if protocol not in config["protocols"] or resolution not in config["resolutions"] or dataset not in datasets:
+        config_error(f"predict: {protocol}/{resolution}/{dataset} is not part of the trained matrix")
+    return protocol, resolution, dataset, named or config["models"]
+
+
+def predict_inputs(w):
+    if w.name not in config["predict"]["data"]:
+        config_error(f"predict.data has no folder named {w.name!r} (known: {sorted(config['predict']['data'])})")
+    protocol, resolution, dataset, models = predict_choice()
+    cells = [
+        path
+        for model in models
+        for fold in range(config["folds"]["k"])
+        for path in (
+            paths.cell_artifact(protocol, resolution, dataset, model, fold),
+            paths.cell_weights(protocol, resolution, dataset, model, fold),
+            f"{paths.cell_dir(protocol, resolution, dataset, model, fold)}/predictions.parquet",
+        )
+    ]
+    return {"data": config["predict"]["data"][w.name], "cells": cells}
+
+
+def predict_targets():
+    return [paths.predict_submission(name) for name in sorted(config["predict"]["data"])]

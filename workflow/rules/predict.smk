@@ -5,46 +5,9 @@
 #
 #   snakemake --cores 2 --configfile presets/demo.yaml unseen.yaml -- predict_all   (unseen.yaml: predict.data)
 #
-# The helpers below belong to this rule only; they turn the CLI's defaults into explicit arguments so that
-# the rule's inputs are exactly the cells the command may use.
+# Its helpers (common.smk: predict_choice, predict_inputs) turn the CLI's defaults into explicit arguments,
+# so that the rule's inputs are exactly the cells the command may use.
 PREDICT = paths.predict_dir("{name}")
-
-
-def predict_choice():
-    """(protocol, resolution, data set, models) of the cells to apply."""
-    section = config["predict"]
-    protocol = section["protocol"] or ("clean" if "clean" in config["protocols"] else config["protocols"][0])
-    resolution = section["resolution"] or max(config["resolutions"])
-    datasets = matrix_datasets()
-    dataset = section["dataset"] or next(d for d in ("processed", "original", *datasets) if d in datasets)
-    named = [m for m in section["models"] if m not in ("best", "all")]
-    unknown = [m for m in named if m not in config["models"]]
-    if unknown:
-        config_error(f"predict.models: {unknown} not in models {config['models']}")
-    if protocol not in config["protocols"] or resolution not in config["resolutions"] or dataset not in datasets:
-        config_error(f"predict: {protocol}/{resolution}/{dataset} is not part of the trained matrix")
-    return protocol, resolution, dataset, named or config["models"]
-
-
-def predict_inputs(w):
-    if w.name not in config["predict"]["data"]:
-        config_error(f"predict.data has no folder named {w.name!r} (known: {sorted(config['predict']['data'])})")
-    protocol, resolution, dataset, models = predict_choice()
-    cells = [
-        path
-        for model in models
-        for fold in range(config["folds"]["k"])
-        for path in (
-            paths.cell_artifact(protocol, resolution, dataset, model, fold),
-            paths.cell_weights(protocol, resolution, dataset, model, fold),
-            f"{paths.cell_dir(protocol, resolution, dataset, model, fold)}/predictions.parquet",
-        )
-    ]
-    return {"data": config["predict"]["data"][w.name], "cells": cells}
-
-
-def predict_targets():
-    return [paths.predict_submission(name) for name in sorted(config["predict"]["data"])]
 
 
 rule predict:
@@ -63,6 +26,11 @@ rule predict:
         models=lambda w: " ".join(shlex.quote(m) for m in config["predict"]["models"]),
         out=parent("submission"),
         settings=as_json(config["predict"], drop=("threads", "data")),
+        results=lambda w, input: paths.RESULTS,
+        aggregation=config["predict"]["aggregation"],
+        submission=config["predict"]["submission"],
+        bootstrap=config["predict"]["bootstrap"],
+        cam_max=config["predict"]["cam_max"],
         code=package_digest("predict"),
     threads: config["predict"]["threads"]
     resources:
@@ -76,11 +44,11 @@ rule predict:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m mammoflow predict --data {input.data:q} --out {params.out:q} --results {RESULTS:q}"
+        "python -m mammoflow predict --data {input.data:q} --out {params.out:q} --results {params.results:q}"
         " --protocol {params.choice[0]} --resolution {params.choice[1]} --dataset {params.choice[2]}"
-        " --models {params.models} --name {wildcards.name} --aggregation {config[predict][aggregation]}"
-        " --submission {config[predict][submission]} --bootstrap {config[predict][bootstrap]}"
-        " --cam-max {config[predict][cam_max]} --workers {threads} --threads {threads} > {log:q} 2>&1"
+        " --models {params.models} --name {wildcards.name} --aggregation {params.aggregation}"
+        " --submission {params.submission:q} --bootstrap {params.bootstrap}"
+        " --cam-max {params.cam_max} --workers {threads} --threads {threads} > {log:q} 2>&1"
 
 
 rule predict_all:
