@@ -53,8 +53,7 @@ def cmd_gan_fid(args: argparse.Namespace) -> None:
     """fid.json beside each network.pt: FID (or the labelled substitute) against the positives it saw."""
     from mammoflow.atomic import write_text
     from mammoflow.gan.data import load_positives
-    from mammoflow.gan.fid import FeatureExtractor
-    from mammoflow.gan.sample import generate
+    from mammoflow.gan.fid import FeatureExtractor, generated_batches
     from mammoflow.gan.train import load_network, pick_device
 
     if len(args.networks) != len(args.stores):
@@ -65,15 +64,16 @@ def cmd_gan_fid(args: argparse.Namespace) -> None:
     for network, store in zip(args.networks, args.stores, strict=True):
         generator, payload = load_network(network, device)
         positives = load_positives(store, args.folds, args.protocol, args.part, generator.resolution)
-        # Generated in the training orientation (chest wall left), like the real images compared with.
-        generated = generate(generator, args.images, args.seed + 1, 1.0, device=device, show_progress=True)
+        # Generated in the training orientation (chest wall left), like the real images compared with;
+        # streamed batch by batch (features only are kept), so 50,000 images at 512 px fit any job.
+        generated = generated_batches(generator, args.images, args.seed + 1, device=device)
         report = {
             "protocol": args.protocol,
             "part": args.part,
             "stage": generator.resolution,
             "kimg": payload.get("kimg"),
             "real": positives.note,
-            **features.report(generated, positives.images),
+            **features.stream_report(generated, positives.images, seed=args.seed),
         }
         out = Path(network).parent / "fid.json"
         write_text(json.dumps(report, indent=2) + "\n", out)
