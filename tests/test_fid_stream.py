@@ -137,5 +137,5 @@ def test_reference_weights_are_called_fid_and_fid50k_only_at_50000(fidelity_weig
 
 
 def test_missing_weights_file_is_an_error_naming_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         fid.FeatureExtractor(str(tmp_path / "nowhere.pth"))
