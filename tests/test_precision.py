@@ -164,3 +164,16 @@ def test_cell_records_precision_micro_batch_and_effective_batch(tmp_path):
     assert metrics["steps_per_epoch"] == 2 and metrics["steps_capped"] is True
     assert metrics["deterministic"] is True and metrics["cudnn_benchmark"] is False  # CPU
     assert metrics["peak_host_memory_mib"] > 0
+
+
+def test_gan_checks_bf16_support_instead_of_assuming_it(monkeypatch):
+    from mammoflow.gan.train import gan_precision
+
+    assert gan_precision(True, torch.device("cpu")) == (False, "fp32 (CPU)")
+    assert gan_precision(False, torch.device("cuda"))[0] is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    on, note = gan_precision(True, torch.device("cuda"))
+    assert not on and "T4 has no native bf16" in note
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert gan_precision(True, torch.device("cuda")) == (True, "bf16 autocast")
