@@ -263,7 +263,9 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
         )
         _save_checkpoint(checkpoint_path, trainer, settings, history, epoch + 1)
 
-    probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
+    if first_epoch >= settings.epochs:  # resumed after the last epoch: nothing validated in this run yet
+        probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
+    # else: the last epoch's validation pass already holds them (the model has not changed since)
     predictions = data.table.iloc[data.valid][
         ["image_id", "patient_id", "laterality", "view", "cancer", "source", "fold"]
     ].reset_index(drop=True)
