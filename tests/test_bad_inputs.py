@@ -36,7 +36,9 @@ def _table_rows() -> list[list[str]]:
     text = (REPO / "README.md").read_text()
     section = text[text.index("### What a run checks, and what bad data gets") :]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| input")]
-    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows if not set(row) <= set("|- ")]
+    return [
+        [cell.strip() for cell in row.strip("|").split("|")] for row in rows if not set(row) <= set("|- ")
+    ]
 
 
 def _tests() -> set[str]:

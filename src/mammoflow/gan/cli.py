@@ -66,7 +66,7 @@ def cmd_gan_fid(args: argparse.Namespace) -> None:
         positives = load_positives(store, args.folds, args.protocol, args.part, generator.resolution)
         # Generated in the training orientation (chest wall left), like the real images compared with;
         # streamed batch by batch (features only are kept), so 50,000 images at 512 px fit any job.
-        generated = generated_batches(generator, args.images, args.seed + 1, device=device)
+        generated = generated_batches(generator, args.images, args.seed + 1, args.batch, device)
         report = {
             "protocol": args.protocol,
             "part": args.part,
@@ -124,6 +124,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", required=True, choices=["clean", "paper"])
     p.add_argument("--part", required=True)
     p.add_argument("--images", type=int, default=50_000, help="generated images (50000: FID50k)")
+    p.add_argument("--batch", type=int, default=64, help="images generated and featurised at once")
     p.add_argument("--inception", default="auto", help="auto | none | path to Inception-v3 weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
