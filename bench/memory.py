@@ -1,5 +1,9 @@
 """Peak memory and time of each kind of job, read from a run's benchmarks/ (Snakemake's benchmark files).
 
+Snakemake samples a job's memory every few seconds, so a short peak can be missed: a training cell's own
+``metrics.json`` has the exact one (``peak_host_memory_mib``, from getrusage). CPU time does not depend on
+how busy the machine was, wall time does.
+
 Usage (from the folder the workflow ran in):
     python bench/memory.py                  # a markdown table: kind of job, jobs, max peak RSS, max seconds
     python bench/memory.py --root /tmp/run --json peaks.json
@@ -45,11 +49,19 @@ def collect(root: Path) -> pd.DataFrame:
         if "max_rss" not in table.columns or table.empty:
             continue
         rss = pd.to_numeric(table["max_rss"], errors="coerce").max()
-        rows.append({"kind": kind_of(path, root), "max_rss_mib": rss, "seconds": float(table["s"].max())})
-    frame = pd.DataFrame(rows, columns=["kind", "max_rss_mib", "seconds"])
+        cpu = pd.to_numeric(table["cpu_time"], errors="coerce").max() if "cpu_time" in table else float("nan")
+        rows.append(
+            {"kind": kind_of(path, root), "max_rss_mib": rss, "seconds": float(table["s"].max()), "cpu": cpu}
+        )
+    frame = pd.DataFrame(rows, columns=["kind", "max_rss_mib", "seconds", "cpu"])
     return (
         frame.groupby("kind")
-        .agg(jobs=("kind", "size"), peak_rss_mib=("max_rss_mib", "max"), max_seconds=("seconds", "max"))
+        .agg(
+            jobs=("kind", "size"),
+            peak_rss_mib=("max_rss_mib", "max"),
+            max_seconds=("seconds", "max"),
+            max_cpu_seconds=("cpu", "max"),
+        )
         .reset_index()
     )
 
@@ -65,9 +77,12 @@ def main() -> int:
     if table.empty:
         print(f"{args.root}: no benchmark files", file=sys.stderr)
         return 1
-    print("| job | jobs | peak RSS (MiB) | longest (s) |\n|---|---|---|---|")
+    print("| job | jobs | peak RSS (MiB) | longest wall (s) | most CPU time (s) |\n|---|---|---|---|---|")
     for row in table.itertuples():
-        print(f"| {row.kind} | {row.jobs} | {row.peak_rss_mib:.0f} | {row.max_seconds:.0f} |")
+        print(
+            f"| {row.kind} | {row.jobs} | {row.peak_rss_mib:.0f} | {row.max_seconds:.0f} "
+            f"| {row.max_cpu_seconds:.0f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(table.to_dict(orient="records"), indent=2) + "\n")
     return 0
