@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.classify.artifact import save_cell_artifact
 from mammoflow.classify.data import (
     CellData,
     epoch_batches,
@@ -93,6 +94,7 @@ class Cell:
     protocol: str
     out: Path
     synthetic: Path | None = None
+    decode: dict | None = None  # the decode settings of the store's images, for the model artifact
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -206,7 +208,8 @@ def _bce(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads: int = 0) -> dict:
-    """Train and validate one cell; write metrics.json, predictions.parquet, history.csv, model.pt."""
+    """Train and validate one cell; write metrics.json, predictions.parquet, history.csv and the model
+    artifact (model.safetensors + model.json, classify/artifact.py)."""
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
@@ -333,7 +336,7 @@ def peak_host_memory_mib() -> float:
 def _resume(path: Path, trainer: Trainer, settings: TrainSettings) -> tuple[list[dict], int]:
     if not path.is_file():
         return [], 0
-    state = torch.load(path, map_location=trainer.device, weights_only=False)
+    state = torch.load(path, map_location=trainer.device, weights_only=True)
     if state.get("settings_digest") != settings.digest():
         say(f"{path}: written with other settings; starting afresh")
         return [], 0
@@ -367,17 +370,7 @@ def _write_outputs(cell, trainer, settings, weights, res, predictions, history, 
     frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     with atomic_path(cell.out / "history.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    with atomic_path(cell.out / "model.pt") as tmp:
-        torch.save(
-            {
-                "model": cell.model,
-                "resolution": res,
-                "weights": weights,
-                "settings": asdict(settings),
-                "state_dict": trainer.model.state_dict(),
-            },
-            tmp,
-        )
+    save_cell_artifact(cell, trainer.model, asdict(settings), weights, res, predictions)
     write_text(json.dumps(_jsonable(summary), indent=2) + "\n", cell.out / "metrics.json")
 
 
