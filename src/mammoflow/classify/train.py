@@ -103,6 +103,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether the cell's precision rule picks bf16 autocast here (for callers that only run bf16 or fp32,
+    such as prediction; see precision.resolve_precision for fp16)."""
+    return resolve_precision(device, precision).name == "bf16"
+
+
 def one_cycle(optimizer: torch.optim.Optimizer, settings: TrainSettings, steps: int):
     """fastai's fit_one_cycle schedule (warm-up, then cosine to lr/1e5; momentum 0.95 -> 0.85 -> 0.95).
 
