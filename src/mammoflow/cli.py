@@ -145,11 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from mammoflow.decode import DataError
+    from mammoflow.devices import lease_for_command
     from mammoflow.folds import FoldError
     from mammoflow.samplesheet import SheetError
 
     args = build_parser().parse_args(argv)
     try:
+        # Several GPU jobs on one machine: each takes a free device before torch touches CUDA.
+        lease_for_command(args.command, getattr(args, "device", None))
         args.func(args)
     except (DataError, FoldError, SheetError, ValueError, FileNotFoundError) as exc:
         print(f"mammoflow {args.command}: error: {exc}", file=sys.stderr)
