@@ -26,6 +26,7 @@ class Anatomy:
     pectoral: np.ndarray  # bool
     depth: np.ndarray  # breast depth (outline column) per row, working px
     spacing_mm: float  # working-grid pixel spacing
+    implant: np.ndarray  # bool; empty without an implant
 
 
 def _low_freq_1d(rng: np.random.Generator, n: int, terms: int = 4) -> np.ndarray:
@@ -102,7 +103,7 @@ def power_law_field(
 
 def anatomy_of(rng: np.random.Generator, task: ImageTask, work: tuple[int, int], spacing: float) -> Anatomy:
     h, w = work
-    shape_rng, texture_rng = rng.spawn(2)
+    shape_rng, texture_rng, structure_rng = rng.spawn(3)
     if task.view == "MLO":
         depth, top = _mlo_depth(shape_rng, h, w)
     else:
@@ -119,12 +120,16 @@ def anatomy_of(rng: np.random.Generator, task: ImageTask, work: tuple[int, int],
     thickness = np.sqrt(1.0 - (1.0 - d) ** 2)
 
     tissue = _tissue(texture_rng, task.density, mask, dist_mm, depth)
+    tissue += _ligaments(structure_rng, mask, dist_mm) + _vessels(structure_rng, mask, depth, spacing)
     b = np.float32(_AIR) + (np.float32(0.15) + np.float32(0.85) * thickness) * tissue
     b = _blend_pectoral(texture_rng, b, pect, spacing)
+    implant = _implant(structure_rng, mask, pect, depth) if task.implant else np.zeros_like(mask)
+    if implant.any():
+        b = _blend_implant(structure_rng, b, implant, spacing)
     skin_mm = shape_rng.uniform(1.0, 2.0)
     b += np.float32(0.10) * np.clip(1.0 - dist_mm / np.float32(skin_mm), 0, 1) * mask
     b[~mask] = _AIR
-    return Anatomy(b.astype(np.float32), mask, pect, depth, spacing)
+    return Anatomy(b.astype(np.float32), mask, pect, depth, spacing, implant)
 
 
 def _tissue(
@@ -160,4 +165,80 @@ def _blend_pectoral(rng: np.random.Generator, b: np.ndarray, pect: np.ndarray, s
     soft = cv2.GaussianBlur(pect.astype(np.float32), (0, 0), sigma) * pect.astype(np.float32)
     soft = np.maximum(soft, cv2.erode(pect.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32))
     muscle = rng.uniform(0.78, 0.84) + 0.025 * power_law_field(rng, b.shape, 2.0, lowest_cycles=4.0)
-    return b * (1 - soft) + muscle * soft
+    return b * (1 - soft) + (muscle + _muscle_fibres(rng, pect)) * soft
+
+
+def _muscle_fibres(rng: np.random.Generator, pect: np.ndarray) -> np.ndarray:
+    """Striations along the muscle's free edge, brighter towards the axilla: the muscle is not flat."""
+    rows = np.flatnonzero(pect.any(axis=1))
+    width = max(1.0, float(pect[rows[0]].sum()))
+    height = max(1.0, float(rows[-1] + 1))
+    y, x = np.mgrid[0 : pect.shape[0], 0 : pect.shape[1]].astype(np.float32)
+    u = np.clip(x / width + y / height, 0, 1)  # 0 at the corner, 1 on the free edge; fibres: u = const
+    samples = 512
+    stripes = cv2.GaussianBlur(rng.standard_normal((1, samples)).astype(np.float32), (0, 0), 2.0)[0]
+    stripes /= max(float(np.abs(stripes).max()), 1e-6)
+    fibres = np.interp(u.ravel(), np.linspace(0, 1, samples), stripes).reshape(u.shape)
+    return (0.035 * fibres + 0.05 * (0.5 - u)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ vessels, ligaments
+
+
+def _ligaments(rng: np.random.Generator, mask: np.ndarray, dist_mm: np.ndarray) -> np.ndarray:
+    """Cooper's ligaments: thin curved lines in the subcutaneous fat, the zero crossings of a smooth
+    random field, fading out some 15-25 mm inside the skin."""
+    smooth = power_law_field(rng, mask.shape, 3.5, lowest_cycles=6.0)
+    lines = np.exp(-((smooth / np.float32(0.05)) ** 2))
+    reach = np.float32(rng.uniform(15.0, 25.0))
+    zone = np.clip(dist_mm / np.float32(2.0), 0, 1) * np.clip(1.0 - dist_mm / reach, 0, 1)
+    return (np.float32(rng.uniform(0.04, 0.07)) * lines * zone * mask).astype(np.float32)
+
+
+def _vessels(rng: np.random.Generator, mask: np.ndarray, depth: np.ndarray, spacing: float) -> np.ndarray:
+    """2-5 tortuous vessels, 0.8-2 mm wide, from the chest wall towards the nipple, round in section."""
+    h, w = mask.shape
+    scale = 16  # cv2 draws with 4 fractional bits: sub-pixel polylines on coarse grids
+    canvas = np.zeros((h, w), np.float32)
+    rows = np.flatnonzero(mask.any(axis=1))
+    for _ in range(int(rng.integers(2, 6))):
+        y = float(rng.uniform(rows[0] + 0.15 * len(rows), rows[0] + 0.85 * len(rows)))
+        x, angle = 0.0, float(rng.normal(0.0, 0.3))
+        length = depth[int(y)] * rng.uniform(0.5, 0.9)
+        step = max(2.0, 3.0 / spacing)
+        points = [(x, y)]
+        for _ in range(int(length / step)):
+            angle = float(np.clip(angle + rng.normal(0.0, 0.25), -1.0, 1.0))
+            x, y = x + step * np.cos(angle), float(np.clip(y + step * np.sin(angle), 0, h - 1))
+            points.append((x, y))
+        width_px = max(1, round(rng.uniform(0.8, 2.0) / spacing))
+        line = np.zeros((h, w), np.float32)
+        pts = np.round(np.array(points) * scale).astype(np.int32)
+        cv2.polylines(line, [pts], False, 1.0, width_px, cv2.LINE_AA, shift=4)
+        line = cv2.GaussianBlur(line, (0, 0), max(0.5, width_px / 3))
+        np.maximum(canvas, line * np.float32(rng.uniform(0.03, 0.06)), out=canvas)
+    return canvas * mask
+
+
+# ---------------------------------------------------------------------------------------- implant
+
+
+def _implant(rng: np.random.Generator, mask: np.ndarray, pect: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """A breast implant: a large smooth ellipse against the chest wall behind the glandular tissue."""
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    nipple_row = int(np.argmax(depth))
+    centre = (float(rng.uniform(0.05, 0.2) * depth[nipple_row]), nipple_row + float(rng.normal(0, 0.03 * h)))
+    axes = (float(rng.uniform(0.35, 0.5) * depth[nipple_row]), float(rng.uniform(0.25, 0.35) * len(rows)))
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    inside = ((x + 0.5 - centre[0]) / axes[0]) ** 2 + ((y + 0.5 - centre[1]) / axes[1]) ** 2 < 1.0
+    return inside & mask & ~pect
+
+
+def _blend_implant(
+    rng: np.random.Generator, b: np.ndarray, implant: np.ndarray, spacing: float
+) -> np.ndarray:
+    """Silicone is far denser than tissue: nearly uniform, bright, with a sharp (~0.5 mm) shell."""
+    soft = cv2.GaussianBlur(implant.astype(np.float32), (0, 0), max(0.5, 0.5 / spacing))
+    level = np.float32(rng.uniform(0.88, 0.94))
+    return b * (1 - soft) + (level + np.float32(0.1) * (b - b.mean())) * soft

@@ -46,7 +46,7 @@ LESION_COLUMNS: tuple[str, ...] = (
 
 
 # Separate seed streams, so that e.g. changing the prevalence does not reshuffle every image.
-_CATALOG_STREAM, _PATIENT_STREAM, IMAGE_STREAM = 0, 1, 2
+_CATALOG_STREAM, _PATIENT_STREAM, IMAGE_STREAM, _BENIGN_STREAM = 0, 1, 2, 3
 _DENSITY_PROBS = {"A": 0.10, "B": 0.42, "C": 0.40, "D": 0.08}
 
 # --------------------------------------------------------------------------------------------- spec
@@ -63,6 +63,9 @@ class PhantomSpec:
     mass_diameter_mm: tuple[float, float] = (5.0, 30.0)
     mass_contrast: float = 0.05
     calcification_fraction: float = 0.4
+    # Share of breasts, with or without cancer, that carry benign calcifications: scattered, larger and
+    # rounder than a malignant cluster, as in real screening, so that a bright speck alone is no sign.
+    benign_calcification_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         problems = []
@@ -79,6 +82,10 @@ class PhantomSpec:
             problems.append(f"mass_contrast must be >= 0, got {self.mass_contrast}")
         if not 0.0 <= self.calcification_fraction <= 1.0:
             problems.append(f"calcification_fraction must be in [0, 1], got {self.calcification_fraction}")
+        if not 0.0 <= self.benign_calcification_fraction <= 1.0:
+            problems.append(
+                f"benign_calcification_fraction must be in [0, 1], got {self.benign_calcification_fraction}"
+            )
         if problems:
             raise ValueError("invalid phantom spec: " + "; ".join(problems))
 
@@ -106,8 +113,8 @@ class PhantomSpec:
 class LesionPlan:
     """A lesion of one breast; both views of that breast render it at a similar depth."""
 
-    kind: str  # "mass" | "calcification"
-    size_mm: float  # mass diameter, or diameter of the cluster region
+    kind: str  # "mass" | "calcification" (malignant cluster) | "benign" (one benign calcification)
+    size_mm: float  # mass diameter, diameter of the cluster region, or of the benign calcification
     depth_fraction: float  # distance from the chest wall as a fraction of the breast depth
     row_fraction: float  # position along the chest wall as a fraction of the breast extent
     spiculated: bool = False
@@ -128,6 +135,8 @@ class ImageTask:
     age: int
     study_date: str
     lesions: tuple[LesionPlan, ...] = field(default_factory=tuple)
+    benign: tuple[LesionPlan, ...] = field(default_factory=tuple)  # drawn for every breast alike
+    implant: bool = False
 
     @property
     def machine(self) -> Machine:
@@ -196,6 +205,24 @@ def _draw_lesions(spec: PhantomSpec, rng: np.random.Generator) -> tuple[LesionPl
     return tuple(plans)
 
 
+def _draw_benign(spec: PhantomSpec, patient: int, side: str) -> tuple[LesionPlan, ...]:
+    """Benign calcifications of one breast (vascular, dystrophic, round): 0.5-2.5 mm, scattered over the
+    whole breast. Their own stream, independent of the label, so they predict nothing."""
+    rng = stream_rng(spec.seed, _BENIGN_STREAM, patient, side == "R")
+    if rng.random() >= spec.benign_calcification_fraction:
+        return ()
+    n = int(rng.integers(1, 9))
+    return tuple(
+        LesionPlan(
+            kind="benign",
+            size_mm=float(rng.uniform(0.5, 2.5)),
+            depth_fraction=float(rng.uniform(0.1, 0.9)),
+            row_fraction=float(rng.uniform(0.1, 0.9)),
+        )
+        for _ in range(n)
+    )
+
+
 def _breast_labels(rng: np.random.Generator, positive: bool) -> dict[str, Any]:
     """RSNA breast-level columns: cancer, biopsy, invasive, BIRADS, difficult_negative_case."""
     invasive = int(rng.random() < 0.7)
@@ -245,6 +272,8 @@ def build_catalog(spec: PhantomSpec) -> tuple[pd.DataFrame, list[ImageTask]]:
                         age=patient.age,
                         study_date=patient.study_date,
                         lesions=plans if is_pos else (),
+                        benign=_draw_benign(spec, p, side),
+                        implant=bool(patient.implant),
                     )
                 )
     frame = pd.DataFrame(rows, columns=list(TRAIN_COLUMNS))

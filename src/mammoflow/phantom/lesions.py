@@ -41,7 +41,7 @@ def _place(
     plan: LesionPlan, anatomy: Anatomy, taken: list[tuple[float, float, float]], scale_down: float = 1.0
 ) -> tuple[float, float, float] | None:
     """Centre (x, y) in working px and the scale factor; None when the breast is too small."""
-    allowed = (anatomy.mask & ~anatomy.pectoral).astype(np.uint8)
+    allowed = (anatomy.mask & ~anatomy.pectoral & ~anatomy.implant).astype(np.uint8)
     allowed[0, :] = allowed[-1, :] = 0
     allowed[:, 0] = allowed[:, -1] = 0
     for x, y, r in taken:  # keep two lesions of one breast apart
@@ -168,6 +168,39 @@ def lesion_patches(
         sy1 = profile.shape[0] - max(0, y0 + profile.shape[0] - h_full)
         cut, bx, by = _trim(profile[sy0:sy1, sx0:sx1], x0 + sx0, y0 + sy0)
         patches.append(LesionPatch(plan.kind, bx, by, cut, amplitude))
+    return patches
+
+
+def benign_patches(
+    rng: np.random.Generator, task: ImageTask, anatomy: Anatomy, full: tuple[int, int]
+) -> list[LesionPatch]:
+    """The breast's benign calcifications at full resolution: round, 0.5-2.5 mm, dense, some with a
+    lucent centre (eggshell); scattered where the plan puts them, skipped where that is not tissue."""
+    h_full, w_full = full
+    w = anatomy.mask.shape[1]
+    zoom = w_full / w
+    full_spacing = anatomy.spacing_mm / zoom
+    allowed = anatomy.mask & ~anatomy.pectoral & ~anatomy.implant
+    rows = np.flatnonzero(anatomy.mask.any(axis=1))
+    patches = []
+    for plan in task.benign:
+        y = int(rows[0] + plan.row_fraction * (len(rows) - 1))
+        x = int(plan.depth_fraction * anatomy.depth[y])
+        radius = plan.size_mm / 2 / full_spacing
+        rim = bool(rng.random() < 0.3)
+        amplitude = float(rng.uniform(0.3, 0.5))
+        if not allowed[y, min(x, w - 1)]:
+            continue
+        half = int(np.ceil(radius)) + 1
+        yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
+        r = np.hypot(xx, yy)
+        profile = np.clip(radius + 0.5 - r, 0, 1)
+        profile[half, half] = 1.0  # at least one full pixel
+        if rim and radius > 2:
+            profile -= 0.6 * np.clip(0.6 * radius + 0.5 - r, 0, 1)
+        cx, cy = round((x + 0.5) * zoom - 0.5), round((y + 0.5) * zoom - 0.5)
+        if half <= cx < w_full - half and half <= cy < h_full - half:
+            patches.append(LesionPatch("benign", cx - half, cy - half, profile.astype(np.float32), amplitude))
     return patches
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from mammoflow.phantom.anatomy import anatomy_of
 from mammoflow.phantom.catalog import IMAGE_STREAM, ImageTask, PhantomSpec, stream_rng
 from mammoflow.phantom.encoding import to_stored, windows
-from mammoflow.phantom.lesions import LesionPatch, apply_lesion, lesion_patches
+from mammoflow.phantom.lesions import LesionPatch, apply_lesion, benign_patches, lesion_patches
 from mammoflow.phantom.overlays import add_marker, add_strips, text_mask
 
 # Shape/texture are synthesized on a grid with at most this long side, then upsampled: the power-law
@@ -37,16 +37,20 @@ def _work_shape(full: tuple[int, int]) -> tuple[int, int]:
 
 
 def render_image(spec: PhantomSpec, task: ImageTask, with_lesions: bool = True) -> RenderedImage:
-    """Synthesize one image. ``with_lesions=False`` gives the same image minus the lesions."""
+    """Synthesize one image. ``with_lesions=False`` gives the same image minus the lesions (benign
+    calcifications, which every breast may have, stay)."""
     machine = task.machine
     full = machine.size(spec.size_scale)
     spacing = machine.spacing_mm / spec.size_scale
     work = _work_shape(full)
     zoom = full[1] / work[1]
-    anatomy_rng, lesion_rng, overlay_rng, noise_rng = stream_rng(spec.seed, IMAGE_STREAM, task.index).spawn(4)
+    streams = stream_rng(spec.seed, IMAGE_STREAM, task.index).spawn(5)
+    anatomy_rng, lesion_rng, overlay_rng, noise_rng, benign_rng = streams
 
     anatomy = anatomy_of(anatomy_rng, task, work, spacing * full[1] / work[1])
     b = _upsample(anatomy.brightness, full)
+    for patch in benign_patches(benign_rng, task, anatomy, full):  # part of the anatomy, not a lesion
+        apply_lesion(b, patch)
     patches = lesion_patches(lesion_rng, task, anatomy, full, spec) if task.lesions else []
     if with_lesions:
         for patch in patches:
