@@ -1,19 +1,38 @@
 # mammoflow: Prodan et al. 2023 (Appl. Sci. 13, 4272) as a Snakemake workflow. See README.md.
-from snakemake.utils import min_version, validate
+import json
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
 
 min_version("9.0")
 
+# The checkout's own package, for the driver too: a plain Snakemake (mammoflow not installed, as with
+# --software-deployment-method conda) reads this file; the driver needs only PyYAML and jsonschema.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-configfile: "config.yaml"
+
+# The experiment's values, found beside this file (also with --directory); --configfile and --config are
+# laid over it (mappings merge, lists replace).
+configfile: str(Path(workflow.basedir) / "config.yaml")
 
 
-# Short messages naming each bad key first; then Snakemake's validate fills in the defaults.
 from mammoflow.config import problems as _config_problems
 
-_bad = _config_problems(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
+# Checked once, before anything runs: one line per problem, naming the key.
+_bad = _config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 if _bad:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_bad))
-validate(config, "workflow/schemas/config.schema.yaml")
+
+
+# The whole configuration, for the report's provenance section. Passed in the environment rather than as a
+# parameter: only what the report shows re-runs it (REPORT_KEYS), not every setting of every stage.
+os.environ["MAMMOFLOW_CONFIG"] = json.dumps(config, sort_keys=True)
+
+
+envvars:
+    "MAMMOFLOW_CONFIG",
 
 
 include: "workflow/rules/common.smk"
@@ -26,6 +45,17 @@ include: "workflow/rules/report.smk"
 
 # `snakemake --report report.html` (Snakemake's own report) after a run: outputs marked with report().
 report: "workflow/report/workflow.rst"
+
+
+wildcard_constraints:
+    res=r"\d+",
+    shard=r"\d{3}",
+    dataset=r"original|processed|augmented",
+    protocol=r"clean|paper",
+    part=r"fold\d+|all",
+    fold=r"\d+",
+    stage=r"\d+",
+    model=r"[A-Za-z0-9_.-]+",
 
 
 # Seconds-long bookkeeping jobs: run them where Snakemake runs instead of queueing them on a cluster.
@@ -41,5 +71,14 @@ rule all:
         gan_targets(),
         train_targets(),
         cam_targets(),
-        f"{RESULTS}/report/index.html",
+        f"{paths.report_dir()}/index.html",
     default_target: True
+
+
+# The decode summary on the console, whenever this run decoded something (also when it then failed).
+onsuccess:
+    print_decode_summary()
+
+
+onerror:
+    print_decode_summary()

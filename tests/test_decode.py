@@ -80,7 +80,7 @@ def test_decode_shards_index_and_errors(tmp_path):
         decode_shard(tmp_path / "rsna", d, i, 2, working_size=128, workers=2) for i, d in enumerate(dirs)
     ]
     assert sum(ok for ok, _ in totals) == 5 and sum(bad for _, bad in totals) == 4
-    index = index_shards(dirs, tmp_path / "index.parquet", tmp_path / "errors.parquet")
+    index = index_shards(dirs, tmp_path / "index.parquet", tmp_path / "errors.parquet", max_failed_fraction=1)
     errors = pd.read_parquet(tmp_path / "errors.parquet")
     assert sorted(index["image_id"]) == sorted(table["image_id"][:5])
     reasons = dict(zip(errors["image_id"], errors["reason"], strict=True))
@@ -129,7 +129,7 @@ def test_bad_train_csv(tmp_path):
     pd.DataFrame(
         {"patient_id": [1, 1], "image_id": [2, 2], "laterality": "L", "view": "CC", "cancer": 0}
     ).to_csv(tmp_path / "train.csv", index=False)
-    with pytest.raises(DataError, match="image_id 2 occurs more than once"):
+    with pytest.raises(DataError, match=r"image_id: 1 id.s. occur more than once: 2 .lines 2, 3."):
         load_train_table(tmp_path)
 
 
@@ -137,3 +137,19 @@ def test_working_shape_never_upscales():
     assert working_shape(3328, 2560, 1024) == (1024, 788)
     assert working_shape(300, 200, 1024) == (300, 200)
     assert np.isclose(working_shape(2294, 1914, 512)[1] / 512, 1914 / 2294, atol=0.01)
+
+
+def test_too_many_failures_fail_the_run_after_the_list_is_written(tmp_path):
+    _rsna_folder(tmp_path / "rsna", good=5)  # 5 good, 4 bad: 44 % failed
+    decode_shard(tmp_path / "rsna", tmp_path / "s", 0, 1, working_size=64)
+    paths = (tmp_path / "index.parquet", tmp_path / "errors.parquet")
+    with pytest.raises(DataError, match=r"^4 of 9 files \(44.4%\) could not be decoded, more than .*=0.01; "):
+        index_shards([tmp_path / "s"], *paths)
+    assert len(pd.read_parquet(paths[1])) == 4 and not paths[0].exists()
+    summary = (tmp_path / "summary.json").read_text()
+    assert (
+        "decode: 5 images decoded, 4 could not be decoded, 0 lossy-compressed; the list with reasons"
+        in summary
+    )
+    index_shards([tmp_path / "s"], *paths, max_failed_fraction=0.5)
+    assert len(pd.read_parquet(paths[0])) == 5

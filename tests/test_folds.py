@@ -49,3 +49,21 @@ def test_folds_are_seeded():
 def test_too_few_patients_is_a_clear_error():
     with pytest.raises(FoldError, match="5 folds need at least 5 patients; the data set has 3"):
         assign_folds(_images(patients=3, positive_patients=1), 5, 0, "clean")
+
+
+def test_a_clean_fold_without_training_positives_fails_at_the_folds_step():
+    from mammoflow.folds import FoldError, make_folds
+
+    # One positive patient: the clean fold holding it leaves its training part without any.
+    images = pd.DataFrame(
+        {
+            "image_id": range(40),
+            "patient_id": [i // 4 for i in range(40)],
+            "cancer": [int(i < 4) for i in range(40)],
+        }
+    )
+    make_folds(images, 2, 0, ("clean",))  # fine without the requirement (no `augmented`)
+    with pytest.raises(
+        FoldError, match=r"clean fold \d: its training part has 0 positive patients \(of 1 in all\)"
+    ):
+        make_folds(images, 2, 0, ("clean", "paper"), require_positive_training=True)

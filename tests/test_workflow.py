@@ -43,7 +43,7 @@ def test_bad_config_fails_at_start(tmp_path):
     assert (
         "train: Additional properties are not allowed ('epoch' was unexpected)" in done.stdout + done.stderr
     )
-    missing = snakemake(tmp_path, "-n", "--config", f"data={{'rsna_dir': '{tmp_path}/nowhere'}}", check=False)
+    missing = snakemake(tmp_path, "-n", "--config", f"rsna_dir={tmp_path}", check=False)
     assert missing.returncode != 0 and "no train.csv there" in missing.stdout + missing.stderr
 
 

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import sys
 from pathlib import Path
 
 from mammoflow import __version__
-
-
-def json_object(text: str) -> dict:
-    """argparse type: a JSON object (the rules pass config sections this way)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
+from mammoflow.arguments import json_object
+from mammoflow.classify import cli as classify_cli
+from mammoflow.explain import cli as explain_cli
+from mammoflow.gan import cli as gan_cli
+from mammoflow.report import cli as report_cli
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -40,13 +32,15 @@ def cmd_decode(args: argparse.Namespace) -> None:
         workers=args.workers,
         strict=args.strict,
         decoders=tuple(args.decoders),
+        sheet=args.sheet or None,
+        images=args.images,
     )
 
 
 def cmd_index(args: argparse.Namespace) -> None:
     from mammoflow.decode import index_shards
 
-    index_shards(args.shard_dirs, args.index, args.errors)
+    index_shards(args.shard_dirs, args.index, args.errors, max_failed_fraction=args.max_failed_fraction)
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -63,9 +57,15 @@ def cmd_folds(args: argparse.Namespace) -> None:
 
     from mammoflow.atomic import write_parquet
     from mammoflow.folds import make_folds
+    from mammoflow.samplesheet import read_sheet
 
-    images = pd.read_parquet(args.index, columns=["image_id", "patient_id", "cancer"])
-    write_parquet(make_folds(images, args.k, args.seed, tuple(args.protocols)), args.out)
+    if args.sheet:
+        images = read_sheet(args.sheet, labels=True)[["image_id", "patient_id", "cancer"]]
+    else:
+        images = pd.read_parquet(args.index, columns=["image_id", "patient_id", "cancer"])
+    required = args.require_positive_training
+    folds = make_folds(images, args.k, args.seed, tuple(args.protocols), require_positive_training=required)
+    write_parquet(folds, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,12 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="decoder processes")
     p.add_argument("--decoders", nargs="+", default=["dicomsdl", "pydicom"], choices=["dicomsdl", "pydicom"])
     p.add_argument("--strict", action="store_true", help="fail on the first file that cannot be decoded")
+    p.add_argument("--sheet", default="", help="the sample sheet (default: DATA_DIR/train.csv)")
+    p.add_argument("--images", default="train_images", help="image folder under DATA_DIR (RSNA layout)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("index", help="join decoded shards into one index and one error list")
     p.add_argument("shard_dirs", nargs="+")
     p.add_argument("--index", required=True)
     p.add_argument("--errors", required=True)
+    p.add_argument(
+        "--max-failed-fraction",
+        type=float,
+        default=0.01,
+        help="fail when more than this share of the files could not be decoded (after writing the list)",
+    )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("preprocess", help="build the packed store of one data set at one resolution")
@@ -107,38 +115,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("folds", help="assign cross-validation folds for each protocol")
-    p.add_argument("--index", required=True, help="decoded index.parquet")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sheet", help="the sample sheet (train.csv): folds before decoding")
+    source.add_argument("--index", help="a decoded index.parquet instead")
     p.add_argument("--out", required=True)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--protocols", nargs="+", default=["clean", "paper"], choices=["clean", "paper"])
+    p.add_argument(
+        "--require-positive-training",
+        action="store_true",
+        help="fail when a clean fold's training part has no positive patient (its GAN would have none)",
+    )
     p.set_defaults(func=cmd_folds)
 
-    # Later stages register their own subcommands from their packages (optional while they are built).
-    for module in (
-        "mammoflow.classify.cli",
-        "mammoflow.gan.cli",
-        "mammoflow.explain_cli",
-        "mammoflow.report.cli",
-    ):
-        try:
-            register = importlib.import_module(module).register
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
-            continue
-        register(sub)
+    # The later stages' packages each own their subcommands; importing them costs nothing (no torch).
+    for stage_cli in (classify_cli, gan_cli, explain_cli, report_cli):
+        stage_cli.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from mammoflow.decode import DataError
     from mammoflow.folds import FoldError
+    from mammoflow.samplesheet import SheetError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, FoldError, ValueError, FileNotFoundError) as exc:
+    except (DataError, FoldError, SheetError, ValueError, FileNotFoundError) as exc:
         print(f"mammoflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,19 +1,159 @@
-"""Config checking with short messages: one line per problem, naming the key, before anything runs."""
+"""The configuration, checked once before anything runs: one line per problem, naming the key.
+
+The values live in one place, the workflow's ``config.yaml`` (the paper's experiment); presets and a user's
+files are laid over it by Snakemake (mappings merge, lists replace). The schema says what each key may be,
+not what it is by default. Three kinds of problem are found here, before the DAG is built:
+
+1. values that arrived as text from the command line: ``--config decode='{shards: 4}'`` reaches the
+   workflow as ``{"shards": "4"}`` (Snakemake parses nested values with YAML's base loader); such text is
+   turned into the number or boolean the schema asks for, and is an error only when it is not one;
+2. what the schema says (types, ranges, unknown keys);
+3. what it cannot say: percentile pairs that fall, a working size below the largest resolution, unknown
+   model names, GAN stage lists that do not fit, the old ``data.rsna_dir`` form.
+
+Standard library, PyYAML and jsonschema only (Snakemake's own dependencies), so a plain Snakemake without
+mammoflow's other dependencies can run it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+# The study's models; any other name is looked up in timm's registry (imported only then).
+PAPER_MODELS = ("resnet18", "resnet34", "resnet152", "efficientnet_b0", "maxvit_nano_rw_256")
 
-def problems(config: dict, schema_path: str | Path) -> list[str]:
-    """Every schema violation as ``dotted.key: message``; empty when the config is valid."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+
+def load_yaml(path: str | Path) -> dict:
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Snakemake's rule for laying config files over each other: mappings merge, everything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge(out[key], value) if both else value
+    return out
+
+
+def coerce(config: dict, schema: dict) -> None:
+    """Turn text into the numbers and booleans the schema asks for, in place (command-line values)."""
+    _coerce(config, schema, schema)
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"].removeprefix("#/").split("/")
+        target = root
+        for part in ref:
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _coerce(value, node: dict, root: dict):
+    node = _resolve(node, root)
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        for key in list(value):
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = _coerce(value[key], sub, root)
+        return value
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [_coerce(v, node["items"], root) for v in value]
+    if not isinstance(value, str):
+        return value
+    kinds = node.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    for option in node.get("anyOf", []) + node.get("oneOf", []):
+        option = _resolve(option, root)
+        kinds += [option["type"]] if isinstance(option.get("type"), str) else option.get("type", [])
+    if "string" in kinds:
+        return value
+    parsed = yaml.safe_load(value) if value.strip() else None
+    if "integer" in kinds and isinstance(parsed, int) and not isinstance(parsed, bool):
+        return parsed
+    if "number" in kinds and isinstance(parsed, int | float) and not isinstance(parsed, bool):
+        return parsed
+    if "boolean" in kinds and isinstance(parsed, bool):
+        return parsed
+    if "null" in kinds and parsed is None:
+        return None
+    return value  # left for the schema to report
+
+
+def schema_problems(config: dict, schema: dict) -> list[str]:
+    """Every schema violation as ``dotted.key: message``."""
     validator = jsonschema.Draft202012Validator(schema)
     found = []
     for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         found.append(f"{where}: {error.message}")
     return found
+
+
+def problems(config: dict, schema_path: str | Path) -> list[str]:
+    """Every problem of a merged configuration (coerced in place first); empty when it can run."""
+    schema = load_yaml(schema_path)
+    moved = []
+    if isinstance(config.get("data"), dict) and "rsna_dir" in config["data"]:
+        # The old form; Snakemake's --config cannot even express it (keys must be identifiers).
+        moved.append("data.rsna_dir: moved to the top-level key rsna_dir (snakemake --config rsna_dir=DIR)")
+        config.pop("data")
+    coerce(config, schema)
+    found = moved + schema_problems(config, schema)
+    return found or semantic_problems(config)
+
+
+def semantic_problems(config: dict) -> list[str]:
+    """What a schema cannot say. Runs on a config the schema accepted."""
+    found = []
+    sections = [("preprocess", ("fallback_percentiles", "normalize_percentiles"))]
+    for section, keys in sections:
+        for key in keys:
+            pair = config.get(section, {}).get(key)
+            if pair is not None and not pair[0] < pair[1]:
+                found.append(f"{section}.{key}: {pair} must rise (low percentile first)")
+    working = config.get("decode", {}).get("working_size")
+    if working is not None and config.get("resolutions") and working < max(config["resolutions"]):
+        found.append(
+            f"decode.working_size: {working} is below the largest resolution {max(config['resolutions'])}: "
+            "the stores would be upsampled from it (use at least that; 2x is the default's margin)"
+        )
+    found += _model_problems(config)
+    gan = config.get("gan", {})
+    if gan and len(gan.get("kimg", [])) != len(gan.get("stages", [])):
+        found.append(f"gan.kimg: {len(gan['kimg'])} lengths for {len(gan['stages'])} gan.stages (one each)")
+    if gan.get("stages") and gan["stages"] != sorted(set(gan["stages"])):
+        found.append(f"gan.stages: {gan['stages']} must increase")
+    not_powers = [s for s in gan.get("stages", []) if s & (s - 1)]
+    if not_powers and "augmented" in config.get("datasets", []):
+        found.append(f"gan.stages: {not_powers} are not powers of two")
+    datasets = config.get("datasets", [])
+    if "augmented" in datasets and "processed" not in datasets:
+        found.append("datasets: augmented is processed + synthetic images, so it needs processed as well")
+    cam_models = (config.get("cam") or {}).get("models")
+    if cam_models:
+        unknown = [m for m in cam_models if m not in config.get("models", [])]
+        if unknown:
+            found.append(f"cam.models: {unknown} are not in models {config.get('models')}")
+    return found
+
+
+def _model_problems(config: dict) -> list[str]:
+    names = [*config.get("models", []), *config.get("model_settings", {})]
+    unknown = [m for m in dict.fromkeys(names) if m not in PAPER_MODELS]
+    if not unknown:
+        return []
+    if importlib.util.find_spec("timm") is None:
+        return []  # a driver without timm cannot tell; the cell says so when it builds the model
+    import timm
+
+    missing = [m for m in unknown if not timm.is_model(m)]
+    return [f"models: {m!r} is not a timm model (timm.list_models('*{m[:4]}*') lists names)" for m in missing]

@@ -14,6 +14,7 @@ Shard layout (``results/decoded/shard{NNN}/``):
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,40 +23,30 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from mammoflow.atomic import atomic_path, write_parquet
+from mammoflow.atomic import atomic_path, write_parquet, write_text
 from mammoflow.dicom import DecodedImage, DicomError, read_image
 from mammoflow.isolated import Crashed, imap_isolated
 from mammoflow.progress import progress, say
+from mammoflow.samplesheet import SheetError, read_sheet
 
-REQUIRED_COLUMNS = ("patient_id", "image_id", "laterality", "view", "cancer")
 ERROR_COLUMNS = ["image_id", "patient_id", "path", "reason"]
+# Above this share of undecodable files the index step fails the run (decode.max_failed_fraction).
+MAX_FAILED_FRACTION = 0.01
 
 
 class DataError(Exception):
     """Bad input data set (not a single bad image): the run cannot go on."""
 
 
-def load_train_table(data_dir: str | Path) -> pd.DataFrame:
-    csv = Path(data_dir) / "train.csv"
-    if not csv.is_file():
-        raise DataError(f"{csv}: not found (data.rsna_dir must be a Kaggle RSNA folder with train.csv)")
+def load_train_table(data_dir: str | Path, sheet: str | Path | None = None) -> pd.DataFrame:
+    """The checked sample sheet (``train.csv`` of an RSNA folder unless ``sheet`` names another one).
+
+    Labels are checked when present and not required: decoding does not need them, prediction has none.
+    """
     try:
-        table = pd.read_csv(csv)
-    except Exception as exc:
-        raise DataError(f"{csv}: cannot be read as CSV: {exc}") from exc
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(f"{csv}: missing column(s) {', '.join(missing)}")
-    if table.empty:
-        raise DataError(f"{csv}: has no rows")
-    duplicated = table["image_id"][table["image_id"].duplicated()]
-    if len(duplicated):
-        raise DataError(f"{csv}: image_id {duplicated.iloc[0]} occurs more than once")
-    bad_labels = ~table["cancer"].isin([0, 1])
-    if bad_labels.any():
-        row = table[bad_labels].iloc[0]
-        raise DataError(f"{csv}: cancer must be 0 or 1, image_id {row.image_id} has {row.cancer!r}")
-    return table.sort_values(["patient_id", "image_id"], kind="stable").reset_index(drop=True)
+        return read_sheet(sheet or Path(data_dir) / "train.csv", labels=None)
+    except SheetError as exc:
+        raise DataError(str(exc)) from None
 
 
 def shard_rows(table: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
@@ -64,8 +55,9 @@ def shard_rows(table: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
     return table.iloc[shard::shards]
 
 
-def image_path(data_dir: str | Path, patient_id, image_id) -> Path:
-    return Path(data_dir) / "train_images" / str(patient_id) / f"{image_id}.dcm"
+def image_path(data_dir: str | Path, patient_id, image_id, images: str = "train_images") -> Path:
+    """RSNA layout: ``{images}/{patient_id}/{image_id}.dcm`` (``test_images`` beside test.csv)."""
+    return Path(data_dir) / images / str(patient_id) / f"{image_id}.dcm"
 
 
 def working_shape(rows: int, cols: int, working_size: int) -> tuple[int, int]:
@@ -148,13 +140,16 @@ def decode_shard(
     workers: int = 1,
     strict: bool = False,
     decoders: tuple[str, ...] = ("dicomsdl", "pydicom"),
+    sheet: str | Path | None = None,
+    images: str = "train_images",
 ) -> tuple[int, int]:
-    """Decode one shard; returns (images decoded, files that failed)."""
+    """Decode one shard of the sheet (``data_dir/train.csv`` by default, images under ``data_dir/images``);
+    returns (images decoded, files that failed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = shard_rows(load_train_table(data_dir), shard, shards)
+    rows = shard_rows(load_train_table(data_dir, sheet), shard, shards)
     tasks = [
-        DecodeTask(str(image_path(data_dir, r.patient_id, r.image_id)), working_size, tuple(decoders))
+        DecodeTask(str(image_path(data_dir, r.patient_id, r.image_id, images)), working_size, tuple(decoders))
         for r in rows.itertuples()
     ]
     metas: dict[int, dict] = {}
@@ -222,9 +217,16 @@ def _write_errors(rows: pd.DataFrame, tasks: list[DecodeTask], errors: dict[int,
 
 
 def index_shards(
-    shard_dirs: list[str | Path], index_path: str | Path, errors_path: str | Path
+    shard_dirs: list[str | Path],
+    index_path: str | Path,
+    errors_path: str | Path,
+    max_failed_fraction: float = MAX_FAILED_FRACTION,
 ) -> pd.DataFrame:
-    """Join the shards' meta and errors into one index (with a ``shard_dir`` column) and one error list."""
+    """Join the shards' meta and errors into one index (with a ``shard_dir`` column) and one error list.
+
+    The error list and a summary (``summary.json`` beside the index) are written first; then, when more than
+    ``max_failed_fraction`` of the files could not be decoded, the run fails naming the count and the list.
+    """
     metas, errors = [], []
     for shard_dir in shard_dirs:
         meta = pd.read_parquet(Path(shard_dir) / "meta.parquet")
@@ -234,15 +236,38 @@ def index_shards(
     index = pd.concat(metas, ignore_index=True).sort_values(["patient_id", "image_id"], kind="stable")
     index = index.reset_index(drop=True)
     all_errors = pd.concat(errors, ignore_index=True).sort_values("image_id").reset_index(drop=True)
-    if index.empty:
-        raise DataError(f"no image could be decoded ({len(all_errors)} failed); see {errors_path}")
-    write_parquet(index, index_path)
     write_parquet(all_errors, errors_path)
-    say(
-        f"decoded {len(index)} images in {len(shard_dirs)} shards; "
-        f"{len(all_errors)} files could not be decoded"
-    )
+    summary = decode_summary(index, all_errors, errors_path)
+    summary["line"] = summary_line(summary)
+    write_text(json.dumps(summary, indent=2) + "\n", Path(index_path).with_name("summary.json"))
+    say(summary["line"])
+    total = summary["decoded"] + summary["failed"]
+    if index.empty:
+        raise DataError(f"no image could be decoded ({summary['failed']} failed); the reasons: {errors_path}")
+    if summary["failed"] > max_failed_fraction * total:
+        raise DataError(
+            f"{summary['failed']} of {total} files ({summary['failed'] / total:.1%}) could not be decoded, "
+            f"more than decode.max_failed_fraction={max_failed_fraction:g}; the list: {errors_path}"
+        )
+    write_parquet(index, index_path)
     return index
+
+
+def decode_summary(index: pd.DataFrame, errors: pd.DataFrame, errors_path: str | Path) -> dict:
+    """What a run decoded, in numbers, for the console and the report."""
+    lossy = int(index["lossy"].astype(bool).sum()) if "lossy" in index.columns else 0
+    return {
+        "decoded": len(index),
+        "failed": len(errors),
+        "lossy": lossy,
+        "errors": str(errors_path),
+    }
+
+
+def summary_line(summary: dict) -> str:
+    line = f"decode: {summary['decoded']} images decoded, {summary['failed']} could not be decoded"
+    line += f", {summary['lossy']} lossy-compressed"
+    return line + (f"; the list with reasons: {summary['errors']}" if summary["failed"] else "")
 
 
 class DecodedImages:

@@ -54,7 +54,11 @@ def assign_folds(images: pd.DataFrame, k: int, seed: int, protocol: str) -> np.n
     return fold
 
 
-def make_folds(images: pd.DataFrame, k: int, seed: int, protocols=PROTOCOLS) -> pd.DataFrame:
+def make_folds(
+    images: pd.DataFrame, k: int, seed: int, protocols=PROTOCOLS, require_positive_training: bool = False
+) -> pd.DataFrame:
+    """Folds of every protocol. ``require_positive_training``: a `clean` fold whose training part has no
+    positive patient fails here (its GAN, trained on that part's positives, would have none)."""
     images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     base = images[["image_id", "patient_id", "cancer"]].copy()
     frames = []
@@ -64,6 +68,16 @@ def make_folds(images: pd.DataFrame, k: int, seed: int, protocols=PROTOCOLS) -> 
         frame["fold"] = assign_folds(images, k, seed, protocol)
         frames.append(frame)
     folds = pd.concat(frames, ignore_index=True)
+    if require_positive_training and "clean" in protocols:
+        clean = folds[folds["protocol"] == "clean"]
+        for fold in range(k):
+            training = clean[(clean["fold"] != fold) & (clean["cancer"] == 1)]
+            if training.empty:
+                total = clean.loc[clean["cancer"] == 1, "patient_id"].nunique()
+                raise FoldError(
+                    f"clean fold {fold}: its training part has 0 positive patients (of {total} in all), so "
+                    "its GAN has nothing to learn from; use fewer folds, more positives, or drop `augmented`"
+                )
     for protocol, part in folds.groupby("protocol"):
         counts = part.groupby("fold")["cancer"].agg(["size", "sum"])
         say(

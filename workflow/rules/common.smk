@@ -1,37 +1,49 @@
-# Helpers shared by the rule files: the data source, stage parameters, and checks the schema cannot express.
+# Shared by every stage's rules: the data source, the results tree (src/mammoflow/paths.py), each stage's
+# parameters and targets. The rule files hold rules only.
+import hashlib
 import json
-import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
-# Rules run `python -m mammoflow ...` with this checkout's src/ on PYTHONPATH: the Python beside the one
-# running Snakemake (a venv works without being activated), or, with --software-deployment-method conda,
-# the stage's conda environment (envs/*.yaml), which Snakemake puts first on PATH inside the job.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")) if p
-)
+from mammoflow import paths
+from mammoflow.gan.settings import needed_stages, source_resolution, stage_settings, synthesis_stage
+from mammoflow.samplesheet import sheet_problems
 
-RESULTS = "results"
-USE_PHANTOM = not config["data"]["rsna_dir"]
-DATA_DIR = f"{RESULTS}/phantom" if USE_PHANTOM else config["data"]["rsna_dir"]
-LESIONS = f"{RESULTS}/phantom/lesions.csv" if USE_PHANTOM else ""
-SHARDS = [f"{i:03d}" for i in range(config["decode"]["shards"])]
+# Rules run `python -m mammoflow ...` with this checkout's src/ on PYTHONPATH: without conda, the Python
+# that runs Snakemake (a venv works without being activated); with --software-deployment-method conda, the
+# stage's environment (envs/*.yaml), which Snakemake activates inside the job.
+SRC = str(Path(workflow.basedir) / "src")
+_CONDA = "conda" in {str(m).lower().rsplit(".", 1)[-1] for m in workflow.deployment_settings.deployment_method}
+_PATH = "" if _CONDA else f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; "
+# (Snakemake formats the prefix like a command: doubled braces stay shell braces.)
+shell.prefix(f"set -euo pipefail; {_PATH}export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+
+RESULTS = paths.RESULTS
+USE_PHANTOM = not config["rsna_dir"]
+DATA_DIR = paths.phantom_dir() if USE_PHANTOM else config["rsna_dir"]
+SHEET = f"{DATA_DIR}/train.csv"
+LESIONS = f"{paths.phantom_dir()}/lesions.csv" if USE_PHANTOM else ""
+SHARDS = range(config["decode"]["shards"])
 STORE_DATASETS = [d for d in config["datasets"] if d in ("original", "processed")]
+GAN = config["gan"]
+GAN_ON = "augmented" in config["datasets"]
 
 
 def config_error(message):
     raise WorkflowError(f"config: {message}")
 
 
-if not USE_PHANTOM and not Path(DATA_DIR, "train.csv").is_file():
-    config_error(f"data.rsna_dir={DATA_DIR!r}: no train.csv there (expected a Kaggle RSNA folder)")
-if len(config["gan"]["kimg"]) != len(config["gan"]["stages"]):
-    config_error("gan.kimg must give one length per entry of gan.stages")
-if config["gan"]["stages"] != sorted(set(config["gan"]["stages"])):
-    config_error(f"gan.stages must increase: {config['gan']['stages']}")
-if "augmented" in config["datasets"] and "processed" not in config["datasets"]:
-    config_error("datasets: augmented is processed + synthetic images, so it needs processed as well")
+if not USE_PHANTOM:
+    if not Path(DATA_DIR).is_dir():
+        config_error(f"rsna_dir={DATA_DIR!r}: no such folder (expected a Kaggle RSNA folder)")
+    if not Path(SHEET).is_file():
+        config_error(f"rsna_dir={DATA_DIR!r}: no train.csv there (expected a Kaggle RSNA folder)")
+    # The sample sheet decides every path and label: check it before the DAG is built (`snakemake -n` too).
+    _sheet_problems = sheet_problems(SHEET, labels=True)
+    if _sheet_problems:
+        raise WorkflowError("\n".join(f"{SHEET}: {p}" for p in _sheet_problems))
 
 
 def as_json(section, drop=("threads",)):
@@ -39,37 +51,183 @@ def as_json(section, drop=("threads",)):
     return json.dumps({k: v for k, v in section.items() if k not in drop}, sort_keys=True)
 
 
+def package_digest(package):
+    """Hash of a stage package's sources: a parameter of its jobs, so editing the code re-runs them
+    (Snakemake's own code trigger only sees the rule's shell command). Read as files: nothing is imported."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(SRC) / "mammoflow" / package).rglob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def parent(name):
+    """A params function: the folder of one of the rule's outputs (or inputs), as its command wants it."""
+    return lambda w, input, output: str(Path(output[name] if name in output.keys() else input[name]).parent)
+
+
+# ------------------------------------------------------------------------------------------------ data
 def data_targets():
     return [
-        f"{RESULTS}/decoded/index.parquet",
-        f"{RESULTS}/data/folds.parquet",
-        *expand(
-            f"{RESULTS}/data/{{res}}/{{dataset}}/{{name}}",
-            res=config["resolutions"],
-            dataset=STORE_DATASETS,
-            name=["images.npy", "manifest.parquet", "contact_sheet.png"],
-        ),
+        paths.decoded_index(),
+        paths.folds_table(),
+        *[
+            f"{paths.store_dir(res, dataset)}/{name}"
+            for res in config["resolutions"]
+            for dataset in STORE_DATASETS
+            for name in ("images.npy", "manifest.parquet", "contact_sheet.png")
+        ],
     ]
 
 
-wildcard_constraints:
-    res=r"\d+",
-    shard=r"\d{3}",
-    dataset=r"original|processed|augmented",
+STARTED = time.time()
 
 
-# --------------------------------------------------------------------------------------- augmented data
-# The `augmented` data set is processed + synthetic positives from the GAN stage (workflow/rules/gan.smk).
-# Contract between the GAN rules and the training cells:
-#   clean: results/synthetic/clean/{res}/fold{k}/{images.npy,manifest.parquet}: made by a GAN that saw only
-#          fold k's training positives; used only in fold k's training set.
-#   paper: results/synthetic/paper/{res}/all/{images.npy,manifest.parquet}: one GAN on all positives; the
-#          manifest has a `fold` column (synthetic images are split with the real ones, so they reach
-#          validation, as in the study).
-# gan.smk sets GAN_RULES = True when it is included; until then `augmented` stays out of the matrix.
-GAN_RULES = False
+def print_decode_summary():
+    """The index step's one-line summary (decoded, failed, lossy, where the list is), if this run wrote it."""
+    summary = Path(paths.decoded_index()).with_name("summary.json")
+    if summary.is_file() and summary.stat().st_mtime >= STARTED:
+        print(json.loads(summary.read_text())["line"], file=sys.stderr)
+
+
+def shard_outputs(name):
+    return [f"{paths.shard_dir(s)}/{name}" for s in SHARDS]
+
+
+# ------------------------------------------------------------------------------------------------- GAN
+# The `augmented` data set is processed + synthetic positives from the GAN stages. `clean`: a GAN per fold,
+# trained only on that fold's training positives, its images used only in that fold's training set.
+# `paper`: one GAN on all positives, its images split into the folds (so they reach validation).
+if GAN_ON:
+    try:
+        GAN_STAGES = needed_stages(config["resolutions"], GAN["stages"])
+    except ValueError as exc:
+        config_error(str(exc))
+else:
+    GAN_STAGES = []
+GAN_FID_STAGES = GAN_STAGES or GAN["stages"]
+
+
+def gan_parts(protocol):
+    return [paths.gan_part(protocol, k) for k in range(config["folds"]["k"])] if protocol == "clean" else ["all"]
+
+
+def gan_source_store(stage):
+    return paths.store_dir(source_resolution(int(stage), config["resolutions"]), "processed")
+
+
+def gan_stage_index(stage):
+    if stage not in GAN["stages"]:
+        raise WorkflowError(f"there is no GAN stage {stage}: gan.stages is {GAN['stages']}")
+    return GAN["stages"].index(stage)
+
+
+def gan_previous_network(w):
+    i = gan_stage_index(int(w.stage))
+    return [f"{paths.gan_stage_dir(w.protocol, w.part, GAN['stages'][i - 1])}/network.pt"] if i else []
+
+
+def gan_stage_minutes(w):
+    """A generous SLURM limit; a stage that hits it resumes from its last checkpoint when re-run."""
+    stage = int(w.stage)
+    kimg = GAN["kimg"][gan_stage_index(stage)]
+    return int(30 + kimg * max((stage / 256) ** 2, 1 / 16) * 10 / 60 * 3)
 
 
 def synthetic_store(protocol, res, fold):
-    part = f"fold{fold}" if protocol == "clean" else "all"
-    return f"{RESULTS}/synthetic/{protocol}/{res}/{part}"
+    return paths.synthetic_dir(protocol, res, paths.gan_part(protocol, fold))
+
+
+def gan_targets():
+    if not GAN_ON:
+        return []
+    targets = []
+    for protocol in config["protocols"]:
+        for part in gan_parts(protocol):
+            for stage in GAN_STAGES:
+                d = paths.gan_stage_dir(protocol, part, stage)
+                targets += [f"{d}/fid.json", f"{d}/snapshots.png"]
+        for res in config["resolutions"]:
+            for k in range(config["folds"]["k"]) if protocol == "clean" else [None]:
+                store = synthetic_store(protocol, res, k)
+                targets += [f"{store}/images.npy", f"{store}/manifest.parquet", f"{store}/contact_sheet.png"]
+    return list(dict.fromkeys(targets))
+
+
+# -------------------------------------------------------------------------------------- training, CAM
+def cell_settings(model):
+    """The train section with the model's own overrides: a model's change re-runs only its cells."""
+    return {**config["train"], **config["model_settings"].get(model, {})}
+
+
+def matrix_datasets():
+    return list(config["datasets"])
+
+
+def matrix_cells(models=None):
+    return [
+        (protocol, res, dataset, model, fold)
+        for protocol in config["protocols"]
+        for res in config["resolutions"]
+        for dataset in matrix_datasets()
+        for model in models or config["models"]
+        for fold in range(config["folds"]["k"])
+    ]
+
+
+def train_targets():
+    return [f"{paths.cell_dir(*cell)}/metrics.json" for cell in matrix_cells()]
+
+
+def cell_inputs(w):
+    store = paths.store_dir(w.res, "processed" if w.dataset == "augmented" else w.dataset)
+    inputs = {
+        "images": f"{store}/images.npy",
+        "manifest": f"{store}/manifest.parquet",
+        "folds": paths.folds_table(),
+    }
+    if w.dataset == "augmented":
+        inputs["synthetic"] = f"{synthetic_store(w.protocol, w.res, w.fold)}/images.npy"
+    return inputs
+
+
+def synthetic_option(w, input):
+    return f"--synthetic {shlex.quote(str(Path(input.synthetic).parent))}" if "synthetic" in input.keys() else ""
+
+
+def cam_models():
+    """cam.models (null: every model of the matrix), in the matrix's order."""
+    chosen = config["cam"]["models"]
+    return [m for m in config["models"] if chosen is None or m in chosen]
+
+
+def cam_targets():
+    return [
+        f"{paths.cam_dir(*cell)}/{name}"
+        for cell in matrix_cells(cam_models())
+        for name in ("summary.json", "figure6.png")
+    ]
+
+
+def cam_inputs(w):
+    """The cell's model and validation predictions, and the stores its validation images are in."""
+    cell = paths.cell_dir(w.protocol, w.res, w.dataset, w.model, w.fold)
+    inputs = {k: v for k, v in cell_inputs(w).items() if k != "folds"}
+    inputs["model"] = f"{cell}/model.pt"
+    inputs["predictions"] = f"{cell}/predictions.parquet"
+    return inputs
+
+
+# ------------------------------------------------------------------------------------------------ report
+REPORT_KEYS = ["rsna_dir", "protocols", "resolutions", "datasets", "models", "folds", "report"]
+
+
+def report_inputs(wildcards):
+    wanted = [paths.decoded_index(), paths.decoded_errors(), paths.folds_table(), *data_targets(), *gan_targets()]
+    for metrics in train_targets():
+        cell = Path(metrics).parent
+        wanted += [metrics, str(cell / "predictions.parquet"), str(cell / "history.csv")]
+    wanted += cam_targets()
+    wanted = list(dict.fromkeys(wanted))
+    if config["report"]["partial"]:
+        wanted = [path for path in wanted if Path(path).exists()]
+    return wanted

@@ -1,13 +1,14 @@
-# Data stages: phantom -> decode (sharded) -> index -> preprocess (per resolution x data set), folds.
+# Data stages: phantom -> decode (sharded) -> index -> preprocess (per resolution x data set); folds from
+# the sample sheet.
 
 
 rule phantom:
     output:
-        csv=f"{RESULTS}/phantom/train.csv",
-        lesions=f"{RESULTS}/phantom/lesions.csv",
+        csv=f"{paths.phantom_dir()}/train.csv",
+        lesions=f"{paths.phantom_dir()}/lesions.csv",
     params:
         spec=as_json(config["phantom"]),
-        out=f"{RESULTS}/phantom",
+        out=parent("csv"),
     threads: config["phantom"]["threads"]
     resources:
         mem_mb=4000,
@@ -19,21 +20,22 @@ rule phantom:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m mammoflow phantom --out {params.out} --spec '{params.spec}' --workers {threads} > {log} 2>&1"
+        "python -m mammoflow phantom --out {params.out:q} --spec {params.spec:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule decode:
     input:
-        csv=f"{DATA_DIR}/train.csv",
+        sheet=SHEET,
     output:
-        pixels=f"{RESULTS}/decoded/shard{{shard}}/pixels.u16",
-        meta=f"{RESULTS}/decoded/shard{{shard}}/meta.parquet",
-        errors=f"{RESULTS}/decoded/shard{{shard}}/errors.parquet",
+        pixels=f"{paths.shard_dir('{shard}')}/pixels.u16",
+        meta=f"{paths.shard_dir('{shard}')}/meta.parquet",
+        errors=f"{paths.shard_dir('{shard}')}/errors.parquet",
     params:
-        data_dir=DATA_DIR,
+        data_dir=lambda w, input: str(Path(input.sheet).parent),
+        out=parent("meta"),
         shards=config["decode"]["shards"],
         working_size=config["decode"]["working_size"],
-        decoders=" ".join(config["decode"]["decoders"]),
+        decoders=config["decode"]["decoders"],
         strict="--strict" if config["decode"]["strict"] else "",
     threads: config["decode"]["threads"]
     resources:
@@ -46,20 +48,21 @@ rule decode:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m mammoflow decode --data-dir {params.data_dir} --out $(dirname {output.meta}) --shard {wildcards.shard}"
-        " --shards {params.shards} --working-size {params.working_size} --workers {threads}"
-        " --decoders {params.decoders} {params.strict} > {log} 2>&1"
+        "python -m mammoflow decode --data-dir {params.data_dir:q} --sheet {input.sheet:q} --out {params.out:q}"
+        " --shard {wildcards.shard} --shards {params.shards} --working-size {params.working_size}"
+        " --workers {threads} --decoders {params.decoders:q} {params.strict} > {log:q} 2>&1"
 
 
 rule decode_index:
     input:
-        meta=expand(f"{RESULTS}/decoded/shard{{shard}}/meta.parquet", shard=SHARDS),
-        errors=expand(f"{RESULTS}/decoded/shard{{shard}}/errors.parquet", shard=SHARDS),
+        meta=shard_outputs("meta.parquet"),
+        errors=shard_outputs("errors.parquet"),
     output:
-        index=f"{RESULTS}/decoded/index.parquet",
-        errors=f"{RESULTS}/decoded/errors.parquet",
+        index=paths.decoded_index(),
+        errors=paths.decoded_errors(),
     params:
-        shard_dirs=" ".join(f"{RESULTS}/decoded/shard{s}" for s in SHARDS),
+        shard_dirs=lambda w, input: [str(Path(p).parent) for p in input.meta],
+        max_failed=config["decode"]["max_failed_fraction"],
     resources:
         mem_mb=2000,
         runtime=10,
@@ -68,30 +71,32 @@ rule decode_index:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m mammoflow index {params.shard_dirs} --index {output.index} --errors {output.errors} > {log} 2>&1"
+        "python -m mammoflow index {params.shard_dirs:q} --index {output.index:q} --errors {output.errors:q}"
+        " --max-failed-fraction {params.max_failed} > {log:q} 2>&1"
 
 
 rule preprocess:
     input:
-        index=f"{RESULTS}/decoded/index.parquet",
+        index=paths.decoded_index(),
         lesions=[LESIONS] if LESIONS else [],
     output:
-        images=f"{RESULTS}/data/{{res}}/{{dataset}}/images.npy",
-        manifest=f"{RESULTS}/data/{{res}}/{{dataset}}/manifest.parquet",
+        images=f"{paths.store_dir('{res}', '{dataset}')}/images.npy",
+        manifest=f"{paths.store_dir('{res}', '{dataset}')}/manifest.parquet",
         sheet=report(
-            f"{RESULTS}/data/{{res}}/{{dataset}}/contact_sheet.png",
+            f"{paths.store_dir('{res}', '{dataset}')}/contact_sheet.png",
             category="Data",
             subcategory="{dataset} images",
             labels={"data set": "{dataset}", "resolution": "{res} px"},
             caption="../report/contact_sheet.rst",
         ),
-        summary=f"{RESULTS}/data/{{res}}/{{dataset}}/summary.json",
+        summary=f"{paths.store_dir('{res}', '{dataset}')}/summary.json",
     wildcard_constraints:
         dataset=r"original|processed",
     params:
         # `original` does not depend on the preprocessing settings: do not re-run it when they change.
         options=lambda w: as_json(config["preprocess"]) if w.dataset == "processed" else "{}",
-        lesions=f"--lesions {LESIONS}" if LESIONS else "",
+        lesions=lambda w, input: ["--lesions", input.lesions] if input.lesions else [],
+        out=parent("images"),
     threads: config["preprocess"]["threads"]
     resources:
         mem_mb=4000,
@@ -103,19 +108,22 @@ rule preprocess:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m mammoflow preprocess --index {input.index} --dataset {wildcards.dataset} --res {wildcards.res}"
-        " --out $(dirname {output.images}) --options '{params.options}' {params.lesions}"
-        " --workers {threads} > {log} 2>&1"
+        "python -m mammoflow preprocess --index {input.index:q} --dataset {wildcards.dataset} --res {wildcards.res}"
+        " --out {params.out:q} --options {params.options:q} {params.lesions:q} --workers {threads} > {log:q} 2>&1"
 
 
+# Folds come from the sample sheet, before decoding: a file that fails to decode (now or in a later run)
+# cannot move other images between folds; training drops the images its store lacks, and says how many.
 rule folds:
     input:
-        index=f"{RESULTS}/decoded/index.parquet",
+        sheet=SHEET,
     output:
-        f"{RESULTS}/data/folds.parquet",
+        paths.folds_table(),
     params:
         k=config["folds"]["k"],
         seed=config["folds"]["seed"],
+        # Each `clean` fold's GAN trains on that fold's training positives: there must be some.
+        positives="--require-positive-training" if GAN_ON and "clean" in config["protocols"] else "",
     resources:
         mem_mb=2000,
         runtime=10,
@@ -124,5 +132,5 @@ rule folds:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m mammoflow folds --index {input.index} --out {output} --k {params.k} --seed {params.seed}"
-        " --protocols clean paper > {log} 2>&1"
+        "python -m mammoflow folds --sheet {input.sheet:q} --out {output:q} --k {params.k} --seed {params.seed}"
+        " --protocols clean paper {params.positives} > {log:q} 2>&1"

@@ -1,101 +1,29 @@
-# GAN stages and synthetic positives: the `augmented` data set (src/mammoflow/gan/, docs/gan.md).
-#
-#   results/gan/{protocol}/{part}/stage{stage}/   network.pt, stats.jsonl, snapshots.png,
-#                                                 training_images.parquet, fid.json (resume.pt while running)
-#   results/synthetic/{protocol}/{res}/{part}/    images.npy, manifest.parquet, contact_sheet.png, summary.json
-#
-# part = fold{k} for `clean` (a GAN per fold, trained without fold k's positives), `all` for `paper`.
-import json
-from pathlib import Path
-
-from mammoflow.gan.settings import needed_stages, source_resolution, stage_settings, synthesis_stage
-
-GAN_RULES = True
-GAN = config["gan"]
-GAN_ON = "augmented" in config["datasets"]
-
-if GAN_ON:
-    _not_powers = [s for s in GAN["stages"] if s & (s - 1)]
-    if _not_powers:
-        config_error(f"gan.stages must be powers of two: {_not_powers}")
-    try:
-        GAN_STAGES = needed_stages(config["resolutions"], GAN["stages"])
-    except ValueError as exc:
-        config_error(str(exc))
-else:
-    GAN_STAGES = []
-
-
-def gan_parts(protocol):
-    return [f"fold{k}" for k in range(config["folds"]["k"])] if protocol == "clean" else ["all"]
-
-
-def gan_stage_dir(protocol, part, stage):
-    return f"{RESULTS}/gan/{protocol}/{part}/stage{stage}"
-
-
-def gan_source_store(w):
-    return f"{RESULTS}/data/{source_resolution(int(w.stage), config['resolutions'])}/processed"
-
-
-def gan_stage_index(stage):
-    if stage not in GAN["stages"]:
-        raise WorkflowError(f"there is no GAN stage {stage}: gan.stages is {GAN['stages']}")
-    return GAN["stages"].index(stage)
-
-
-def gan_previous_network(w):
-    stages = GAN["stages"]
-    i = gan_stage_index(int(w.stage))
-    return [f"{gan_stage_dir(w.protocol, w.part, stages[i - 1])}/network.pt"] if i else []
-
-
-def gan_stage_minutes(w):
-    """A generous SLURM limit; a stage that hits it resumes from its last checkpoint when re-run."""
-    stage = int(w.stage)
-    kimg = GAN["kimg"][gan_stage_index(stage)]
-    return int(30 + kimg * max((stage / 256) ** 2, 1 / 16) * 10 / 60 * 3)
-
-
-def gan_targets():
-    if not GAN_ON:
-        return []
-    targets = []
-    for protocol in config["protocols"]:
-        for part in gan_parts(protocol):
-            for stage in GAN_STAGES:
-                d = gan_stage_dir(protocol, part, stage)
-                targets += [f"{d}/fid.json", f"{d}/snapshots.png"]
-        for res in config["resolutions"]:
-            for k in range(config["folds"]["k"]) if protocol == "clean" else [None]:
-                store = synthetic_store(protocol, res, k)
-                targets += [f"{store}/images.npy", f"{store}/manifest.parquet", f"{store}/contact_sheet.png"]
-    return list(dict.fromkeys(targets))
+# GAN stages and synthetic positives: the `augmented` data set (src/mammoflow/gan/, docs/gan.md). The
+# folders: paths.gan_stage_dir and paths.synthetic_dir; part = fold{k} (`clean`) or all (`paper`).
 
 
 rule gan_stage:
     input:
-        images=lambda w: f"{gan_source_store(w)}/images.npy",
-        manifest=lambda w: f"{gan_source_store(w)}/manifest.parquet",
-        folds=f"{RESULTS}/data/folds.parquet",
+        images=lambda w: f"{gan_source_store(w.stage)}/images.npy",
+        manifest=lambda w: f"{gan_source_store(w.stage)}/manifest.parquet",
+        folds=paths.folds_table(),
         previous=gan_previous_network,
     output:
-        network=f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/network.pt",
-        stats=f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/stats.jsonl",
+        network=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/network.pt",
+        stats=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/stats.jsonl",
         snapshots=report(
-            f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/snapshots.png",
+            f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/snapshots.png",
             category="Figure 1: GAN",
             subcategory="{protocol} {part}",
             labels={"protocol": "{protocol}", "GAN": "{part}", "stage": "{stage} px"},
             caption="../report/gan_snapshots.rst",
         ),
-        seen=f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{{stage}}/training_images.parquet",
-    wildcard_constraints:
-        protocol=r"clean|paper",
-        part=r"fold\d+|all",
-        stage=r"\d+",
+        seen=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/training_images.parquet",
     params:
         settings=lambda w: json.dumps(stage_settings(GAN, int(w.stage)), sort_keys=True),
+        store=parent("images"),
+        out=parent("network"),
+        previous=lambda w, input: str(input.previous[0]) if input.previous else "",
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -108,31 +36,22 @@ rule gan_stage:
     conda:
         "../../envs/gan.yaml"
     shell:
-        "python -m mammoflow gan-stage --store $(dirname {input.images}) --folds {input.folds}"
+        "python -m mammoflow gan-stage --store {params.store:q} --folds {input.folds:q}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --stage {wildcards.stage}"
-        " --previous '{input.previous}' --out $(dirname {output.network}) --settings '{params.settings}'"
-        " --threads {threads} > {log} 2>&1"
+        " --previous={params.previous:q} --out {params.out:q} --settings {params.settings:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 # One FID job per GAN (all its stages, one Inception load): changing the FID settings re-runs only these.
-GAN_FID_STAGES = GAN_STAGES or GAN["stages"]
-
-
 rule gan_fid:
     input:
-        networks=[f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{s}/network.pt" for s in GAN_FID_STAGES],
-        stores=lambda w: [
-            f"{RESULTS}/data/{source_resolution(s, config['resolutions'])}/processed/images.npy"
-            for s in GAN_FID_STAGES
-        ],
-        folds=f"{RESULTS}/data/folds.parquet",
+        networks=[f"{paths.gan_stage_dir('{protocol}', '{part}', s)}/network.pt" for s in GAN_FID_STAGES],
+        stores=[f"{gan_source_store(s)}/images.npy" for s in GAN_FID_STAGES],
+        folds=paths.folds_table(),
     output:
-        [f"{RESULTS}/gan/{{protocol}}/{{part}}/stage{s}/fid.json" for s in GAN_FID_STAGES],
-    wildcard_constraints:
-        protocol=r"clean|paper",
-        part=r"fold\d+|all",
+        [f"{paths.gan_stage_dir('{protocol}', '{part}', s)}/fid.json" for s in GAN_FID_STAGES],
     params:
-        stores=lambda w, input: " ".join(str(Path(p).parent) for p in input.stores),
+        stores=lambda w, input: [str(Path(p).parent) for p in input.stores],
         images=GAN["fid_images"],
         inception=GAN["inception"],
         seed=GAN["seed"],
@@ -148,33 +67,31 @@ rule gan_fid:
     conda:
         "../../envs/gan.yaml"
     shell:
-        "python -m mammoflow gan-fid --networks {input.networks} --stores {params.stores} --folds {input.folds}"
+        "python -m mammoflow gan-fid --networks {input.networks:q} --stores {params.stores:q} --folds {input.folds:q}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --images {params.images}"
-        " --inception '{params.inception}' --seed {params.seed} --threads {threads} > {log} 2>&1"
+        " --inception {params.inception:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
 rule synthesize:
     input:
-        network=lambda w: f"{gan_stage_dir(w.protocol, w.part, synthesis_stage(int(w.res), GAN['stages']))}/network.pt",
+        network=lambda w: f"{paths.gan_stage_dir(w.protocol, w.part, synthesis_stage(int(w.res), GAN['stages']))}/network.pt",
     output:
-        images=f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/images.npy",
-        manifest=f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/manifest.parquet",
+        images=f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/images.npy",
+        manifest=f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/manifest.parquet",
         sheet=report(
-            f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/contact_sheet.png",
+            f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/contact_sheet.png",
             category="Data",
             subcategory="synthetic positives",
             labels={"protocol": "{protocol}", "GAN": "{part}", "resolution": "{res} px"},
             caption="../report/synthetic_sheet.rst",
         ),
-        summary=f"{RESULTS}/synthetic/{{protocol}}/{{res}}/{{part}}/summary.json",
-    wildcard_constraints:
-        protocol=r"clean|paper",
-        part=r"fold\d+|all",
+        summary=f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/summary.json",
     params:
         images=GAN["synthetic_images"],
         truncation=GAN["truncation"],
         seed=GAN["seed"],
         folds=config["folds"]["k"],
+        out=parent("images"),
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -187,7 +104,7 @@ rule synthesize:
     conda:
         "../../envs/gan.yaml"
     shell:
-        "python -m mammoflow synthesize --network {input.network} --res {wildcards.res} --count {params.images}"
-        " --out $(dirname {output.images}) --protocol {wildcards.protocol} --part {wildcards.part}"
+        "python -m mammoflow synthesize --network {input.network:q} --res {wildcards.res} --count {params.images}"
+        " --out {params.out:q} --protocol {wildcards.protocol} --part {wildcards.part}"
         " --folds {params.folds} --seed {params.seed} --truncation {params.truncation}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} > {log:q} 2>&1"

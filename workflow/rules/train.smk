@@ -1,72 +1,21 @@
-# The training matrix: protocol x resolution x data set x model x fold, one job per cell.
-import hashlib
-from pathlib import Path
-
-import mammoflow.classify as _classify_package
-
-TRAIN_DATASETS = ["original", "processed", "augmented"]
-
-
-def package_digest(package):
-    """Hash of a package's source: a parameter of the cells, so editing the training code re-runs them all
-    (Snakemake's own code trigger only sees the rule's shell command)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(package.__file__).parent.rglob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-TRAIN_CODE = package_digest(_classify_package)
-
-
-def cell_settings(model):
-    """The train section with the model's own overrides: a model's change re-runs only its cells."""
-    return {**config["train"], **config["model_settings"].get(model, {})}
-
-
-def matrix_datasets():
-    return [d for d in config["datasets"] if d != "augmented" or GAN_RULES]
-
-
-def train_targets():
-    return expand(
-        f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/metrics.json",
-        protocol=config["protocols"],
-        res=config["resolutions"],
-        dataset=matrix_datasets(),
-        model=config["models"],
-        fold=range(config["folds"]["k"]),
-    )
-
-
-def cell_inputs(w):
-    store = "processed" if w.dataset == "augmented" else w.dataset
-    inputs = {
-        "images": f"{RESULTS}/data/{w.res}/{store}/images.npy",
-        "manifest": f"{RESULTS}/data/{w.res}/{store}/manifest.parquet",
-        "folds": f"{RESULTS}/data/folds.parquet",
-    }
-    if w.dataset == "augmented":
-        inputs["synthetic"] = f"{synthetic_store(w.protocol, w.res, w.fold)}/images.npy"
-    return inputs
+# The training matrix: protocol x resolution x data set x model x fold, one job per cell (paths.cell_dir).
+CELL = paths.cell_dir("{protocol}", "{res}", "{dataset}", "{model}", "{fold}")
 
 
 rule train:
     input:
         unpack(cell_inputs),
     output:
-        metrics=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/metrics.json",
-        predictions=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/predictions.parquet",
-        history=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/history.csv",
-        model=f"{RESULTS}/train/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{fold}}/model.pt",
-    wildcard_constraints:
-        protocol=r"clean|paper",
-        fold=r"\d+",
-        model=r"[A-Za-z0-9_.-]+",
+        metrics=f"{CELL}/metrics.json",
+        predictions=f"{CELL}/predictions.parquet",
+        history=f"{CELL}/history.csv",
+        model=f"{CELL}/model.pt",
     params:
         settings=lambda w: as_json(cell_settings(w.model)),
-        synthetic=lambda w, input: f"--synthetic {Path(input.synthetic).parent}" if "synthetic" in input.keys() else "",
-        code=TRAIN_CODE,
+        store=parent("images"),
+        synthetic=synthetic_option,
+        out=parent("metrics"),
+        code=package_digest("classify"),
     threads: config["train"]["threads"]
     resources:
         gpu=1,
@@ -79,6 +28,6 @@ rule train:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m mammoflow train --store $(dirname {input.images}) {params.synthetic} --folds {input.folds}"
+        "python -m mammoflow train --store {params.store:q} {params.synthetic} --folds {input.folds:q}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
-        " --settings '{params.settings}' --out $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"
+        " --settings {params.settings:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"

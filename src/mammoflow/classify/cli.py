@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammoflow.cli import json_object
+from mammoflow.arguments import json_object
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mammoflow.cli import json_object
+from mammoflow.arguments import json_object
 
 
 def _torch_setup(threads: int) -> None:

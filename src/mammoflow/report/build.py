@@ -385,13 +385,13 @@ def build_report(inputs: Inputs) -> dict:
     write_text(table_markdown(table) + "\n", out / "table2.md")
     write_text(cells.to_csv(index=False, float_format="%.6g"), out / "cells.csv")
 
-    phantom = not config.get("data", {}).get("rsna_dir")
+    phantom = not config.get("rsna_dir")
     counts = cells["status"].value_counts().to_dict()
     banner = (
         '<div class="banner bad"><b>Made on the built-in phantom data.</b> These numbers show that the '
         "workflow runs; they say nothing about the paper's numbers or about real mammograms.</div>"
         if phantom
-        else f'<div class="banner">RSNA data from <code>{page.esc(config["data"]["rsna_dir"])}</code>.</div>'
+        else f'<div class="banner">RSNA data from <code>{page.esc(config["rsna_dir"])}</code>.</div>'
     )
     status = (
         f"{counts.get('ok', 0)} of {len(cells)} cells finished"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mammoflow.cli import json_object
+from mammoflow.arguments import json_object
 
 
 def cmd_cam(args: argparse.Namespace) -> None:
