@@ -1,5 +1,6 @@
 """Contact sheet of the phantom for the README: negatives and positives of the demo's and of config.yaml's
-phantom, rendered as the detector stores them and windowed for display, lesion boxes in red.
+phantom, rendered as the detector stores them and windowed for display, lesion boxes in red; "bc": the
+breast's benign calcifications.
 
     python scripts/phantom_sheet.py docs/phantom_sheet.png
 """
@@ -43,7 +44,7 @@ def _tile(spec: PhantomSpec, task) -> np.ndarray:
     for _, x0, y0, x1, y1 in image.boxes:
         cv2.rectangle(tile, (int(x0 * sx), int(y0 * sy)), (int(x1 * sx), int(y1 * sy)), (0, 0, 255), 1)
     notes = [f"{task.laterality}{task.view}"] + (["implant"] if task.implant else [])
-    notes += [f"{len(task.benign)} benign"] if task.benign else []
+    notes += [f"{len(task.benign)} bc"] if task.benign else []  # benign calcifications
     cv2.putText(tile, " ".join(notes), (2, TILE[1] - 4), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 255, 255), 1)
     return tile
 
@@ -52,7 +53,8 @@ def _rows(spec: PhantomSpec, label: str) -> list[np.ndarray]:
     _, tasks = build_catalog(spec)
     negatives = [t for t in tasks if not t.lesions]
     # Show what matters: implants and benign calcifications among the negatives when the set has them.
-    negatives = sorted(negatives, key=lambda t: (not t.implant, not t.benign, t.index))[:PER_ROW]
+    implants = [t for t in negatives if t.implant][:2]
+    negatives = implants + [t for t in negatives if t.benign and not t.implant][: PER_ROW - len(implants)]
     positives = [t for t in tasks if t.lesions][:PER_ROW]
     rows = []
     for name, chosen in (("negatives", negatives), ("positives", positives)):

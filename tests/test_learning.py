@@ -37,7 +37,9 @@ EASY = PhantomSpec(
 # The same phantom with the lesions never drawn: the labels, scanners, benign calcifications, markers and
 # text stay as they were, so only a shortcut could predict the label.
 NO_LESIONS = dataclasses.replace(EASY, mass_contrast=0.0)
-SETTINGS = TrainSettings(epochs=6, batch_size=16, lr=2e-3, pretrained=False, oversample_positive=1)
+# timm's smallest ResNet (a test model, 0.2 M parameters): the check is about the data path, not the network.
+MODEL = "test_resnet"
+SETTINGS = TrainSettings(epochs=8, batch_size=16, lr=3e-3, pretrained=False, oversample_positive=1)
 
 
 def _store(root: Path, spec: PhantomSpec) -> Path:
@@ -56,20 +58,22 @@ def easy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _auc(root: Path, out: Path, store: str = "store") -> float:
     cell = Cell(
-        store=root / store, folds=root / "folds.parquet", model="resnet18", fold=0, protocol="clean", out=out
+        store=root / store, folds=root / "folds.parquet", model=MODEL, fold=0, protocol="clean", out=out
     )
     return run_cell(cell, SETTINGS, threads=2)["metrics"]["auc"]
 
 
 def test_learns_when_labels_belong_to_images(easy: Path, tmp_path: Path) -> None:
-    assert _auc(easy, tmp_path / "cell") > 0.85
+    assert _auc(easy, tmp_path / "cell") > 0.75  # 0.85 measured
 
 
-def test_labels_shifted_by_one_row_stay_at_chance(easy: Path, tmp_path: Path) -> None:
+def test_labels_shifted_by_one_patient_stay_at_chance(easy: Path, tmp_path: Path) -> None:
+    """The store lists a patient's four images together: a shift of four rows gives every image another
+    patient's label (a shift of one row would leave half of a positive breast's views labelled right)."""
     shifted = tmp_path / "shifted"
     shutil.copytree(easy / "store", shifted)
     manifest = pd.read_parquet(shifted / "manifest.parquet")
-    manifest["cancer"] = np.roll(manifest["cancer"].to_numpy(), 1)
+    manifest["cancer"] = np.roll(manifest["cancer"].to_numpy(), 4)
     manifest.to_parquet(shifted / "manifest.parquet")
     folds = pd.read_parquet(easy / "folds.parquet")
     cancer = manifest.set_index("image_id")["cancer"]
