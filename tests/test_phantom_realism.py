@@ -131,3 +131,11 @@ def test_jpeg2000_carries_clinical_decomposition_levels(tmp_path: Path) -> None:
 def test_benign_fraction_is_a_knob(fraction: float) -> None:
     breasts = _breasts(dataclasses.replace(BIG, patients=200, benign_calcification_fraction=fraction))
     assert float((breasts["benign"] > 0).mean()) == fraction
+
+
+def test_spec_defaults_repeat_config_yaml() -> None:
+    import yaml
+
+    section = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["phantom"]
+    section.pop("threads")
+    assert PhantomSpec.from_config(section) == PhantomSpec()

@@ -54,12 +54,13 @@ _DENSITY_PROBS = {"A": 0.10, "B": 0.42, "C": 0.40, "D": 0.08}
 
 @dataclass(frozen=True)
 class PhantomSpec:
-    """What to synthesize. Every field is a config key of the same name."""
+    """What to synthesize. Every field is a config key of the same name; the workflow passes the whole
+    `phantom` section of config.yaml, whose values these defaults repeat for callers from Python."""
 
-    patients: int = 40
-    prevalence: float = 0.1
+    patients: int = 500
+    prevalence: float = 0.05
     seed: int = 2023
-    size_scale: float = 0.25
+    size_scale: float = 0.5
     mass_diameter_mm: tuple[float, float] = (5.0, 30.0)
     mass_contrast: float = 0.05
     calcification_fraction: float = 0.4
