@@ -57,7 +57,9 @@ def build_model(
         path = Path(weights_file)
         if not path.is_file():
             raise FileNotFoundError(f"weights_file {path}: not found")
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        model = _quiet_head(
+            timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        )
         return model, Weights(f"imagenet (file {path})")
     if pretrained:
         unreachable = not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable()
@@ -70,7 +72,7 @@ def build_model(
 
             huggingface_hub.constants.HF_HUB_OFFLINE = True
         try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
+            model = _quiet_head(timm.create_model(name, pretrained=True, **kwargs))
             return model, Weights("imagenet (timm hub)")
         except Exception as exc:  # offline, hub down, no weights for this name: say so, go on
             reason = " ".join(str(exc).split())[:200]
@@ -83,8 +85,20 @@ def build_model(
                 "local timm weights file to fix this."
             )
             say(notice)
-            return timm.create_model(name, pretrained=False, **kwargs), Weights("random", notice)
-    return timm.create_model(name, pretrained=False, **kwargs), Weights("random")
+            return _quiet_head(timm.create_model(name, pretrained=False, **kwargs)), Weights("random", notice)
+    return _quiet_head(timm.create_model(name, pretrained=False, **kwargs)), Weights("random")
+
+
+def _quiet_head(model: nn.Module) -> nn.Module:
+    """Zero the new one-logit head. timm initialises EfficientNet's classifier U(-1/sqrt(fan_out), ...),
+    which for one output is U(-1, 1) over 1280 features: first logits of +-10, a BCE of 5-8, and a random
+    start that diverges (measured on the phantom). A zero head starts every model at p = 0.5."""
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear):
+        nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+    return model
 
 
 def normalize_batch(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,35 @@ BOX_COLOUR = "lime"
 LESION_COLOUR = "red"
 
 
+def choose_examples(boxes: pd.DataFrame, examples: int) -> list[int]:
+    """Rows of ``boxes`` (sorted by probability, highest first) that Figure 6 shows, as the paper's does:
+    predicted positives with their lesion box, the map's maximum and the box around it.
+
+    Where lesion boxes are known, hits and misses alternate (the best-scoring of each first), so the figure
+    shows both what the maps find and what they miss; the rest are filled with the other predicted
+    positives, then the highest-scoring images, in order of probability.
+    """
+    if examples <= 0 or boxes.empty:
+        return []
+    positive = boxes["predicted_positive"].to_numpy(bool)
+    scored = boxes["hit"].notna().to_numpy()
+    hit = boxes["hit"].fillna(False).to_numpy(bool)
+    hits = [int(i) for i in np.flatnonzero(positive & scored & hit)]
+    misses = [int(i) for i in np.flatnonzero(positive & scored & ~hit)]
+    picked: list[int] = []
+    while (hits or misses) and len(picked) < examples:
+        for pool in (hits, misses):
+            if pool and len(picked) < examples:
+                picked.append(pool.pop(0))
+    rest = [int(i) for i in np.flatnonzero(positive)] + list(range(len(boxes)))
+    for i in rest:
+        if len(picked) >= examples:
+            break
+        if i not in picked:
+            picked.append(i)
+    return sorted(picked, key=lambda i: (-float(boxes["probability"].iloc[i]), i))
+
+
 def _row_title(row: pd.Series) -> str:
     parts = [f"image {row['image_id']}", f"p = {row['probability']:.3f}"]
     if row["source"] != "real":

@@ -18,7 +18,7 @@ import torch
 from mammoflow.atomic import atomic_path, write_parquet, write_text
 from mammoflow.classify.models import build_model
 from mammoflow.explain.boxes import chance_hit_rate, find_peak, fixed_box, score, threshold_box
-from mammoflow.explain.figure import write_figure
+from mammoflow.explain.figure import choose_examples, write_figure
 from mammoflow.explain.gradcam import Grid, align_maps, feature_grid, grad_cam_maps, target_layer
 from mammoflow.progress import progress, say
 from mammoflow.store import LESION_COLUMNS, open_store
@@ -247,7 +247,7 @@ def run_cam(
 
     # Batch by batch, keeping only the small maps and the figure's examples: memory stays bounded by the
     # batch, whatever the number of images (thousands of predicted positives at 512 px would be GBs).
-    records, small_maps, shown_images, shown_maps = [], [], [], []
+    records, small_maps = [], []
     size = (settings.map_size, settings.map_size)
     cam_seconds = 0.0
     starts = range(0, len(chosen), settings.batch_size)
@@ -260,9 +260,6 @@ def run_cam(
         aligned = align_maps(cams.maps, grid, *feature_shape)
         records += _records(chunk, cams, aligned, grid, settings, res)
         small_maps += [cv2.resize(m, size, interpolation=cv2.INTER_AREA) for m in aligned]
-        keep = max(settings.examples - len(shown_images), 0)
-        shown_images += list(images[:keep])
-        shown_maps += list(aligned[:keep])
     boxes = pd.DataFrame(records, columns=list(COLUMNS)).astype(COLUMNS)
     maps = np.stack(small_maps) if small_maps else np.zeros((0, *size), np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +275,14 @@ def run_cam(
         f"{name} {res}px, {identity.dataset}, {identity.protocol} fold {identity.fold}: "
         f"Grad-CAM on {layer_name}, {settings.box} box"
     )
-    write_figure(out_dir / "figure6.png", shown_images, shown_maps, boxes, settings.examples, title)
+    # Figure 6's examples are chosen once every score is known (hits and misses both); their maps are
+    # computed again at full size, for these few images only.
+    picks = choose_examples(boxes, settings.examples)
+    shown = gather(chosen.iloc[picks], stores, res)
+    maps_ = grad_cam_maps(model, layer, shown, settings.batch_size, dev, False).maps if picks else shown
+    shown_table = boxes.iloc[picks].reset_index(drop=True) if picks else boxes
+    figure_maps = list(align_maps(maps_, grid, *feature_shape)) if picks else []
+    write_figure(out_dir / "figure6.png", list(shown), figure_maps, shown_table, settings.examples, title)
     stretched = Grid.stretched(res, *feature_shape)
     summary.update(
         target_layer=layer_name,
