@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mammoflow.devices import pick_device
 from mammoflow.gan.data import Positives
+from mammoflow.gan.network_io import FORMAT
 from mammoflow.gan.networks import GeneratorSpec, build_generator
-from mammoflow.gan.train import FORMAT, TrainSettings, pick_device, train_stage
+from mammoflow.gan.train import TrainSettings, train_stage
 
 
 def stages_for(res: int) -> tuple[int, ...]:

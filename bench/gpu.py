@@ -32,7 +32,8 @@ from torch import nn
 
 from mammoflow.classify.data import CellData, epoch_batches
 from mammoflow.classify.models import PAPER_MODELS, build_model
-from mammoflow.classify.train import Trainer, TrainSettings, pick_device
+from mammoflow.classify.train import Trainer, TrainSettings
+from mammoflow.devices import pick_device
 
 SHAPES = {  # what each part runs at: the paper's, and --tiny's
     "paper": dict(
@@ -194,7 +195,7 @@ def _random_inception(path: Path) -> Path:
 
 def fid_part(shape: dict, inception: str, device, tmp: Path, network: Path | None) -> dict:
     from mammoflow.gan.fid import FeatureExtractor, generated_batches
-    from mammoflow.gan.train import load_network
+    from mammoflow.gan.network_io import load_network
 
     weights = inception or str(_random_inception(tmp / "inception.pth"))
     extractor = FeatureExtractor(weights, device)

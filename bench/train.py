@@ -26,7 +26,8 @@ import torch
 
 from mammoflow.classify.data import CellData, epoch_batches
 from mammoflow.classify.models import PAPER_MODELS, build_model, normalize_batch
-from mammoflow.classify.train import Trainer, TrainSettings, pick_device
+from mammoflow.classify.train import Trainer, TrainSettings
+from mammoflow.devices import pick_device
 
 
 def _store(path: Path, n: int, res: int) -> CellData:

@@ -23,6 +23,7 @@ from mammoflow.gan.fid import (
     gaussian,
     inception_features,
 )
+from mammoflow.gan.network_io import load_network
 from mammoflow.gan.networks import (
     Discriminator,
     GeneratorSpec,
@@ -33,7 +34,7 @@ from mammoflow.gan.networks import (
     layer_plan,
 )
 from mammoflow.gan.sample import ID_BASE, chest_wall_left, generate, synthesize
-from mammoflow.gan.train import Interrupted, TrainSettings, batch_indices, load_network, train_stage
+from mammoflow.gan.train import Interrupted, TrainSettings, batch_indices, train_stage
 from mammoflow.store import LESION_COLUMNS
 
 SMALL = dict(cbase=256, cmax=32, syn_layers=3, head_layers=2, z_dim=16, w_dim=32, map_layers=2)

@@ -155,3 +155,13 @@ def lease_for_command(command: str, device: str | None) -> Lease | None:
 def _cuda_initialised() -> bool:
     torch = sys.modules["torch"]
     return bool(getattr(torch.cuda, "is_initialized", lambda: False)())
+
+
+def pick_device(name: str | None = "auto"):
+    """The torch device a job runs on: ``auto`` (or empty) is CUDA when present, else the CPU. Under a
+    lease (above) CUDA is the leased GPU, the only one the process sees."""
+    import torch
+
+    if not name or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -19,9 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammoflow.store import open_store
-
-ID_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "source"]
+from mammoflow.store import ID_COLUMNS, open_store
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.classify.artifact import save_cell_artifact
 from mammoflow.classify.data import (
     CellData,
@@ -34,6 +33,7 @@ from mammoflow.classify.data import (
 from mammoflow.classify.metrics import binary_metrics, cell_metrics
 from mammoflow.classify.models import build_model, normalize_batch
 from mammoflow.classify.precision import PRECISIONS, configure_backends, logits_fp32, resolve_precision
+from mammoflow.devices import pick_device
 from mammoflow.progress import say
 
 HISTORY_COLUMNS = [
@@ -95,18 +95,6 @@ class Cell:
     out: Path
     synthetic: Path | None = None
     decode: dict | None = None  # the decode settings of the store's images, for the model artifact
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def use_bf16(device: torch.device, precision: str = "auto") -> bool:
-    """Whether the cell's precision rule picks bf16 autocast here (for callers that only run bf16 or fp32,
-    such as prediction; see precision.resolve_precision for fp16)."""
-    return resolve_precision(device, precision).name == "bf16"
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, settings: TrainSettings, steps: int):
@@ -377,16 +365,4 @@ def _write_outputs(cell, trainer, settings, weights, res, predictions, history, 
     with atomic_path(cell.out / "history.csv") as tmp:
         frame.to_csv(tmp, index=False)
     save_cell_artifact(cell, trainer.model, asdict(settings), weights, res, predictions)
-    write_text(json.dumps(_jsonable(summary), indent=2) + "\n", cell.out / "metrics.json")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    return value
+    write_json(summary, cell.out / "metrics.json")

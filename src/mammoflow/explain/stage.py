@@ -3,9 +3,6 @@ scores, written as boxes.parquet, maps.npy, summary.json and figure6.png."""
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,15 +12,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
-from mammoflow.classify.models import build_model
+from mammoflow import paths
+from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.explain.boxes import chance_hit_rate, find_peak, fixed_box, score, threshold_box
 from mammoflow.explain.figure import choose_examples, write_figure
 from mammoflow.explain.gradcam import Grid, align_maps, feature_grid, grad_cam_maps, target_layer
+from mammoflow.explain.inputs import gather, load_cell_model, locate, select, store_table
 from mammoflow.progress import progress, say
-from mammoflow.store import LESION_COLUMNS, open_store
+from mammoflow.store import ID_COLUMNS, LESION_COLUMNS, open_store
 
-ID_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "source"]
 BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
 NO_BOXES = "no lesion boxes: localisation cannot be scored on this data"
 # boxes.parquet: the contract, then what helps to read it (why an image was chosen, map quality).
@@ -87,101 +84,19 @@ class CellIdentity:
 
 
 def identity_of(cell_dir: Path, predictions: pd.DataFrame, **given) -> CellIdentity:
-    """protocol/dataset/fold as given, else read off the cell's path,
-    results/train/{protocol}/{res}/{dataset}/{model}/fold{k}."""
-    parts = cell_dir.resolve().parts
-    from_path: dict = {}
-    if len(parts) >= 5 and re.fullmatch(r"fold\d+", parts[-1]):
-        from_path = {"protocol": parts[-5], "dataset": parts[-3], "fold": int(parts[-1][4:])}
-    elif "fold" in predictions.columns and predictions["fold"].nunique() == 1:
-        from_path = {"fold": int(predictions["fold"].iloc[0])}
+    """protocol/dataset/fold as given, else read off the cell's path (mammoflow.paths.parse_cell)."""
+    try:
+        cell = paths.parse_cell(Path(cell_dir).resolve())
+        from_path: dict = {"protocol": cell.protocol, "dataset": cell.dataset, "fold": cell.fold}
+    except ValueError:  # a cell folder outside the results tree
+        from_path = {}
+        if "fold" in predictions.columns and predictions["fold"].nunique() == 1:
+            from_path = {"fold": int(predictions["fold"].iloc[0])}
     merged = {
         k: given.get(k) if given.get(k) is not None else from_path.get(k)
         for k in CellIdentity.__annotations__
     }
     return CellIdentity(**merged)
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-
-
-def load_cell_model(cell_dir: Path):
-    """The cell's model and a description ({"model", "resolution", "weights"}): from its artifact
-    (model.json + model.safetensors); a model.pt of earlier versions is read with weights_only=True."""
-    from mammoflow.classify.artifact import METADATA_NAME, load_artifact
-
-    if (cell_dir / METADATA_NAME).is_file():
-        model, metadata = load_artifact(cell_dir)
-        described = {"model": metadata["architecture"], "resolution": metadata["resolution"]}
-        return model, {**described, "weights": metadata.get("pretrained_weights")}
-    path = cell_dir / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{cell_dir / METADATA_NAME}: no trained model (run the train stage first)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    missing = {"model", "resolution", "state_dict"} - set(saved)
-    if missing:
-        raise ValueError(f"{path}: not a training cell's model.pt (missing {', '.join(sorted(missing))})")
-    model, _ = build_model(saved["model"], int(saved["resolution"]), pretrained=False)
-    model.load_state_dict(saved["state_dict"])
-    return model, saved
-
-
-def _store_table(manifest: pd.DataFrame, store_dir: Path, store: str) -> pd.DataFrame:
-    if manifest["image_id"].duplicated().any():
-        raise ValueError(f"{store_dir}/manifest.parquet: image_id is not unique")
-    table = manifest[["image_id", "row"]].copy()
-    for column in LESION_COLUMNS:
-        table[column] = manifest[column].astype(float) if column in manifest.columns else np.nan
-    table["store"] = store
-    return table
-
-
-def locate(
-    predictions: pd.DataFrame, real: pd.DataFrame, synthetic: pd.DataFrame | None, where: str
-) -> pd.DataFrame:
-    """The predictions with each image's store ('real'/'synthetic'), row in it, and lesion box."""
-    is_synthetic = (predictions["source"] == "synthetic").to_numpy()
-    parts = [predictions[~is_synthetic].merge(real, on="image_id", how="left")]
-    if is_synthetic.any():
-        if synthetic is None:
-            raise ValueError(
-                f"{where}: {int(is_synthetic.sum())} synthetic validation images but no --synthetic store"
-            )
-        parts.append(predictions[is_synthetic].merge(synthetic, on="image_id", how="left"))
-    table = pd.concat(parts, ignore_index=True)
-    lost = table["row"].isna()
-    if lost.any():
-        raise ValueError(
-            f"{where}: {int(lost.sum())} validation images are not in the store(s), "
-            f"e.g. image_id {table.loc[lost, 'image_id'].iloc[0]} ({table.loc[lost, 'source'].iloc[0]})"
-        )
-    table["row"] = table["row"].astype(np.int64)
-    return table
-
-
-def select(table: pd.DataFrame, settings: CamSettings) -> pd.DataFrame:
-    """Predicted positives, the top_k scores and (all_lesions) every image with a lesion box, best first."""
-    ordered = table.sort_values(["probability", "image_id"], ascending=[False, True], kind="stable")
-    positive = ordered["probability"] >= settings.threshold
-    top = pd.Series(np.arange(len(ordered)) < settings.top_k, index=ordered.index)
-    lesion = ordered["lesion_x0"].notna() & settings.all_lesions
-    reasons = [
-        ",".join(name for name, flag in (("positive", p), ("top_k", t), ("lesion", le)) if flag)
-        for p, t, le in zip(positive, top, lesion, strict=True)
-    ]
-    chosen = ordered.assign(predicted_positive=positive.to_numpy(), selected_by=reasons)
-    return chosen[positive | top | lesion].reset_index(drop=True)
-
-
-def gather(chosen: pd.DataFrame, stores: dict[str, np.ndarray], res: int) -> np.ndarray:
-    images = np.empty((len(chosen), res, res), np.uint8)
-    for name, pixels in stores.items():
-        mine = np.flatnonzero((chosen["store"] == name).to_numpy())
-        if len(mine):
-            rows = chosen["row"].to_numpy()[mine]
-            order = np.argsort(rows, kind="stable")  # forward reads of the memory map
-            images[mine[order]] = pixels[rows[order]]
-    return images
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -201,7 +116,7 @@ def run_cam(
     show_progress: bool = True,
 ) -> dict:
     """Explain one cell's validation images; write boxes.parquet, maps.npy, summary.json, figure6.png."""
-    from mammoflow.classify.train import pick_device
+    from mammoflow.devices import pick_device
 
     started = time.perf_counter()
     if threads:
@@ -229,8 +144,8 @@ def run_cam(
         if synthetic_images.shape[1:] != (res, res):
             raise ValueError(f"{synthetic_dir}: images are {synthetic_images.shape[1:]}, not {res} x {res}")
         stores["synthetic"] = synthetic_images
-        synthetic_table = _store_table(synthetic_manifest, Path(synthetic_dir), "synthetic")
-    real_table = _store_table(real_manifest, store_dir, "real")
+        synthetic_table = store_table(synthetic_manifest, Path(synthetic_dir), "synthetic")
+    real_table = store_table(real_manifest, store_dir, "real")
     table = locate(
         predictions[[*ID_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
     )
@@ -310,7 +225,7 @@ def run_cam(
         cam_seconds_per_image=cam_seconds / len(boxes) if len(boxes) else None,
         seconds=time.perf_counter() - started,
     )
-    write_text(json.dumps(_jsonable(summary), indent=2) + "\n", out_dir / "summary.json")
+    write_json(summary, out_dir / "summary.json")
     say(
         f"cam: {summary['images']} images in {summary['seconds']:.1f} s; hit rate {summary['hit_rate']} "
         f"(chance {summary['chance_hit_rate']}); {summary['note']}"
@@ -413,15 +328,3 @@ def _summary(boxes, feature_shape, settings, res, has_boxes) -> dict:
         "tied_peaks": tied,
         "max_probability_difference": difference,
     }
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    return value

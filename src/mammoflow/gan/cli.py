@@ -52,9 +52,10 @@ def cmd_gan_stage(args: argparse.Namespace) -> None:
 def cmd_gan_fid(args: argparse.Namespace) -> None:
     """fid.json beside each network.pt: FID (or the labelled substitute) against the positives it saw."""
     from mammoflow.atomic import write_text
+    from mammoflow.devices import pick_device
     from mammoflow.gan.data import load_positives
     from mammoflow.gan.fid import FeatureExtractor, generated_batches
-    from mammoflow.gan.train import load_network, pick_device
+    from mammoflow.gan.network_io import load_network
 
     if len(args.networks) != len(args.stores):
         raise ValueError(f"{len(args.networks)} networks but {len(args.stores)} stores")

@@ -307,8 +307,8 @@ class FeatureExtractor:
 @torch.no_grad()
 def generated_batches(generator, n: int, seed: int, batch: int = 64, device="cpu") -> Iterator[np.ndarray]:
     """The images ``sample.generate`` draws (same latents, same order), one uint8 batch at a time."""
+    from mammoflow.gan.network_io import to_uint8
     from mammoflow.gan.sample import latents
-    from mammoflow.gan.train import to_uint8
 
     z = latents(n, generator.spec.z_dim, seed)  # n x z_dim floats: 13 MB for 50,000, the only O(n) array
     for start in range(0, n, batch):

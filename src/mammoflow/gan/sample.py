@@ -26,8 +26,9 @@ import pandas as pd
 import torch
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.devices import pick_device
 from mammoflow.gan.data import resize
-from mammoflow.gan.train import load_network, pick_device, to_uint8
+from mammoflow.gan.network_io import load_network, to_uint8
 from mammoflow.progress import progress, say
 from mammoflow.store import LESION_COLUMNS, write_contact_sheet
 

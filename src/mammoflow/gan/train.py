@@ -22,32 +22,31 @@ Stage folder (``out_dir``)::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import math
-import signal
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.devices import pick_device
 from mammoflow.gan.augment import POLICIES, diff_augment
 from mammoflow.gan.data import Positives
-from mammoflow.gan.networks import Discriminator, Generator, GeneratorSpec, build_generator, grow_generator
+from mammoflow.gan.network_io import FORMAT, file_digest, to_uint8
+from mammoflow.gan.networks import Discriminator, GeneratorSpec, build_generator, grow_generator
+from mammoflow.gan.snapshots import shrink_for_sheet, write_snapshot_figure
+from mammoflow.gan.stage_runtime import Interrupted, StepTimer, _Termination
 from mammoflow.progress import progress, say
 
-FORMAT = "mammoflow-gan/1"
 GRID_SEED = 20230321  # the snapshot latents: the same in every stage, so the grids can be compared
 
 
@@ -129,109 +128,7 @@ def gan_precision(mixed_precision: bool, device: torch.device) -> tuple[bool, st
     return True, "bf16 autocast"
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float (N, 1, H, W) in [-1, 1] -> uint8 (N, H, W)."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].cpu().numpy()
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a mammoflow GAN network (format {payload.get('format')!r})")
-    generator = build_generator(GeneratorSpec.from_dict(payload["spec"]))
-    generator.load_state_dict(payload["state"])
-    generator.requires_grad_(False)
-    return generator.eval().to(device), payload
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class StepTimer:
-    """Seconds per part of a step (only when asked: it synchronises the GPU at every boundary)."""
-
-    def __init__(self, enabled: bool, device: torch.device):
-        self.enabled, self.device = enabled, device
-        self.totals: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        if not self.enabled:
-            yield
-            return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        started = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.totals[name] += time.perf_counter() - started
-
-
-class _Termination:
-    """SIGTERM (SLURM's warning before a time-limit kill) -> checkpoint at the end of the step, then exit."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous = None
-
-    def __enter__(self) -> _Termination:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-class Interrupted(RuntimeError):
-    """The stage stopped early (SIGTERM, or a test's ``stop_after_step``); its checkpoint is on disk."""
-
-
 # ------------------------------------------------------------------------------------------- training
-
-
-def _tile(images: np.ndarray, size: int = 128) -> np.ndarray:
-    if images.shape[-1] <= size:
-        return images
-    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
-
-
-def write_snapshot_figure(snapshots: list[tuple[float, np.ndarray]], path: Path, title: str) -> None:
-    """Rows: the same latents at successive points of training (kimg on the left)."""
-    tile = snapshots[0][1].shape[-1]
-    scale = max(1, 64 // tile)
-    tile *= scale
-    margin, header = 84, 24
-    columns = snapshots[0][1].shape[0]
-    sheet = np.full((header + len(snapshots) * (tile + 2), margin + columns * (tile + 2)), 24, np.uint8)
-    cv2.putText(sheet, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1)
-    for r, (kimg, images) in enumerate(snapshots):
-        y = header + r * (tile + 2)
-        cv2.putText(sheet, f"{kimg:g} kimg", (4, y + tile // 2 + 4), cv2.FONT_HERSHEY_PLAIN, 0.9, 255, 1)
-        for c, image in enumerate(images):
-            big = np.kron(image, np.ones((scale, scale), np.uint8)) if scale > 1 else image
-            sheet[y : y + tile, margin + c * (tile + 2) : margin + c * (tile + 2) + tile] = big
-    with atomic_path(path) as tmp:
-        ok, encoded = cv2.imencode(".png", sheet)
-        if not ok:
-            raise RuntimeError(f"{path}: PNG encoding failed")
-        tmp.write_bytes(encoded.tobytes())
 
 
 def train_stage(
@@ -340,7 +237,7 @@ def train_stage(
     def snapshot(step: int) -> None:
         with torch.no_grad():
             drawn = g_ema(grid_z.to(dev), noise_mode="const")
-        snapshots.append((round(step * batch / 1000, 3), _tile(to_uint8(drawn))))
+        snapshots.append((round(step * batch / 1000, 3), shrink_for_sheet(to_uint8(drawn))))
 
     def save_checkpoint(step: int) -> None:
         state = {

@@ -21,7 +21,7 @@ from mammoflow import paths
 from mammoflow.classify.artifact import METADATA_NAME, load_artifact, read_metadata
 from mammoflow.classify.metrics import _auc
 from mammoflow.classify.models import normalize_batch
-from mammoflow.classify.train import use_bf16
+from mammoflow.classify.precision import use_bf16
 from mammoflow.progress import say
 
 KEY_FIELDS = ("protocol", "resolution", "dataset", "architecture")

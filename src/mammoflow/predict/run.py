@@ -21,7 +21,6 @@ Written to ``--out``:
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,10 +30,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.classify.artifact import load_artifact, read_metadata
-from mammoflow.classify.train import pick_device
 from mammoflow.decode import decoder_chain
+from mammoflow.devices import pick_device
 from mammoflow.predict.ensemble import (
     cells_of,
     choose_models,
@@ -154,18 +153,6 @@ def _write_table(frame: pd.DataFrame, stem: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    return value
-
-
 def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptions) -> dict:
     started = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -254,7 +241,7 @@ def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptio
     external_seconds = time.perf_counter()
     if labelled:
         external = external_validation(table, breasts, choices, thresholds, summary, options)
-        write_text(json.dumps(_jsonable(external), indent=2) + "\n", out_dir / "external.json")
+        write_json(external, out_dir / "external.json")
     external_seconds = time.perf_counter() - external_seconds
     total = time.perf_counter() - started
     # Throughput of prediction proper: decode, preprocess and the models (with loading them); the
@@ -271,7 +258,7 @@ def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptio
         "prediction": len(table) / (prepare_seconds + model_seconds),
         "end_to_end": len(table) / total,
     }
-    write_text(json.dumps(_jsonable(summary), indent=2) + "\n", out_dir / "summary.json")
+    write_json(summary, out_dir / "summary.json")
     for row in failed.itertuples(index=False):
         say(f"  cannot use {row.path}: {row.reason}")
     say(
