@@ -179,8 +179,11 @@ def test_align_maps_moves_the_stretched_map():
 def test_every_architecture_gives_one_map_per_image(name):
     torch.manual_seed(0)
     model, _ = build_model(name, 64)
-    with torch.no_grad():  # random heads often weigh every feature negatively: the ReLU'd map is then 0
-        model.get_classifier().weight.abs_()
+    # The new head starts at zero (and a random one often weighs every feature negatively: the ReLU'd map
+    # is then 0): give it positive weights.
+    head = model.get_classifier().weight
+    with torch.no_grad():
+        head.copy_(torch.rand_like(head))
     layer, layer_name = target_layer(model, name)
     assert layer_name == {"efficientnet_b0": "bn2", "maxvit_nano_rw_256": "norm"}.get(name, "layer4[-1]")
     grid, shape = feature_grid(model, layer, 64)
