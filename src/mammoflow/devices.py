@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO
 
 # Subcommands that put work on a GPU when there is one (the rules with resources gpu=1).
-GPU_COMMANDS = frozenset({"train", "gan-stage", "gan-fid", "synthesize", "cam"})
+GPU_COMMANDS = frozenset({"train", "gan-stage", "gan-fid", "synthesize", "cam", "predict"})
 
 
 @dataclass
