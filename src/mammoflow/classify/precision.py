@@ -106,9 +106,3 @@ def configure_backends(device: torch.device, deterministic: bool) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = not deterministic
         torch.backends.cudnn.allow_tf32 = True
     return {"deterministic": deterministic, "cudnn_benchmark": benchmark}
-
-
-def use_bf16(device: torch.device, precision: str = "auto") -> bool:
-    """Whether the cell's precision rule picks bf16 autocast here (for callers that only run bf16 or fp32,
-    such as prediction; resolve_precision has fp16 too)."""
-    return resolve_precision(device, precision).name == "bf16"

@@ -21,7 +21,7 @@ from mammoflow import paths
 from mammoflow.classify.artifact import METADATA_NAME, load_artifact, read_metadata
 from mammoflow.classify.metrics import _auc
 from mammoflow.classify.models import normalize_batch
-from mammoflow.classify.precision import use_bf16
+from mammoflow.classify.precision import logits_fp32, resolve_precision
 from mammoflow.progress import say
 
 KEY_FIELDS = ("protocol", "resolution", "dataset", "architecture")
@@ -156,15 +156,16 @@ def probabilities(
     model: nn.Module, images: np.ndarray, rows: np.ndarray, device: torch.device, batch_size: int = 64
 ) -> np.ndarray:
     """Sigmoid outputs for images[rows], as the training cell computes its validation predictions
-    (normalisation, channels_last, bf16 autocast where the device has native bf16)."""
-    bf16 = use_bf16(device, "auto")
+    (normalisation, channels_last, the trunk under the precision rule's autocast, the head in fp32 so the
+    probabilities are not rounded to bf16's few hundred values)."""
+    precision = resolve_precision(device, "auto")
     model = model.to(device, memory_format=torch.channels_last).eval()
     out = []
     for start in range(0, len(rows), batch_size):
         batch = np.ascontiguousarray(images[rows[start : start + batch_size]])
         x = normalize_batch(torch.from_numpy(batch).to(device)).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).squeeze(1).float()
+        with torch.inference_mode():
+            logits = logits_fp32(model, x, precision)
         out.append(torch.sigmoid(logits).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.empty(0)
 
