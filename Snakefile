@@ -28,11 +28,14 @@ if _bad:
 
 # The whole configuration, for the report's provenance section. Passed in the environment rather than as a
 # parameter: only what the report shows re-runs it (REPORT_KEYS), not every setting of every stage.
+# The Snakefile likewise, for the report's rule graph (a machine path: it must not re-run anything).
 os.environ["MAMMOFLOW_CONFIG"] = json.dumps(config, sort_keys=True)
+os.environ["MAMMOFLOW_SNAKEFILE"] = workflow.main_snakefile
 
 
 envvars:
     "MAMMOFLOW_CONFIG",
+    "MAMMOFLOW_SNAKEFILE",
 
 
 include: "workflow/rules/common.smk"
@@ -41,6 +44,7 @@ include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/cam.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
 
 
 # `snakemake --report report.html` (Snakemake's own report) after a run: outputs marked with report().

@@ -1,16 +1,21 @@
 """Decode + preprocess throughput against bare dicomsdl decoding and a plain pydicom-per-image conversion.
 
-All three run on one core over the same files, each file read from the page cache (one warm-up pass):
+All run in one process on the same files, one decoder process, OpenCV on one thread; pin the whole run to
+one core with ``taskset -c 0``. Each file is read from the page cache (one warm-up pass):
 
 - bare dicomsdl: ``dicomsdl.open(path).pixelData(storedvalue=True)`` and nothing else: the decoder's limit;
-- mammoflow: the decode stage (``decode_shard``: supervised decoder process, working-size resize, packed
-  shard) followed by the preprocess stage for every (resolution, data set) asked for;
+- mammoflow reduce:false and reduce:true: the decode stage (``decode_shard``: supervised decoder process,
+  working-size resize, packed shard) followed by the preprocess stage for every (resolution, data set);
 - plain pydicom: ``dcmread`` + ``pixel_array`` (pydicom's default plugin choice) + ``apply_voi_lut`` +
-  MONOCHROME1 inversion + resize + PNG per image per resolution, as a typical notebook converts the data.
+  MONOCHROME1 inversion + resize + PNG per image per resolution, as a typical notebook converts the data;
+- per transfer syntax and size: seconds per image of bare dicomsdl and of both decode paths (decode and
+  working-size resize, from meta.parquet), and, where dcmtk's ``dcmcjpeg`` is installed, the same images
+  as JPEG lossless process 14 (SV1) through dicomsdl and pydicom (pylibjpeg-libjpeg).
 
 Usage:
-    python bench/decode.py                          # phantom at real detector sizes, 6 patients (24 images)
-    python bench/decode.py --data-dir /data/rsna --limit 200
+    taskset -c 0 python bench/decode.py                 # phantom at real detector sizes, 6 patients
+    taskset -c 0 python bench/decode.py --patients 3    # the three JPEG 2000 scanners only
+    taskset -c 0 python bench/decode.py --data-dir /data/rsna --limit 200
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,41 +63,121 @@ def plain_pydicom(paths: list[Path], resolutions: list[int], out: Path) -> float
 
 
 def mammoflow_pipeline(
-    data_dir: Path, work: Path, resolutions: list[int], datasets: list[str], working_size: int, lesions
-) -> dict[str, float]:
+    data_dir: Path,
+    work: Path,
+    resolutions: list[int],
+    datasets: list[str],
+    working_size: int,
+    lesions,
+    reduce,
+) -> tuple[dict[str, float], pd.DataFrame]:
     from mammoflow.decode import decode_shard, index_shards
     from mammoflow.store import build_store
 
     timings = {}
     started = time.perf_counter()
-    decode_shard(data_dir, work / "shard000", 0, 1, working_size=working_size, workers=1)
-    index_shards([work / "shard000"], work / "index.parquet", work / "errors.parquet")
+    decode_shard(data_dir, work / "shard000", 0, 1, working_size=working_size, workers=1, reduce=reduce)
+    index = index_shards([work / "shard000"], work / "index.parquet", work / "errors.parquet")
     timings["decode"] = time.perf_counter() - started
     for res in resolutions:
         for dataset in datasets:
             started = time.perf_counter()
             build_store(work / "index.parquet", dataset, res, work / f"{res}_{dataset}", lesions_csv=lesions)
             timings[f"preprocess {dataset} {res}"] = time.perf_counter() - started
-    return timings
+    return timings, index
 
 
-def per_syntax(paths: list[Path]) -> pd.DataFrame:
-    """Seconds per image by transfer syntax for both decoders (pydicom with the plugin mammoflow picks)."""
-    from mammoflow.dicom import TRANSFER_SYNTAX_NAMES, read_with_dicomsdl, read_with_pydicom
+def per_syntax(paths: list[Path], full: pd.DataFrame, reduced: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per image by transfer syntax and size: bare dicomsdl, and both mammoflow decode paths."""
+    import dicomsdl
 
-    rows = []
+    from mammoflow.dicom import TRANSFER_SYNTAX_NAMES
+
+    bare = {}
     for path in paths:
-        fast, reference = read_with_dicomsdl(path), read_with_pydicom(path)
+        started = time.perf_counter()
+        dicomsdl.open(str(path)).pixelData(storedvalue=True)
+        bare[str(path)] = time.perf_counter() - started
+    rows = []
+    for f, r in zip(full.itertuples(), reduced.set_index("path").loc[full["path"]].itertuples(), strict=True):
         rows.append(
             {
-                "transfer syntax": TRANSFER_SYNTAX_NAMES.get(fast.header.transfer_syntax, "?"),
-                "size": f"{fast.header.rows}x{fast.header.cols}",
-                "dicomsdl s": fast.seconds,
-                "pydicom s": reference.seconds,
+                "transfer syntax": TRANSFER_SYNTAX_NAMES.get(f.transfer_syntax, f.transfer_syntax),
+                "size": f"{f.rows}x{f.cols}",
+                "level": r.level,
+                "bare dicomsdl s": bare[f.path],
+                "reduce:false s": f.decode_seconds + f.resize_seconds,
+                "reduce:true s": r.decode_seconds + r.resize_seconds,
             }
         )
+    table = pd.DataFrame(rows).groupby(["transfer syntax", "size", "level"]).agg(["mean"]).round(3)
+    table.columns = [c for c, _ in table.columns]
+    table["n"] = pd.DataFrame(rows).groupby(["transfer syntax", "size", "level"]).size()
+    table["bare / reduce:true"] = (table["bare dicomsdl s"] / table["reduce:true s"]).round(1)
+    return table
+
+
+def store_agreement(work: Path, resolutions: list[int], datasets: list[str]) -> pd.DataFrame:
+    """Per image, mean and 99th percentile of |reduce:true - reduce:false| in each store (grey levels)."""
+    from mammoflow.dicom import TRANSFER_SYNTAX_NAMES
+    from mammoflow.store import open_store
+
+    index = pd.read_parquet(work / "work_True" / "index.parquet")
+    rows = []
+    for res in resolutions:
+        for dataset in datasets:
+            full, manifest = open_store(work / "work_False" / f"{res}_{dataset}")
+            reduced, manifest_r = open_store(work / "work_True" / f"{res}_{dataset}")
+            assert manifest["image_id"].tolist() == manifest_r["image_id"].tolist()
+            for row, image_id in enumerate(manifest["image_id"]):
+                diff = np.abs(full[row].astype(np.int16) - reduced[row])
+                entry = index[index["image_id"] == image_id].iloc[0]
+                rows.append(
+                    {
+                        "transfer syntax": TRANSFER_SYNTAX_NAMES.get(
+                            entry.transfer_syntax, entry.transfer_syntax
+                        ),
+                        "size": f"{entry.rows}x{entry.cols}",
+                        "level": entry.level,
+                        "store": f"{dataset} {res}",
+                        "mean": diff.mean(),
+                        "p99": np.percentile(diff, 99),
+                    }
+                )
     table = pd.DataFrame(rows)
-    return table.groupby(["transfer syntax", "size"]).agg(["mean", "count"]).round(3)
+    return (
+        table.groupby(["transfer syntax", "size", "level", "store"])
+        .agg(mean_min=("mean", "min"), mean_max=("mean", "max"), p99_max=("p99", "max"), n=("mean", "size"))
+        .round(2)
+    )
+
+
+def jpeg_lossless(paths: list[Path], work: Path, limit: int = 6) -> pd.DataFrame | None:
+    """The images re-encoded as JPEG lossless SV1 (process 14, RSNA's other syntax) by dcmtk's dcmcjpeg:
+    seconds per image with dicomsdl and with pydicom's decoders (pylibjpeg-libjpeg, then Pillow's)."""
+    import pydicom
+
+    from mammoflow.dicom import read_with_dicomsdl, read_with_pydicom
+
+    if shutil.which("dcmcjpeg") is None:
+        print("dcmcjpeg (dcmtk) not installed: no JPEG lossless figures")
+        return None
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, path in enumerate(paths[:limit]):
+        ds = pydicom.dcmread(path)
+        ds.decompress()  # dcmcjpeg reads uncompressed data only
+        raw, jpeg = work / f"{i}.raw.dcm", work / f"{i}.jpll.dcm"
+        ds.save_as(raw, enforce_file_format=True)
+        subprocess.run(["dcmcjpeg", "+e1", str(raw), str(jpeg)], check=True)
+        for reader in (read_with_dicomsdl, read_with_pydicom):
+            reader(jpeg)  # warm
+        fast, reference = read_with_dicomsdl(jpeg), read_with_pydicom(jpeg)
+        assert np.array_equal(fast.pixels, reference.pixels)
+        rows.append(
+            {"size": f"{ds.Rows}x{ds.Columns}", "dicomsdl s": fast.seconds, "pydicom s": reference.seconds}
+        )
+    return pd.DataFrame(rows).groupby("size").agg(["mean", "count"]).round(3)
 
 
 def main() -> int:
@@ -139,36 +226,53 @@ def main() -> int:
         n = len(paths)
         bare_dicomsdl(paths)  # warm the page cache
         bare = bare_dicomsdl(paths)
-        timings = mammoflow_pipeline(
-            data_dir, tmp / "work", args.resolutions, args.datasets, args.working_size, lesions
-        )
+        runs = {}
+        for reduce in (False, True):
+            runs[reduce] = mammoflow_pipeline(
+                data_dir,
+                tmp / f"work_{reduce}",
+                args.resolutions,
+                args.datasets,
+                args.working_size,
+                lesions,
+                reduce,
+            )
         plain = plain_pydicom(paths, args.resolutions, tmp / "png")
-        syntax_table = per_syntax(paths)
+        syntax_table = per_syntax(paths, runs[False][1], runs[True][1])
+        agreement = store_agreement(tmp, args.resolutions, args.datasets)
+        jpeg_table = jpeg_lossless(paths, tmp / "jpeg_lossless")
 
-    ours = sum(timings.values())
     figures = {
         "images": n,
         "resolutions": args.resolutions,
         "datasets": args.datasets,
         "bare_dicomsdl_img_per_s": n / bare,
-        "mammoflow_decode_only_img_per_s": n / timings["decode"],
-        "mammoflow_decode_preprocess_img_per_s": n / ours,
         "plain_pydicom_img_per_s": n / plain,
-        "ratio_decode_only_vs_bare": bare / timings["decode"],
-        "ratio_decode_preprocess_vs_bare": bare / ours,
-        "speedup_vs_plain_pydicom": plain / ours,
-        "stage_seconds": timings,
     }
-    decode = timings["decode"]
     print(f"\n{n} images, one core; preprocess: {len(args.resolutions)} res x {len(args.datasets)} sets")
-    print(f"  bare dicomsdl decode           {n / bare:7.2f} img/s")
-    print(f"  mammoflow decode stage         {n / decode:7.2f} img/s  ({bare / decode:.2f} of bare)")
-    print(f"  mammoflow decode + preprocess  {n / ours:7.2f} img/s  ({bare / ours:.2f} of bare)")
-    print(f"  plain pydicom per image        {n / plain:7.2f} img/s  (mammoflow {plain / ours:.1f}x faster)")
-    for stage, seconds in timings.items():
-        print(f"    {stage:28s} {seconds:7.2f} s")
-    print("\nseconds per image by transfer syntax (mean, count):")
+    print(f"  bare dicomsdl decode                     {n / bare:7.2f} img/s")
+    for reduce, (timings, _) in runs.items():
+        ours, decode = sum(timings.values()), timings["decode"]
+        name = f"reduce:{str(reduce).lower()}"
+        figures[name] = {
+            "decode_img_per_s": n / decode,
+            "decode_preprocess_img_per_s": n / ours,
+            "decode_vs_bare": bare / decode,
+            "decode_preprocess_vs_bare": bare / ours,
+            "stage_seconds": timings,
+        }
+        print(f"  mammoflow {name:11s} decode stage     {n / decode:7.2f} img/s  ({bare / decode:.2f}x bare)")
+        print(f"  mammoflow {name:11s} decode + prep.   {n / ours:7.2f} img/s  ({bare / ours:.2f}x bare)")
+        for stage, seconds in timings.items():
+            print(f"      {stage:26s} {seconds:7.2f} s")
+    print(f"  plain pydicom per image                  {n / plain:7.2f} img/s")
+    print("\nseconds per image by transfer syntax and size (decode + working-size resize):")
     print(syntax_table.to_string())
+    print("\nreduce:true vs reduce:false stores, |difference| per image in grey levels:")
+    print(agreement.to_string())
+    if jpeg_table is not None:
+        print("\nJPEG lossless process 14 (SV1, dcmcjpeg +e1), seconds per image:")
+        print(jpeg_table.to_string())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

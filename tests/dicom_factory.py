@@ -67,3 +67,33 @@ def write_dicom(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def mammo_textured(rows: int, cols: int, bits: int = 12, seed: int = 0) -> np.ndarray:
+    """mammo_like at a real detector size with tissue-like structure at every scale (for codec tests)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base = mammo_like(rows, cols, bits, seed).astype(np.float32)
+    top = (1 << bits) - 1
+    inside = base > 0.3 * top
+    texture = np.zeros((rows, cols), np.float32)
+    for cells, amplitude in ((8, 0.08), (40, 0.05), (200, 0.03)):  # lobes, ducts, fine parenchyma
+        small = rng.normal(0, 1, (cells, max(1, cells * cols // rows))).astype(np.float32)
+        texture += amplitude * cv2.resize(small, (cols, rows), interpolation=cv2.INTER_CUBIC)
+    image = base + inside * texture * top
+    return np.clip(image, 0, top).astype(np.uint16)
+
+
+def write_codestream_dicom(path: Path, stored: np.ndarray, codestream: bytes, uid: str, **header) -> Path:
+    """A DICOM whose pixel data is the given JPEG 2000 codestream (for encoders pydicom does not drive)."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+
+    write_dicom(path, stored, "raw", **header)
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.PixelData = encapsulate([codestream])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -35,8 +35,12 @@ KINDS = [
 def _table_rows() -> list[list[str]]:
     text = (REPO / "README.md").read_text()
     section = text[text.index("### What a run checks, and what bad data gets") :]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| input")]
-    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows if not set(row) <= set("|- ")]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| input"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    rows = lines[start + 1 : end]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    return [row for row in cells if any(c.strip("- ") for c in row)]
 
 
 def _tests() -> set[str]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from mammoflow.classify.artifact import save_artifact
 from mammoflow.classify.models import PAPER_MODELS, build_model
 from mammoflow.classify.train import Cell, TrainSettings, run_cell
 from mammoflow.cli import main
@@ -137,8 +138,7 @@ def test_trained_model_points_at_the_planted_blob(tmp_path):
     # The same network before training (same seed): far less often in the square.
     torch.manual_seed(0)
     untrained, _ = build_model("resnet18", 96)
-    saved = torch.load(tmp_path / "cell/model.pt", weights_only=True)
-    torch.save({**saved, "state_dict": untrained.state_dict()}, tmp_path / "cell/model.pt")
+    save_artifact(tmp_path / "cell", untrained, {"architecture": "resnet18", "resolution": 96})
     before = run_cam(tmp_path / "cell", store, tmp_path / "cam0", LESIONS_ONLY, show_progress=False)
     assert before["scored"] == summary["scored"]
     assert before["hit_rate"] <= summary["hit_rate"] - 0.15, (before["hit_rate"], summary["hit_rate"])

@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from mammoflow.classify.metrics import binary_metrics, breast_level, cell_metrics, probabilistic_f1
+from mammoflow.classify.metrics import (
+    best_f1_threshold,
+    binary_metrics,
+    breast_level,
+    cell_metrics,
+    f1_at_out_of_fold_threshold,
+    probabilistic_f1,
+    sensitivity_at_specificity,
+)
 
 
 def test_agrees_with_sklearn():
@@ -38,6 +46,51 @@ def test_sensitivity_at_90_specificity():
     m = binary_metrics(y, p)
     # One false positive of 10 negatives is allowed; at threshold 0.2 it is the only one: 3 of 4 found.
     assert m["sensitivity_at_90_specificity"] == pytest.approx(0.75)
+
+
+def test_sensitivity_at_90_specificity_sees_every_threshold_of_a_tie_run():
+    # One positive alone on top, then nine (positive, negative) ties, then 71 negatives: the points after
+    # each tie lie on one straight line, which roc_curve's default drops. At the eighth tie 8 of 80
+    # negatives (specificity 0.9) and 9 of 10 positives are called: 0.9 (the dropped points gave 0.1).
+    y = np.array([1] + [1, 0] * 9 + [0] * 71)
+    p = np.array([1.0] + [s for k in range(9) for s in (0.9 - 0.01 * k,) * 2] + [0.0] * 71)
+    assert (y == 0).sum() == 80 and y.sum() == 10
+    assert sensitivity_at_specificity(y, p) == pytest.approx(0.9)
+
+
+def test_undefined_recall_and_f1_are_none_but_precision_of_no_call_is_zero():
+    no_positives = binary_metrics(np.array([0, 0, 0]), np.array([0.2, 0.7, 0.1]))
+    assert no_positives["recall"] is None and no_positives["f1"] is None
+    assert no_positives["precision"] == 0.0  # one false positive: defined
+    nothing_called = binary_metrics(np.array([1, 0, 0]), np.array([0.2, 0.3, 0.1]))
+    assert nothing_called["precision"] == 0.0 and nothing_called["recall"] == 0.0
+    assert nothing_called["f1"] == 0.0
+
+
+def test_best_f1_threshold_calls_ties_together_and_matches_a_brute_force_search():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 60)
+    p = np.round(np.clip(y * 0.2 + rng.random(60) * 0.8, 0, 1), 1)  # many ties
+    best = best_f1_threshold(y, p)
+    f1 = {t: f1_score(y, (p >= t).astype(int)) for t in np.unique(p)}
+    assert f1[best] == pytest.approx(max(f1.values()))
+    assert best == max(t for t, v in f1.items() if v == pytest.approx(max(f1.values())))
+    assert best_f1_threshold(np.zeros(4), np.arange(4) / 4) is None
+
+
+def test_out_of_fold_threshold_is_chosen_without_the_scored_fold():
+    # Fold 0 alone would pick 0.9; folds 1 and 2 pick 0.3, which fold 0 is scored at.
+    breasts = pd.DataFrame({
+        "fold": [0, 0, 0, 1, 1, 1, 2, 2, 2],
+        "cancer": [1, 0, 0, 1, 0, 0, 1, 0, 0],
+        "probability": [0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.35, 0.25, 0.1],
+    })  # fmt: skip
+    table = f1_at_out_of_fold_threshold(breasts).set_index("fold")
+    assert table.loc[0, "threshold"] == pytest.approx(0.3)
+    assert table.loc[0, "pf1"] == pytest.approx(f1_score([1, 0, 0], [1, 1, 1]))
+    # Folds 0 and 2: 0.9 and 0.35 both give F1 2/3; the higher one is taken, and fold 1 calls nothing.
+    assert table.loc[1, "threshold"] == pytest.approx(0.9)
+    assert table.loc[1, "pf1"] == pytest.approx(0.0)
 
 
 def _frame(y, p):

@@ -139,6 +139,28 @@ def test_working_shape_never_upscales():
     assert np.isclose(working_shape(2294, 1914, 512)[1] / 512, 1914 / 2294, atol=0.01)
 
 
+def test_reduce_switch_on_the_command_line(tmp_path):
+    """decode.reduce reaches the stage: JPEG 2000 at a reduced level by default, in full with --no-reduce."""
+    from mammoflow.cli import main
+
+    root = tmp_path / "rsna"
+    write_dicom(
+        image_path(root, 1, 10), mammo_like(rows=400, cols=320, bits=12), "j2k", windows=[(2000, 3000)]
+    )
+    pd.DataFrame(
+        {"patient_id": [1], "image_id": [10], "laterality": ["L"], "view": ["CC"], "cancer": [0]}
+    ).to_csv(root / "train.csv", index=False)
+    levels = {}
+    for flag in ("--reduce", "--no-reduce"):
+        out = tmp_path / flag
+        args = ["decode", "--data-dir", str(root), "--out", str(out), "--shard", "0", "--shards", "1"]
+        assert main([*args, "--working-size", "100", flag]) == 0
+        meta = pd.read_parquet(out / "meta.parquet").iloc[0]
+        levels[flag] = (meta["level"], meta["decoder"], meta["decoded_height"], meta["height"])
+    # 400 / 4 = 100 >= the working size: two levels skipped.
+    assert levels == {"--reduce": (2, "pillow-j2k", 100, 100), "--no-reduce": (0, "dicomsdl", 400, 100)}
+
+
 def test_too_many_failures_fail_the_run_after_the_list_is_written(tmp_path):
     _rsna_folder(tmp_path / "rsna", good=5)  # 5 good, 4 bad: 44 % failed
     decode_shard(tmp_path / "rsna", tmp_path / "s", 0, 1, working_size=64)

@@ -1,5 +1,6 @@
 """The DICOM reader: dicomsdl and pydicom agree bit for bit, MONOCHROME1 is inverted, bad files say why."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,92 @@ def test_bad_files_raise_with_reason(tmp_path):
     ds.save_as(tmp_path / "palette.dcm")
     with pytest.raises(DicomError, match="PALETTE COLOR"):
         read_image(tmp_path / "palette.dcm")
+
+
+def _with_syntax(tmp_path: Path, uid: str, name: str) -> Path:
+    """A valid mammogram whose pixel data is filed under another (unknown) transfer syntax."""
+    ds = pydicom.dcmread(write_dicom(tmp_path / f"{name}_src.dcm", mammo_like(), "raw"))
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x12\x34" * 500])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / f"{name}.dcm", implicit_vr=False, little_endian=True)
+    return tmp_path / f"{name}.dcm"
+
+
+@pytest.mark.parametrize(
+    "uid",
+    ["1.2.3.4.5.6.7.8.9", "1.3.6.1.4.1.99999.2.1.1"],  # made up; private (an enterprise-number root)
+    ids=["made_up", "private"],
+)
+def test_unknown_syntax_is_never_decoded(tmp_path, uid):
+    """dicomsdl returned uninitialised memory for these: no decoder may turn them into an image."""
+    path = _with_syntax(tmp_path, uid, "unknown")
+    with pytest.raises(DicomError, match=rf"dicomsdl is not used for transfer syntax \({uid}\)"):
+        read_with_dicomsdl(path)
+    with pytest.raises(DicomError, match=re.escape(uid)) as caught:
+        read_image(path, reduce_to=64, decoders=("pillow-j2k", "dicomsdl", "pydicom"))
+    assert "dicomsdl: " in str(caught.value) and "pydicom: " in str(caught.value)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_bits_above_bits_stored_are_masked(tmp_path, photometric):
+    """PS3.5 8.1.1: an overlay in bit 12..15 of a 12-bit image is not part of the value (was clipped)."""
+    stored = mammo_like(bits=12, seed=3)
+    garbage = stored | (np.random.default_rng(0).integers(0, 16, stored.shape, dtype=np.uint16) << 12)
+    path = write_dicom(tmp_path / "high.dcm", garbage, "raw", bits=12, photometric=photometric)
+    expected = stored if photometric == "MONOCHROME2" else 4095 - stored
+    for reader in (read_with_dicomsdl, read_with_pydicom):
+        np.testing.assert_array_equal(reader(path).pixels, expected)
+
+
+def _edited(tmp_path: Path, name: str, **changes) -> Path:
+    ds = pydicom.dcmread(write_dicom(tmp_path / f"{name}_src.dcm", mammo_like(), "raw"))
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    ds.save_as(tmp_path / f"{name}.dcm")
+    return tmp_path / f"{name}.dcm"
+
+
+def test_what_a_mammogram_cannot_be_is_rejected(tmp_path):
+    stored = mammo_like()
+    cases = {
+        "BitsAllocated=32": _edited(
+            tmp_path,
+            "b32",
+            BitsAllocated=32,
+            BitsStored=32,
+            HighBit=31,
+            Columns=stored.shape[1] // 2,  # same byte count: a 32-bit grid the decoders would cast
+        ),
+        "signed pixel data": _edited(tmp_path, "signed", PixelRepresentation=1),
+        "HighBit=15 with BitsStored=12": _edited(tmp_path, "highbit", HighBit=15),
+    }
+    for reason, path in cases.items():
+        for reader in (read_with_dicomsdl, read_with_pydicom):
+            with pytest.raises(DicomError, match=re.escape(reason)):
+                reader(path)
+
+
+@pytest.mark.parametrize(
+    ("syntax", "flag", "lossy"),
+    [("raw", None, False), ("raw", "01", True), ("j2k", None, False), ("jls", "00", False)],
+)
+def test_lossy_flag(tmp_path, syntax, flag, lossy):
+    path = write_dicom(tmp_path / "x.dcm", mammo_like(), syntax)
+    if flag is not None:
+        ds = pydicom.dcmread(path)
+        ds.LossyImageCompression = flag
+        ds.save_as(path)
+    for reader in (read_with_dicomsdl, read_with_pydicom):
+        assert reader(path).header.lossy is lossy
+
+
+def test_lossy_jpeg2000_is_flagged(tmp_path):
+    """JPEG 2000 (4.91) with an irreversible code: lossy from the syntax, whatever the header omits."""
+    ds = pydicom.dcmread(write_dicom(tmp_path / "src.dcm", mammo_like(), "raw"))
+    ds.compress(pydicom.uid.JPEG2000, mammo_like(), encoding_plugin="pylibjpeg", j2k_cr=[20])
+    if "LossyImageCompression" in ds:
+        del ds.LossyImageCompression
+    ds.save_as(tmp_path / "lossy.dcm")
+    for reader in (read_with_dicomsdl, read_with_pydicom):
+        assert reader(tmp_path / "lossy.dcm").header.lossy

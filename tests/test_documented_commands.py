@@ -69,10 +69,12 @@ def _workflow_copy(tmp_path: Path) -> Path:
 
 
 def _pointed(command: str, rsna: Path, scratch: Path, dry: bool) -> list[str]:
-    args = shlex.split(command)[1:]
+    args = [a for a in shlex.split(command)[1:] if a != "..."]
     out = []
-    for arg in args:
-        if arg.startswith("rsna_dir="):
+    for i, arg in enumerate(args):
+        if i and args[i - 1] in ("-s", "--snakefile"):
+            arg = "Snakefile"  # the copy's
+        elif arg.startswith("rsna_dir="):
             arg = f"rsna_dir={rsna}"
         elif arg.startswith("/") and not Path(arg).exists():  # /tmp/tiny, /somewhere/empty
             arg = str(scratch / Path(arg).name)

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 from sklearn.metrics import roc_auc_score
 
+from mammoflow.report.build import table_markdown
 from mammoflow.report.table2 import (
     PAPER_METRICS,
     Matrix,
@@ -17,7 +18,6 @@ from mammoflow.report.table2 import (
     paper_table,
     pooled_auc,
     table_csv,
-    table_markdown,
 )
 
 SHARED_TABLE = REPO.parent / "shared/paper/table2.csv"
@@ -150,3 +150,121 @@ def test_stage_timings_from_benchmark_files(tmp_path):
     assert timings.loc["train", "longest_s"] == 20
     assert set(timings.index) == {"phantom", "train", "gan_stage", "gan_fid", "synthesize"}
     assert rule_of(Path("report.tsv")) == "report"
+
+
+# ------------------------------------------------------------ real images only, breast level, protocols
+def _predictions(rng, patients, fold, synthetic=0, shift=0.0):
+    """Two views of each breast of ``patients``; cancer in the left breast of every third patient."""
+    rows = []
+    for patient in patients:
+        for laterality in ("L", "R"):
+            cancer = int(laterality == "L" and patient % 3 == 0)
+            for view in ("CC", "MLO"):
+                image = patient * 10 + (laterality == "R") * 2 + (view == "MLO")
+                rows.append((image, patient, laterality, view, cancer, "real", fold))
+    for i in range(synthetic):
+        rows.append((9_000_000 + 100 * fold + i, -1 - i - 100 * fold, "L", "SYN", 1, "synthetic", fold))
+    frame = pd.DataFrame(
+        rows, columns=["image_id", "patient_id", "laterality", "view", "cancer", "source", "fold"]
+    )
+    frame["probability"] = np.clip(0.3 * frame["cancer"] + rng.random(len(frame)) * 0.7 + shift, 0, 1)
+    frame.loc[frame["source"] == "synthetic", "probability"] = 0.99  # the leak: synthetic positives are easy
+    return frame
+
+
+def test_real_only_rows_and_breast_level_at_out_of_fold_thresholds(tmp_path):
+    from mammoflow.classify.metrics import breast_level, cell_metrics, f1_at_out_of_fold_threshold
+
+    rng = np.random.default_rng(3)
+    results = tmp_path / "results"
+    folds = [_predictions(rng, range(f * 12, f * 12 + 12), f, synthetic=4) for f in range(2)]
+    for fold, frame in enumerate(folds):
+        metrics, _ = cell_metrics(frame)
+        metrics["real_only"], _ = cell_metrics(frame[frame["source"] == "real"])
+        _write_cell(results, "paper", 256, "augmented", "resnet18", fold, metrics, frame)
+    matrix = Matrix(["paper"], [256], ["augmented"], ["resnet18"], 2)
+    _, table, _ = build_table(results, matrix, resamples=0)
+    assert list(table["scored"]) == ["all", "real"]
+    published, real = table.iloc[0], table.iloc[1]
+    assert published["auc_paper"] == 0.83 and np.isnan(real["auc_paper"])  # the paper's value: as published
+    real_frames = [f[f["source"] == "real"] for f in folds]
+    assert real["auc_mean"] == pytest.approx(
+        np.mean([roc_auc_score(f["cancer"], f["probability"]) for f in real_frames])
+    )
+    assert real["auc_mean"] < published["auc_mean"]  # the synthetic positives flatter the published row
+    everything = pd.concat(real_frames)
+    assert real["pooled_auc"] == pytest.approx(roc_auc_score(everything["cancer"], everything["probability"]))
+    breasts = pd.concat([breast_level(f).assign(fold=k) for k, f in enumerate(real_frames)])
+    oof = f1_at_out_of_fold_threshold(breasts)
+    assert real["breast_pf1_oof_mean"] == pytest.approx(oof["pf1"].mean())
+    assert real["breast_threshold_oof_mean"] == pytest.approx(oof["threshold"].mean())
+    assert real["breast_pf1_mean"] == pytest.approx(
+        np.mean([cell_metrics(f)[0]["breast"]["pf1"] for f in real_frames])
+    )
+    assert "real images only" in table_markdown(table)
+
+
+def test_protocol_difference_is_paired_on_the_same_real_images():
+    from mammoflow.report.compare import paired_auc_difference, protocol_comparison, reading
+
+    rng = np.random.default_rng(4)
+    clean = _predictions(rng, range(60), 0)
+    paper = _predictions(rng, range(60), 0, synthetic=10, shift=0.05)
+    paper["probability"] = np.where(
+        paper["source"] == "real", 0.5 * paper["probability"] + 0.5 * paper["cancer"], 0.99
+    )
+    result = paired_auc_difference(clean, paper, resamples=300, seed=0)
+    real = paper[paper["source"] == "real"]
+    expected = roc_auc_score(real["cancer"], real["probability"]) - roc_auc_score(
+        clean["cancer"], clean["probability"]
+    )
+    assert result["images"] == 240 and result["patients"] == 60
+    assert result["difference"] == pytest.approx(expected) and expected > 0
+    assert result["low"] < result["difference"] < result["high"]
+    same = paired_auc_difference(clean, clean, resamples=100)
+    assert same["difference"] == 0 and same["low"] == 0 and same["high"] == 0  # paired: no spread at all
+    assert paired_auc_difference(clean.assign(cancer=0), paper, resamples=10) is None
+
+    pooled = {
+        ("clean", 256, "processed", "resnet18", "all"): clean,
+        ("paper", 256, "processed", "resnet18", "all"): paper,
+        ("clean", 256, "original", "resnet18", "all"): clean,
+    }
+    comparison = protocol_comparison(pooled, resamples=300)
+    assert list(comparison["dataset"]) == ["processed"]  # original ran under clean only
+    sentence = reading(comparison)
+    assert "higher AUC than the clean one in 1 of 1" in sentence
+    assert ("wholly above zero in 1" in sentence) == (comparison["low"].iloc[0] > 0)
+    assert "nothing to compare" in reading(comparison.iloc[:0])
+
+
+def test_external_tests_are_read_from_every_external_json(tmp_path):
+    from mammoflow.report.compare import external_table, external_tests
+
+    record = {"name": "site-b", "n_images": 8, "image": {"auc": {"value": 0.7, "lo": 0.6, "hi": 0.8}},
+              "breast": {"pf1": {"value": 0.3, "lo": 0.1, "hi": 0.5}}}  # fmt: skip
+    path = tmp_path / "results/predict/site-b/external.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    (tmp_path / "results/predict/unlabelled").mkdir()  # a run without labels writes no external.json
+    tests = external_tests(tmp_path / "results")
+    assert [t["name"] for t in tests] == ["site-b"] and tests[0]["path"] == str(path)
+    assert tests[0]["protocol"] == "?" and tests[0]["thresholds"] == {"pf1_oof": None, "spec90_oof": None}
+    rows = external_table(tests[0])
+    assert rows.values.tolist() == [["AUC", "0.700 (0.600–0.800)", "—"], ["pF1", "—", "0.300 (0.100–0.500)"]]
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"external\.json"):
+        external_tests(tmp_path / "results")
+
+
+def test_real_only_row_counts_its_folds_against_every_cell(tmp_path):
+    from mammoflow.classify.metrics import cell_metrics
+
+    frame = _predictions(np.random.default_rng(5), range(12), 0, synthetic=3)
+    metrics, _ = cell_metrics(frame)
+    metrics["real_only"], _ = cell_metrics(frame[frame["source"] == "real"])
+    _write_cell(tmp_path / "results", "paper", 256, "augmented", "resnet18", 0, metrics, frame)
+    matrix = Matrix(["paper"], [256], ["augmented"], ["resnet18"], 3)
+    _, table, _ = build_table(tmp_path / "results", matrix, resamples=0)
+    real = table[table["scored"] == "real"].iloc[0]
+    assert (real["folds_ok"], real["folds"], real["missing_folds"]) == (1, 3, "1,2")

@@ -11,6 +11,7 @@ from mammoflow.arguments import json_object
 from mammoflow.classify import cli as classify_cli
 from mammoflow.explain import cli as explain_cli
 from mammoflow.gan import cli as gan_cli
+from mammoflow.predict import cli as predict_cli
 from mammoflow.report import cli as report_cli
 
 
@@ -32,6 +33,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
         workers=args.workers,
         strict=args.strict,
         decoders=tuple(args.decoders),
+        reduce=args.reduce,
         sheet=args.sheet or None,
         images=args.images,
     )
@@ -88,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="decoder processes")
     p.add_argument("--decoders", nargs="+", default=["dicomsdl", "pydicom"], choices=["dicomsdl", "pydicom"])
     p.add_argument("--strict", action="store_true", help="fail on the first file that cannot be decoded")
+    p.add_argument(
+        "--reduce",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="decode JPEG 2000 at the deepest level that keeps the long side >= the working size",
+    )
     p.add_argument("--sheet", default="", help="the sample sheet (default: DATA_DIR/train.csv)")
     p.add_argument("--images", default="train_images", help="image folder under DATA_DIR (RSNA layout)")
     p.set_defaults(func=cmd_decode)
@@ -130,18 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_folds)
 
     # The later stages' packages each own their subcommands; importing them costs nothing (no torch).
-    for stage_cli in (classify_cli, gan_cli, explain_cli, report_cli):
+    for stage_cli in (classify_cli, gan_cli, explain_cli, report_cli, predict_cli):
         stage_cli.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from mammoflow.decode import DataError
+    from mammoflow.devices import lease_for_command
     from mammoflow.folds import FoldError
     from mammoflow.samplesheet import SheetError
 
     args = build_parser().parse_args(argv)
     try:
+        # Several GPU jobs on one machine: each takes a free device before torch touches CUDA.
+        lease_for_command(args.command, getattr(args, "device", None))
         args.func(args)
     except (DataError, FoldError, SheetError, ValueError, FileNotFoundError) as exc:
         print(f"mammoflow {args.command}: error: {exc}", file=sys.stderr)

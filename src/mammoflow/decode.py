@@ -4,11 +4,17 @@ A shard holds every ``shards``-th row of train.csv (sorted by patient and image)
 and their number, not the number of images, sets the number of DAG jobs. Each DICOM is decoded exactly
 once here; every resolution and data set is made from these images.
 
+With ``reduce`` (decode.reduce, the default) JPEG 2000 files are decoded at the deepest wavelet level whose
+long side is still >= the working size (decoder ``pillow-j2k``, mammoflow.j2k) and then resized like any
+other image; every other file, and any J2K file that path cannot read exactly, is decoded in full.
+
 Shard layout (``results/decoded/shard{NNN}/``):
 - ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense);
 - ``meta.parquet``: one row per decoded image: the train.csv columns, ``offset``/``height``/``width`` into
-  pixels.u16, the header facts preprocessing needs (windows, VOI LUT function, bits, photometric, ...),
-  the original size, the decoder used and the seconds it took;
+  pixels.u16, the header facts preprocessing needs (windows, VOI LUT function, VOI LUT and Modality LUT
+  Sequence tables, bits, photometric, ...), ``lossy``, the original size (``rows``/``cols``), the JPEG 2000
+  ``level`` decoded and the decoded size (``decoded_height``/``decoded_width``: rows/cols / 2**level),
+  the decoder used and the seconds it took;
 - ``errors.parquet``: image_id, patient_id, path, reason for each file that could not be decoded.
 """
 
@@ -66,17 +72,25 @@ def working_shape(rows: int, cols: int, working_size: int) -> tuple[int, int]:
     return max(1, round(rows * scale)), max(1, round(cols * scale))
 
 
+REDUCED_DECODER = "pillow-j2k"
+
+
 @dataclass(frozen=True)
 class DecodeTask:
     path: str
     working_size: int
-    decoders: tuple[str, ...]
+    decoders: tuple[str, ...]  # tried in order; a crash moves the file on to the next one
+
+
+def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
+    """The configured decoders, led by the reduced JPEG 2000 reader when ``reduce`` is on."""
+    return (REDUCED_DECODER, *decoders) if reduce else tuple(decoders)
 
 
 def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
     """Worker body: decoded + resized image and its header facts, or the reason it failed."""
     try:
-        image = read_image(task.path, task.decoders)
+        image = read_image(task.path, task.decoders, reduce_to=task.working_size)
     except DicomError as exc:
         return str(exc)
     started = time.perf_counter()
@@ -85,6 +99,7 @@ def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
 
 
 def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
+    # The target comes from the header's full size, so a reduced and a full decode give the same shape.
     height, width = working_shape(image.header.rows, image.header.cols, working_size)
     return area_resize(image.pixels, height, width)
 
@@ -115,7 +130,12 @@ def _meta_of(image: DecodedImage, pixels: np.ndarray, resize_seconds: float) -> 
         "width": pixels.shape[1],
         "rows": h.rows,
         "cols": h.cols,
+        "level": image.level,
+        "decoded_height": image.pixels.shape[0],
+        "decoded_width": image.pixels.shape[1],
         "bits_stored": h.bits_stored,
+        "bits_allocated": h.bits_allocated,
+        "lossy": h.lossy,
         "photometric": h.photometric,
         "inverted": image.inverted,
         "transfer_syntax": h.transfer_syntax,
@@ -125,6 +145,10 @@ def _meta_of(image: DecodedImage, pixels: np.ndarray, resize_seconds: float) -> 
         "rescale_slope": h.rescale_slope,
         "rescale_intercept": h.rescale_intercept,
         "pixel_spacing_mm": h.pixel_spacing_mm,
+        "voi_lut_descriptors": [list(d) for d in h.voi_lut_descriptors],
+        "voi_luts": [list(t) for t in h.voi_luts],
+        "modality_lut_descriptor": list(h.modality_lut_descriptor),
+        "modality_lut": list(h.modality_lut),
         "decoder": image.decoder,
         "decode_seconds": image.seconds,
         "resize_seconds": resize_seconds,
@@ -140,6 +164,7 @@ def decode_shard(
     workers: int = 1,
     strict: bool = False,
     decoders: tuple[str, ...] = ("dicomsdl", "pydicom"),
+    reduce: bool = True,
     sheet: str | Path | None = None,
     images: str = "train_images",
 ) -> tuple[int, int]:
@@ -149,7 +174,11 @@ def decode_shard(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = shard_rows(load_train_table(data_dir, sheet), shard, shards)
     tasks = [
-        DecodeTask(str(image_path(data_dir, r.patient_id, r.image_id, images)), working_size, tuple(decoders))
+        DecodeTask(
+            str(image_path(data_dir, r.patient_id, r.image_id, images)),
+            working_size,
+            decoder_chain(decoders, reduce),
+        )
         for r in rows.itertuples()
     ]
     metas: dict[int, dict] = {}

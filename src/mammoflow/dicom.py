@@ -1,9 +1,19 @@
 """Reading mammography DICOMs: dicomsdl first (fast), pydicom as fallback and as the test reference.
 
-Both return *stored values* (no rescale, no VOI LUT applied): windowing belongs to preprocessing, which
-needs the raw values and the header's window. MONOCHROME1 images are inverted here (``max - x`` with
-``max = 2**BitsStored - 1``) so that everything downstream sees "bright = dense"; the flag ``inverted`` lets
-preprocessing undo it exactly when it applies the header's window, which is defined on the stored values.
+Both return *stored values* (no rescale, no LUT applied): windowing belongs to preprocessing, which needs
+the raw values and the header's window or LUTs (carried in ``Header``). Bits above BitsStored are masked
+off (PS3.5 8.1.1: they are not part of the value; overlays and garbage live there), as pydicom does.
+MONOCHROME1 images are then inverted (``max - x`` with ``max = 2**BitsStored - 1``) so that everything
+downstream sees "bright = dense"; the flag ``inverted`` lets preprocessing undo it exactly when it applies
+the header's window, which is defined on the stored values.
+
+Only what a mammogram can be gets through: one grey sample, unsigned, 8 or 16 bits allocated, one frame.
+Anything else (32-bit dose grids, 1-bit masks, signed CT, colour) is rejected with the reason, not cast.
+A decoder is only given the transfer syntaxes it really supports: dicomsdl returns uninitialised memory
+for a syntax it does not know, so unknown and private syntaxes never reach it.
+
+With ``reduce_to`` set, JPEG 2000 files are first read at a reduced wavelet level (mammoflow.j2k); any
+file that path cannot take goes on to the full decoders unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mammoflow import j2k
+
 # Decoding plugin that pydicom should use per transfer syntax. Its default choice for JPEG-LS is the
 # pylibjpeg plugin, about 4x slower than pyjpegls on mammograms.
 _PYDICOM_PLUGIN = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
@@ -23,19 +35,59 @@ _PYDICOM_PLUGIN = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81
 TRANSFER_SYNTAX_NAMES = {
     "1.2.840.10008.1.2": "Implicit VR Little Endian",
     "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
     "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline (process 1)",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended (process 2 & 4)",
     "1.2.840.10008.1.2.4.57": "JPEG Lossless (process 14)",
     "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1 (process 14)",
     "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
     "1.2.840.10008.1.2.4.81": "JPEG-LS Near-lossless",
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.4.201": "HTJ2K Lossless",
+    "1.2.840.10008.1.2.4.202": "HTJ2K Lossless RPCL",
+    "1.2.840.10008.1.2.4.203": "HTJ2K",
     "1.2.840.10008.1.2.5": "RLE Lossless",
 }
+
+# The syntaxes dicomsdl is given: those it decodes bit for bit like pydicom on pydicom's own test corpus
+# and on this project's files (tests/test_dicom_corpus.py). Lossy JPEG (4.50/4.51) is left to pydicom:
+# the two IDCTs differ by a grey level here and there, and one image must not depend on the decoder.
+DICOMSDL_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.5",
+    }
+)
+
+# Syntaxes that may hold a lossy image. An image in one of them is lossy unless its header says
+# LossyImageCompression "00" (a reversible code in a lossy-capable syntax); in any syntax "01" is lossy.
+LOSSY_CAPABLE_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
 
 
 class DicomError(Exception):
     """A file that cannot be turned into an image; the message is the reason, for errors.parquet."""
+
+
+class NotForThisDecoder(DicomError):
+    """The reduced JPEG 2000 path does not apply to this file: the next decoder takes it, no error."""
 
 
 @dataclass
@@ -53,6 +105,14 @@ class Header:
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     pixel_spacing_mm: float = math.nan
+    bits_allocated: int = 16
+    lossy: bool = False
+    # VOI LUT Sequence (one table per item, PS3.3 C.11.2) and Modality LUT Sequence (C.11.1): the LUT
+    # Descriptor [entries, first stored value mapped, bits per entry] and the table. Empty when absent.
+    voi_lut_descriptors: list[list[int]] = field(default_factory=list)
+    voi_luts: list[list[int]] = field(default_factory=list)
+    modality_lut_descriptor: list[int] = field(default_factory=list)
+    modality_lut: list[int] = field(default_factory=list)
 
     @property
     def max_stored(self) -> int:
@@ -61,11 +121,12 @@ class Header:
 
 @dataclass
 class DecodedImage:
-    pixels: np.ndarray  # uint16, bright = dense
+    pixels: np.ndarray  # uint16, bright = dense; (rows, cols) / 2**level, rounded up
     header: Header
     inverted: bool
     decoder: str
     seconds: float
+    level: int = 0  # JPEG 2000 resolution level decoded: 0 = full size, 1 = half, 2 = quarter ...
 
 
 def _as_float_list(value) -> list[float]:
@@ -84,6 +145,11 @@ def _first_float(value, default: float) -> float:
     return values[0] if values else default
 
 
+def _is_lossy(transfer_syntax: str, lossy_image_compression) -> bool:
+    flag = str(lossy_image_compression or "").strip()
+    return flag == "01" or (transfer_syntax in LOSSY_CAPABLE_SYNTAXES and flag != "00")
+
+
 def _header_from(get, transfer_syntax: str) -> Header:
     """Build a Header from a getter (keyword -> value or None) shared by both decoders."""
     samples = get("SamplesPerPixel")
@@ -97,6 +163,14 @@ def _header_from(get, transfer_syntax: str) -> Header:
     rows, cols, bits = get("Rows"), get("Columns"), get("BitsStored")
     if not rows or not cols or not bits:
         raise DicomError(f"incomplete image header (Rows={rows}, Columns={cols}, BitsStored={bits})")
+    allocated = int(get("BitsAllocated") or 0)
+    if allocated not in (8, 16):
+        raise DicomError(f"BitsAllocated={allocated}: a mammogram has 8 or 16 bits per pixel")
+    if not 1 <= int(bits) <= allocated:
+        raise DicomError(f"BitsStored={bits} does not fit BitsAllocated={allocated}")
+    high_bit = get("HighBit")
+    if high_bit not in (None, "") and int(high_bit) != int(bits) - 1:
+        raise DicomError(f"HighBit={high_bit} with BitsStored={bits}: only HighBit = BitsStored - 1 is read")
     centers, widths = _as_float_list(get("WindowCenter")), _as_float_list(get("WindowWidth"))
     n = min(len(centers), len(widths))
     spacing = get("PixelSpacing") or get("ImagerPixelSpacing")
@@ -112,24 +186,62 @@ def _header_from(get, transfer_syntax: str) -> Header:
         rescale_slope=_first_float(get("RescaleSlope"), 1.0),
         rescale_intercept=_first_float(get("RescaleIntercept"), 0.0),
         pixel_spacing_mm=_first_float(spacing, math.nan),
+        bits_allocated=allocated,
+        lossy=_is_lossy(transfer_syntax, get("LossyImageCompression")),
     )
 
 
-def _finish(pixels: np.ndarray, header: Header, decoder: str, started: float) -> DecodedImage:
-    if pixels.ndim != 2 or pixels.shape != (header.rows, header.cols):
-        raise DicomError(
-            f"decoded pixel array has shape {pixels.shape}, header says {(header.rows, header.cols)}"
+def _lut_of(item, where: str, little_endian: bool) -> tuple[list[int], list[int]]:
+    """Descriptor and table of one LUT item, read as pydicom's apply_*_lut read them."""
+    from pydicom.valuerep import VR
+
+    if "LUTDescriptor" not in item or "LUTData" not in item:
+        raise DicomError(f"{where} item without LUTDescriptor or LUTData")
+    descriptor = [int(v) for v in item.LUTDescriptor]
+    entries = descriptor[0] or 1 << 16
+    if not 8 <= descriptor[2] <= 16:
+        raise DicomError(f"{where}: {descriptor[2]} bits per LUT entry (8..16 allowed)")
+    element = item["LUTData"]
+    if element.VR == VR.OW or isinstance(element.value, bytes):
+        table = np.frombuffer(element.value, "<u2" if little_endian else ">u2").tolist()
+    else:
+        table = [int(v) for v in (element.value if isinstance(element.value, list) else [element.value])]
+    if len(table) < entries:
+        raise DicomError(f"{where}: LUTData has {len(table)} entries, LUTDescriptor says {entries}")
+    return descriptor, table[:entries]
+
+
+def _add_luts(header: Header, ds) -> Header:
+    """Copy VOI LUT Sequence and Modality LUT Sequence from a pydicom dataset into the header."""
+    little = ds.original_encoding[1] is not False
+    for i, item in enumerate(ds.get("VOILUTSequence") or []):
+        descriptor, table = _lut_of(item, f"VOI LUT Sequence item {i}", little)
+        header.voi_lut_descriptors.append(descriptor)
+        header.voi_luts.append(table)
+    modality = ds.get("ModalityLUTSequence") or []
+    if modality:
+        header.modality_lut_descriptor, header.modality_lut = _lut_of(
+            modality[0], "Modality LUT Sequence", little
         )
-    pixels = pixels.astype(np.uint16, copy=False)
-    # Values above BitsStored would wrap when inverted; real files sometimes carry garbage high bits.
+    return header
+
+
+def _finish(pixels: np.ndarray, header: Header, decoder: str, started: float, level: int = 0) -> DecodedImage:
+    shape = (j2k.reduced_size(header.rows, level), j2k.reduced_size(header.cols, level))
+    if pixels.ndim != 2 or pixels.shape != shape:
+        raise DicomError(f"decoded pixel array has shape {pixels.shape}, header says {shape}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise DicomError(f"decoder returned {pixels.dtype} pixels for an unsigned image")
+    pixels = pixels.astype(np.uint16, copy=not pixels.flags.writeable)
+    # PS3.5 8.1.1: only BitsStored bits are the value; the ones above may hold overlays or garbage.
     if header.bits_stored < 16:
-        pixels = np.minimum(pixels, header.max_stored, out=pixels if pixels.flags.writeable else None)
+        np.bitwise_and(pixels, header.max_stored, out=pixels)
     inverted = header.photometric == "MONOCHROME1"
     if inverted:
-        pixels = (header.max_stored - pixels).astype(np.uint16)
+        np.subtract(header.max_stored, pixels, out=pixels)
     elif header.photometric != "MONOCHROME2":
         raise DicomError(f"unsupported PhotometricInterpretation {header.photometric!r}")
-    return DecodedImage(pixels, header, inverted, decoder, time.perf_counter() - started)
+    return DecodedImage(pixels, header, inverted, decoder, time.perf_counter() - started, level)
 
 
 def read_with_dicomsdl(path: str | Path) -> DecodedImage:
@@ -144,7 +256,13 @@ def read_with_dicomsdl(path: str | Path) -> DecodedImage:
     # dicomsdl answers a missing element with an element of VR NONE rather than None.
     if dcm.getDataElement("PixelData").vr() == dicomsdl.VR.NONE:
         raise DicomError("no pixel data (PixelData element missing)")
+    if transfer_syntax not in DICOMSDL_SYNTAXES:
+        raise DicomError(f"dicomsdl is not used for {_syntax_name(transfer_syntax)}")
     header = _header_from(lambda key: getattr(dcm, key), transfer_syntax)
+    if any(dcm.getDataElement(k).vr() != dicomsdl.VR.NONE for k in ("VOILUTSequence", "ModalityLUTSequence")):
+        import pydicom
+
+        _add_luts(header, pydicom.dcmread(str(path), stop_before_pixels=True))
     try:
         pixels = dcm.pixelData(storedvalue=True)
     except Exception as exc:
@@ -154,26 +272,31 @@ def read_with_dicomsdl(path: str | Path) -> DecodedImage:
     return _finish(np.asarray(pixels), header, "dicomsdl", started)
 
 
-def read_with_pydicom(path: str | Path) -> DecodedImage:
+def _read_dataset(path: str | Path, **options):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    started = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(str(path))
+            ds = pydicom.dcmread(str(path), **options)
     except InvalidDicomError as exc:
         raise DicomError(f"not a DICOM file: {_one_line(exc)}") from exc
     except Exception as exc:
         raise DicomError(f"pydicom cannot read the file: {_one_line(exc)}") from exc
-    transfer_syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
     ended_early = [str(w.message) for w in caught if "End of file reached" in str(w.message)]
     if ended_early:
         raise DicomError(f"file is truncated ({_one_line(ended_early[0])})")
     if "PixelData" not in ds:
         raise DicomError("no pixel data (PixelData element missing)")
-    header = _header_from(lambda key: ds.get(key), transfer_syntax)
+    transfer_syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+    return ds, transfer_syntax
+
+
+def read_with_pydicom(path: str | Path) -> DecodedImage:
+    started = time.perf_counter()
+    ds, transfer_syntax = _read_dataset(path)
+    header = _add_luts(_header_from(lambda key: ds.get(key), transfer_syntax), ds)
     plugin = _PYDICOM_PLUGIN.get(transfer_syntax, "")
     try:
         pixels = ds.pixel_array if not plugin else _pydicom_array_with(ds, plugin)
@@ -196,18 +319,67 @@ def _pydicom_array_with(ds, plugin: str) -> np.ndarray:
         return ds.pixel_array
 
 
-def read_image(path: str | Path, decoders: tuple[str, ...] = ("dicomsdl", "pydicom")) -> DecodedImage:
-    """Decode with the first decoder that succeeds. Raises DicomError naming every decoder's reason."""
+def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
+    """JPEG 2000 at the deepest level whose long side is >= reduce_to (mammoflow.j2k), with Pillow.
+
+    Raises NotForThisDecoder when the file is not one the reduced path can read exactly (another syntax,
+    no level to skip, codestream facts that disagree with the header); the full decoders then take it.
+    """
+    from pydicom.encaps import generate_frames
+
+    started = time.perf_counter()
+    # Large elements stay on disk until read: a file of another syntax costs only its header here.
+    ds, transfer_syntax = _read_dataset(path, defer_size="64 KB")
+    if transfer_syntax not in j2k.J2K_SYNTAXES:
+        raise NotForThisDecoder(f"{_syntax_name(transfer_syntax)} is not JPEG 2000")
+    header = _add_luts(_header_from(lambda key: ds.get(key), transfer_syntax), ds)
+    try:
+        codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+        facts = j2k.read_main_header(codestream)
+    except Exception as exc:
+        raise NotForThisDecoder(f"codestream not readable here: {_one_line(exc)}") from exc
+    if (facts.width, facts.height) != (header.cols, header.rows) or facts.components != 1 or facts.signed:
+        raise NotForThisDecoder(f"codestream {facts} disagrees with the header")
+    level = j2k.choose_level(header.rows, header.cols, facts.levels, reduce_to)
+    if level == 0:
+        raise NotForThisDecoder("no resolution level to skip")
+    try:
+        pixels = j2k.decode_reduced(codestream, level, facts.precision)
+    except Exception as exc:
+        raise DicomError(f"reduced JPEG 2000 decode failed: {_one_line(exc)}") from exc
+    # Bits above BitsStored cannot be masked off an average. OpenJPEG clamps its output to the codestream
+    # precision, so only a codestream wider than BitsStored can show them: it is read in full instead.
+    if facts.precision > header.bits_stored and int(pixels.max()) > header.max_stored:
+        raise NotForThisDecoder("values above BitsStored: decoded in full, where they can be masked")
+    pixels = j2k.match_box_average(pixels, level, (1 << facts.precision) - 1)
+    return _finish(pixels, header, "pillow-j2k", started, level)
+
+
+def read_image(
+    path: str | Path, decoders: tuple[str, ...] = ("dicomsdl", "pydicom"), reduce_to: int | None = None
+) -> DecodedImage:
+    """Decode with the first decoder that succeeds. Raises DicomError naming every decoder's reason.
+
+    Decoder "pillow-j2k" (with ``reduce_to``) reads JPEG 2000 at the deepest level whose long side is
+    >= reduce_to and passes every other file on silently; put it first in ``decoders``.
+    """
     path = Path(path)
     if not path.is_file():
         raise DicomError("file not found")
     if path.stat().st_size == 0:
         raise DicomError("empty file")
     readers = {"dicomsdl": read_with_dicomsdl, "pydicom": read_with_pydicom}
+    if reduce_to is not None:
+        readers["pillow-j2k"] = lambda p: read_j2k_reduced(p, reduce_to)
+    unknown = [name for name in decoders if name not in readers]
+    if unknown:
+        raise ValueError(f"unknown decoder(s) {unknown} (pillow-j2k needs reduce_to)")
     reasons = []
     for name in decoders:
         try:
             return readers[name](path)
+        except NotForThisDecoder:
+            continue
         except DicomError as exc:
             reasons.append(f"{name}: {exc}")
         except Exception as exc:  # a decoder bug must not kill a whole shard: record it

@@ -115,6 +115,20 @@ def cell_dir(protocol, res, dataset, model, fold, root: str | Path = RESULTS) ->
     return _join(root, "train", *_cell_parts(protocol, res, dataset, model, fold))
 
 
+# The model artifact a cell leaves (src/mammoflow/classify/artifact.py): metadata and fp16 weights.
+ARTIFACT_METADATA = "model.json"
+ARTIFACT_WEIGHTS = "model.safetensors"
+
+
+def cell_artifact(protocol, res, dataset, model, fold, root: str | Path = RESULTS) -> str:
+    """A cell's model artifact (its metadata; the weights file sits beside it, ``cell_weights``)."""
+    return _join(cell_dir(protocol, res, dataset, model, fold, root), ARTIFACT_METADATA)
+
+
+def cell_weights(protocol, res, dataset, model, fold, root: str | Path = RESULTS) -> str:
+    return _join(cell_dir(protocol, res, dataset, model, fold, root), ARTIFACT_WEIGHTS)
+
+
 def cam_dir(protocol, res, dataset, model, fold, root: str | Path = RESULTS) -> str:
     """A cell's Grad-CAM outputs."""
     return _join(root, "cam", *_cell_parts(protocol, res, dataset, model, fold))
@@ -150,3 +164,13 @@ def report_dir(root: str | Path = RESULTS) -> str:
 def predict_dir(name: str, root: str | Path = RESULTS) -> str:
     """One prediction run on new exams (``mammoflow predict``)."""
     return _join(root, "predict", name)
+
+
+def predict_submission(name: str, root: str | Path = RESULTS) -> str:
+    """Kaggle's prediction_id,cancer of a prediction run."""
+    return _join(predict_dir(name, root), "submission.csv")
+
+
+def predict_external(name: str, root: str | Path = RESULTS) -> str:
+    """External-validation metrics of a prediction run on a labelled folder (absent without labels)."""
+    return _join(predict_dir(name, root), "external.json")

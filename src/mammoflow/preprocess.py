@@ -155,20 +155,51 @@ def voi_window(values: np.ndarray, center: float, width: float, function: str = 
     return np.clip((x - (center - 0.5)) / (width - 1.0) + 0.5, 0, 1).astype(np.float32)
 
 
-def window_image(pixels: np.ndarray, meta, mask: np.ndarray | None, options: ProcessOptions) -> np.ndarray:
-    """Apply the header's window to decoded (bright = dense) pixels; returns 0..1, bright = dense.
+def apply_table(values: np.ndarray, descriptor, table) -> np.ndarray:
+    """A table LUT (PS3.3 C.11.1 Modality LUT, C.11.2 VOI LUT) applied as pydicom applies it.
 
-    The window is defined on the stored values of the file, so a MONOCHROME1 image (inverted at decode)
-    is un-inverted, windowed and inverted again: exact for LINEAR and SIGMOID alike.
+    ``descriptor`` is the LUT Descriptor [entries (0 = 65536), first value mapped, bits per entry]: values
+    below the first mapped one take entry 0, values past the table its last entry, fractions truncate.
+    """
+    entries, first = int(descriptor[0]) or 1 << 16, int(descriptor[1])
+    index = np.clip(values.astype(np.float64) - first, 0, entries - 1).astype(np.int64)
+    return np.asarray(table, np.float32)[index]
+
+
+def _listed(meta, key: str) -> list:
+    """A list-valued meta field (parquet gives arrays); empty when absent, e.g. in an older index."""
+    value = meta.get(key) if hasattr(meta, "get") else None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    return list(value)
+
+
+def window_image(pixels: np.ndarray, meta, mask: np.ndarray | None, options: ProcessOptions) -> np.ndarray:
+    """Apply the header's VOI transform to decoded (bright = dense) pixels; returns 0..1, bright = dense.
+
+    PS3.3 C.11: the Modality LUT (a Modality LUT Sequence table, else RescaleSlope/Intercept), then the VOI
+    LUT: a VOI LUT Sequence table when there is one (preferred over a window, as pydicom's apply_voi_lut
+    does), else the window (WindowCenter/Width with VOILUTFunction), else a linear window over the breast's
+    own range. Both are defined on the stored values of the file, so a MONOCHROME1 image (inverted at
+    decode) is un-inverted, transformed and inverted again: exact for tables, LINEAR and SIGMOID alike.
     """
     x = pixels.astype(np.float32)
     centers, widths = list(meta["window_centers"]), list(meta["window_widths"])
-    if len(centers) and len(widths):
-        i = min(options.window_index, len(centers) - 1)
+    voi_luts, modality_lut = _listed(meta, "voi_luts"), _listed(meta, "modality_lut")
+    if voi_luts or (len(centers) and len(widths)):
         if meta["inverted"]:
             x = float((1 << int(meta["bits_stored"])) - 1) - x
-        x = x * float(meta["rescale_slope"]) + float(meta["rescale_intercept"])
-        y = voi_window(x, float(centers[i]), float(widths[i]), str(meta["voi_lut_function"]))
+        if modality_lut:
+            x = apply_table(x, _listed(meta, "modality_lut_descriptor"), modality_lut)
+        else:
+            x = x * float(meta["rescale_slope"]) + float(meta["rescale_intercept"])
+        if voi_luts:
+            i = min(options.window_index, len(voi_luts) - 1)
+            descriptor = _listed(meta, "voi_lut_descriptors")[i]
+            y = apply_table(x, descriptor, voi_luts[i]) * np.float32(1.0 / ((1 << int(descriptor[2])) - 1))
+        else:
+            i = min(options.window_index, len(centers) - 1)
+            y = voi_window(x, float(centers[i]), float(widths[i]), str(meta["voi_lut_function"]))
         return 1.0 - y if meta["inverted"] else y
     # No window in the header: a linear window over the breast's own range.
     lo, hi = percentiles(_region(x, mask), options.fallback_percentiles)

@@ -60,6 +60,18 @@ def package_digest(package):
     return digest.hexdigest()[:16]
 
 
+def report_code():
+    """Hash of what makes the page: the report package with its templates, and the metrics and paths it
+    reads (package_digest sees only one package's .py files)."""
+    src = Path(SRC) / "mammoflow"
+    files = [*sorted((src / "report").rglob("*.*")), src / "classify" / "metrics.py", src / "paths.py"]
+    digest = hashlib.sha256()
+    for path in files:
+        if path.suffix in (".py", ".j2", ".css", ".js", ".csv"):
+            digest.update(path.relative_to(src).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def parent(name):
     """A params function: the folder of one of the rule's outputs (or inputs), as its command wants it."""
     return lambda w, input, output: str(Path(output[name] if name in output.keys() else input[name]).parent)
@@ -212,13 +224,13 @@ def cam_inputs(w):
     """The cell's model and validation predictions, and the stores its validation images are in."""
     cell = paths.cell_dir(w.protocol, w.res, w.dataset, w.model, w.fold)
     inputs = {k: v for k, v in cell_inputs(w).items() if k != "folds"}
-    inputs["model"] = f"{cell}/model.pt"
+    inputs["model"] = paths.cell_artifact(w.protocol, w.res, w.dataset, w.model, w.fold)
     inputs["predictions"] = f"{cell}/predictions.parquet"
     return inputs
 
 
 # ------------------------------------------------------------------------------------------------ report
-REPORT_KEYS = ["rsna_dir", "protocols", "resolutions", "datasets", "models", "folds", "report"]
+REPORT_KEYS = ["protocols", "resolutions", "datasets", "models", "folds", "report"]
 
 
 def report_inputs(wildcards):
@@ -231,3 +243,41 @@ def report_inputs(wildcards):
     if config["report"]["partial"]:
         wanted = [path for path in wanted if Path(path).exists()]
     return wanted
+
+
+# ---------------------------------------------------------------------------------------------- predict
+def predict_choice():
+    """(protocol, resolution, data set, models) of the cells to apply."""
+    section = config["predict"]
+    protocol = section["protocol"] or ("clean" if "clean" in config["protocols"] else config["protocols"][0])
+    resolution = section["resolution"] or max(config["resolutions"])
+    datasets = matrix_datasets()
+    dataset = section["dataset"] or next(d for d in ("processed", "original", *datasets) if d in datasets)
+    named = [m for m in section["models"] if m not in ("best", "all")]
+    unknown = [m for m in named if m not in config["models"]]
+    if unknown:
+        config_error(f"predict.models: {unknown} not in models {config['models']}")
+    if protocol not in config["protocols"] or resolution not in config["resolutions"] or dataset not in datasets:
+        config_error(f"predict: {protocol}/{resolution}/{dataset} is not part of the trained matrix")
+    return protocol, resolution, dataset, named or config["models"]
+
+
+def predict_inputs(w):
+    if w.name not in config["predict"]["data"]:
+        config_error(f"predict.data has no folder named {w.name!r} (known: {sorted(config['predict']['data'])})")
+    protocol, resolution, dataset, models = predict_choice()
+    cells = [
+        path
+        for model in models
+        for fold in range(config["folds"]["k"])
+        for path in (
+            paths.cell_artifact(protocol, resolution, dataset, model, fold),
+            paths.cell_weights(protocol, resolution, dataset, model, fold),
+            f"{paths.cell_dir(protocol, resolution, dataset, model, fold)}/predictions.parquet",
+        )
+    ]
+    return {"data": config["predict"]["data"][w.name], "cells": cells}
+
+
+def predict_targets():
+    return [paths.predict_submission(name) for name in sorted(config["predict"]["data"])]

@@ -37,6 +37,7 @@ rule decode:
         working_size=config["decode"]["working_size"],
         decoders=config["decode"]["decoders"],
         strict="--strict" if config["decode"]["strict"] else "",
+        reduce="--reduce" if config["decode"]["reduce"] else "--no-reduce",
     threads: config["decode"]["threads"]
     resources:
         mem_mb=3000,
@@ -50,7 +51,7 @@ rule decode:
     shell:
         "python -m mammoflow decode --data-dir {params.data_dir:q} --sheet {input.sheet:q} --out {params.out:q}"
         " --shard {wildcards.shard} --shards {params.shards} --working-size {params.working_size}"
-        " --workers {threads} --decoders {params.decoders:q} {params.strict} > {log:q} 2>&1"
+        " --workers {threads} --decoders {params.decoders:q} {params.strict} {params.reduce} > {log:q} 2>&1"
 
 
 rule decode_index:

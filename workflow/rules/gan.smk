@@ -53,6 +53,7 @@ rule gan_fid:
     params:
         stores=lambda w, input: [str(Path(p).parent) for p in input.stores],
         images=GAN["fid_images"],
+        batch=GAN["fid_batch"],
         inception=GAN["inception"],
         seed=GAN["seed"],
     threads: GAN["threads"]
@@ -69,7 +70,7 @@ rule gan_fid:
     shell:
         "python -m mammoflow gan-fid --networks {input.networks:q} --stores {params.stores:q} --folds {input.folds:q}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --images {params.images}"
-        " --inception {params.inception:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+        " --batch {params.batch} --inception {params.inception:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
 rule synthesize:

@@ -1,8 +1,10 @@
-# The report that closes the DAG: results/report/{index.html, table2.md, table2.csv, cells.csv}.
+# The report that closes the DAG: results/report/{index.html, table2.md, table2.csv, cells.csv, protocols.csv}.
 # report.partial=true asks only for the cells that exist now, so that a run with failed or unfinished cells
 # still gets its report (missing and failed cells are marked in it).
 # The whole configuration (for provenance) arrives in $MAMMOFLOW_CONFIG (see the Snakefile); only what the
 # report shows re-runs it; a change that matters to any result reaches the report through its inputs.
+# No parameter is a path (the Snakefile arrives in $MAMMOFLOW_SNAKEFILE, the data folder only as "phantom or
+# not"), so a moved checkout or data folder does not re-run the report.
 
 
 rule report:
@@ -21,12 +23,12 @@ rule report:
             caption="../report/table2.rst",
         ),
         cells=f"{paths.report_dir()}/cells.csv",
+        protocols=f"{paths.report_dir()}/protocols.csv",
     params:
-        shown=lambda w: as_json({k: config[k] for k in REPORT_KEYS}, drop=()),
-        snakefile=workflow.main_snakefile,
+        shown=lambda w: as_json({"phantom": USE_PHANTOM, **{k: config[k] for k in REPORT_KEYS}}, drop=()),
         results=lambda w, output: str(Path(output.cells).parents[1]),
         out=parent("html"),
-        code=package_digest("report"),
+        code=report_code(),
     log:
         "logs/report.log",
     benchmark:
@@ -35,4 +37,4 @@ rule report:
         "../../envs/report.yaml"
     shell:
         "python -m mammoflow report --results {params.results:q} --workdir . --config \"$MAMMOFLOW_CONFIG\""
-        " --snakefile {params.snakefile:q} --out {params.out:q} > {log:q} 2>&1"
+        " --snakefile \"$MAMMOFLOW_SNAKEFILE\" --out {params.out:q} > {log:q} 2>&1"

@@ -9,12 +9,14 @@ rule train:
         metrics=f"{CELL}/metrics.json",
         predictions=f"{CELL}/predictions.parquet",
         history=f"{CELL}/history.csv",
-        model=f"{CELL}/model.pt",
+        weights=paths.cell_weights("{protocol}", "{res}", "{dataset}", "{model}", "{fold}"),
+        model=paths.cell_artifact("{protocol}", "{res}", "{dataset}", "{model}", "{fold}"),
     params:
         settings=lambda w: as_json(cell_settings(w.model)),
         store=parent("images"),
         synthetic=synthetic_option,
         out=parent("metrics"),
+        decode=as_json({k: config["decode"][k] for k in ("working_size", "decoders", "reduce")}),
         code=package_digest("classify"),
     threads: config["train"]["threads"]
     resources:
@@ -30,4 +32,4 @@ rule train:
     shell:
         "python -m mammoflow train --store {params.store:q} {params.synthetic} --folds {input.folds:q}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
-        " --settings {params.settings:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} --decode {params.decode:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"

@@ -19,6 +19,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         protocol=args.protocol,
         out=Path(args.out),
         synthetic=Path(args.synthetic) if args.synthetic else None,
+        decode=args.decode or None,
     )
     run_cell(cell, TrainSettings.from_config(args.settings), device=args.device, threads=args.threads)
 
@@ -33,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--protocol", choices=["clean", "paper"], default="clean")
     p.add_argument("--settings", type=json_object, default={}, help="training settings as a JSON object")
     p.add_argument("--out", required=True, help="cell folder")
+    p.add_argument(
+        "--decode", type=json_object, default={}, help="decode settings of the store (for the model artifact)"
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.set_defaults(func=cmd_train)

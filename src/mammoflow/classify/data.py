@@ -2,14 +2,17 @@
 
 No per-image Python in the hot path: a batch is one fancy-index into the memory-mapped uint8 store
 (indices sorted, so the page cache reads forward), converted and augmented as one tensor. Batches are
-gathered one step ahead in a background thread while the network trains on the current one.
+gathered two steps ahead in background threads (into pinned memory on CUDA) while the network trains on
+the current one.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +113,39 @@ def epoch_batches(
     return batches
 
 
-def prefetched(data: CellData, batches: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) per batch, the next one gathered in a thread while the caller trains."""
+def prefetched(
+    data: CellData, batches: list[np.ndarray], pin: bool = False, depth: int = 2
+) -> Iterator[tuple[np.ndarray | torch.Tensor, np.ndarray]]:
+    """(images, labels) per batch, the next ``depth`` gathered in threads while the caller trains.
+
+    ``pin``: images come as page-locked (pinned) uint8 tensors, pinned in the worker thread, so that the
+    caller's ``.to("cuda", non_blocking=True)`` is a real asynchronous copy (from pageable memory CUDA
+    first copies through a staging buffer, synchronously). Labels stay numpy.
+    """
     labels = data.labels
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(data.gather, batches[0]) if batches else None
+
+    def load(batch: np.ndarray):
+        images = data.gather(batch)
+        return torch.from_numpy(images).pin_memory() if pin else images
+
+    with ThreadPoolExecutor(max_workers=max(1, depth)) as pool:
+        pending = deque(pool.submit(load, b) for b in batches[:depth])
         for i, batch in enumerate(batches):
-            images = pending.result()
-            if i + 1 < len(batches):
-                pending = pool.submit(data.gather, batches[i + 1])
+            images = pending.popleft().result()
+            if i + depth < len(batches):
+                pending.append(pool.submit(load, batches[i + depth]))
             yield images, labels[batch]
+
+
+def micro_batches(n: int, size: int) -> list[slice]:
+    """Slices of ``size`` covering 0..n (size 0: one slice); a last slice of one image joins the one before,
+    because batch norm cannot train on a single image."""
+    if size <= 0 or size >= n:
+        return [slice(0, n)]
+    bounds = [*range(0, n, size), n]
+    if n - bounds[-2] == 1 and len(bounds) > 2:
+        bounds.pop(-2)
+    return [slice(a, b) for a, b in pairwise(bounds)]
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

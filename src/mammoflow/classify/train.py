@@ -21,16 +21,19 @@ import torch
 from torch import nn
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.classify.artifact import save_cell_artifact
 from mammoflow.classify.data import (
     CellData,
     epoch_batches,
     load_cell_data,
+    micro_batches,
     oversampled,
     prefetched,
     random_hflip,
 )
 from mammoflow.classify.metrics import binary_metrics, cell_metrics
 from mammoflow.classify.models import build_model, normalize_batch
+from mammoflow.classify.precision import PRECISIONS, configure_backends, logits_fp32, resolve_precision
 from mammoflow.progress import say
 
 HISTORY_COLUMNS = [
@@ -58,8 +61,11 @@ class TrainSettings:
     seed: int = 0
     weight_decay: float = 0.01
     pct_start: float = 0.25
-    precision: str = "auto"  # auto | fp32 | bf16
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see precision.py)
     channels_last: bool = True
+    micro_batch: int = 0  # images per forward/backward; gradients accumulate to batch_size (0: no split)
+    max_steps_per_epoch: int = 0  # optimiser steps per epoch at most (0: no cap; rehearsals, benchmarks)
+    deterministic: bool = False  # CUDA: deterministic kernels, no cuDNN autotuning (slower)
 
     @classmethod
     def from_config(cls, section: dict) -> TrainSettings:
@@ -67,8 +73,12 @@ class TrainSettings:
         unknown = sorted(set(section) - set(known) - {"threads"})
         if unknown:
             raise ValueError(f"unknown train setting(s): {', '.join(unknown)}")
-        if known.get("precision", "auto") not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"train.precision must be auto, fp32 or bf16, not {known['precision']!r}")
+        if known.get("precision", "auto") not in PRECISIONS:
+            raise ValueError(
+                f"train.precision must be one of {', '.join(PRECISIONS)}, not {known['precision']!r}"
+            )
+        if known.get("micro_batch", 0) < 0 or known.get("max_steps_per_epoch", 0) < 0:
+            raise ValueError("train.micro_batch and train.max_steps_per_epoch must be >= 0")
         return cls(**known)
 
     def digest(self) -> str:
@@ -84,6 +94,7 @@ class Cell:
     protocol: str
     out: Path
     synthetic: Path | None = None
+    decode: dict | None = None  # the decode settings of the store's images, for the model artifact
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -92,13 +103,10 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def use_bf16(device: torch.device, precision: str) -> bool:
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # On CPUs with native bf16 (AVX512-BF16/AMX) autocast doubles training speed; elsewhere it emulates.
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+def use_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether the cell's precision rule picks bf16 autocast here (for callers that only run bf16 or fp32,
+    such as prediction; see precision.resolve_precision for fp16)."""
+    return resolve_precision(device, precision).name == "bf16"
 
 
 def one_cycle(optimizer: torch.optim.Optimizer, settings: TrainSettings, steps: int):
@@ -126,7 +134,9 @@ class Trainer:
 
     def __init__(self, model: nn.Module, settings: TrainSettings, device: torch.device, steps: int) -> None:
         self.settings, self.device = settings, device
-        self.bf16 = use_bf16(device, settings.precision)
+        self.precision = resolve_precision(device, settings.precision)
+        self.scaler = self.precision.scaler(device)
+        self.pin = device.type == "cuda"  # pinned host memory: the copies to the GPU are truly asynchronous
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format)
         self.loss = nn.BCEWithLogitsLoss()
@@ -139,31 +149,50 @@ class Trainer:
         )
         self.schedule = one_cycle(self.optimizer, settings, steps)
 
-    def _inputs(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).to(self.device, non_blocking=True)
+    @property
+    def bf16(self) -> bool:
+        return self.precision.name == "bf16"
+
+    def _inputs(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(images).to(self.device, non_blocking=True)
         return normalize_batch(x).contiguous(memory_format=self.memory_format)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(x).squeeze(1).float()
+        return logits_fp32(self.model, x, self.precision)
 
     def train_epoch(self, data: CellData, batches: list[np.ndarray], flip_seed: int) -> tuple[float, int]:
         self.model.train()
         flips = torch.Generator().manual_seed(flip_seed)
-        total, seen = 0.0, 0
-        for images, labels in prefetched(data, batches):
+        # The loss stays on the device until the epoch ends: float(loss) per step would wait for the GPU.
+        total, seen = torch.zeros((), device=self.device), 0
+        for images, labels in prefetched(data, batches, pin=self.pin):
             x = self._inputs(images)
             if self.settings.hflip:
                 x = random_hflip(x, flips)
-            y = torch.from_numpy(labels).to(self.device)
-            loss = self.loss(self._logits(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.schedule.step()
-            total += float(loss.detach()) * len(labels)
+            y = torch.as_tensor(labels).to(self.device, non_blocking=True)
+            total += self.train_step(x, y) * len(labels)
             seen += len(labels)
-        return total / max(seen, 1), seen
+        return float(total) / max(seen, 1), seen
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on the batch, in micro-batches whose gradients add up to the batch's.
+
+        Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradient is the
+        full batch's mean-loss gradient: the same step as without micro-batching, except that batch norm
+        normalises over each micro-batch (its statistics are what changes). Returns the batch's mean loss,
+        on the device.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for part in micro_batches(len(y), self.settings.micro_batch):
+            loss = self.loss(self._logits(x[part]), y[part])
+            share = (part.stop - part.start) / len(y)
+            self.scaler.scale(loss * share).backward()
+            total += loss.detach() * share
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        return total
 
     @torch.no_grad()
     def predict(self, data: CellData, positions: np.ndarray, batch_size: int) -> np.ndarray:
@@ -171,7 +200,7 @@ class Trainer:
         probabilities = []
         order = np.sort(positions)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for images, _ in prefetched(data, batches):
+        for images, _ in prefetched(data, batches, pin=self.pin):
             probabilities.append(torch.sigmoid(self._logits(self._inputs(images))).cpu().numpy())
         result = np.concatenate(probabilities) if probabilities else np.empty(0, np.float32)
         back = np.empty_like(result)
@@ -185,12 +214,13 @@ def _bce(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads: int = 0) -> dict:
-    """Train and validate one cell; write metrics.json, predictions.parquet, history.csv, model.pt."""
+    """Train and validate one cell; write metrics.json, predictions.parquet, history.csv and the model
+    artifact (model.safetensors + model.json, classify/artifact.py)."""
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     dev = pick_device(device)
+    backend = configure_backends(dev, settings.deterministic)
     cell.out.mkdir(parents=True, exist_ok=True)
     data = load_cell_data(cell.store, cell.folds, cell.protocol, cell.fold, cell.synthetic)
     res = data.real.shape[1]
@@ -198,6 +228,8 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
     train_positions = oversampled(data.train, labels, settings.oversample_positive)
     batch_size = min(settings.batch_size, len(train_positions))
     steps_per_epoch = len(epoch_batches(train_positions, batch_size, 0))
+    if settings.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, settings.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise ValueError(f"{cell.store}: fold {cell.fold} leaves {len(train_positions)} training images")
     torch.manual_seed(settings.seed)
@@ -207,7 +239,9 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
         f"{cell.model} {res}px fold {cell.fold} ({cell.protocol}): {len(data.train)} training images "
         f"({len(train_positions)} with {settings.oversample_positive}x positives), "
         f"{len(data.valid)} validation; "
-        f"weights {weights.source}; {dev.type}{' bf16' if trainer.bf16 else ''}"
+        f"weights {weights.source}; {dev.type} {trainer.precision.name} ({trainer.precision.reason}); "
+        f"batch {batch_size} in micro-batches of {settings.micro_batch or batch_size}; "
+        f"{steps_per_epoch} steps per epoch"
     )
 
     checkpoint_path = cell.out / "checkpoint.pt"
@@ -217,7 +251,7 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
     for epoch in range(first_epoch, settings.epochs):
         epoch_started = time.perf_counter()
         torch.manual_seed(settings.seed * 1000 + epoch)  # dropout etc.: the same after a resume
-        batches = epoch_batches(train_positions, batch_size, settings.seed * 1000 + epoch)
+        batches = epoch_batches(train_positions, batch_size, settings.seed * 1000 + epoch)[:steps_per_epoch]
         train_loss, seen = trainer.train_epoch(data, batches, flip_seed=settings.seed * 1000 + epoch)
         train_seconds += time.perf_counter() - epoch_started
         train_images += seen
@@ -238,7 +272,9 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
         )
         _save_checkpoint(checkpoint_path, trainer, settings, history, epoch + 1)
 
-    probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
+    if first_epoch >= settings.epochs:  # resumed after the last epoch: nothing validated in this run yet
+        probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
+    # else: the last epoch's validation pass already holds them (the model has not changed since)
     predictions = data.table.iloc[data.valid][
         ["image_id", "patient_id", "laterality", "view", "cancer", "source", "fold"]
     ].reset_index(drop=True)
@@ -263,7 +299,7 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
         "weights": weights.source,
         "weights_notice": weights.notice,
         "device": str(dev),
-        "precision": "bf16" if trainer.bf16 else "fp32",
+        **run_record(trainer, settings, batch_size, steps_per_epoch, backend),
         "torch_threads": torch.get_num_threads(),
         "settings": asdict(settings),
         "train_images": len(data.train),
@@ -279,16 +315,42 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
     return summary
 
 
+def run_record(trainer: Trainer, settings: TrainSettings, batch: int, steps: int, backend: dict) -> dict:
+    """How the cell ran (metrics.json): precision, batch shapes, backend flags, peak memory."""
+    record = {
+        "precision": trainer.precision.name,
+        "precision_reason": trainer.precision.reason,
+        "effective_batch": batch,
+        "micro_batch": min(settings.micro_batch or batch, batch),
+        "steps_per_epoch": steps,
+        "steps_capped": bool(settings.max_steps_per_epoch),
+        **backend,
+        "peak_host_memory_mib": peak_host_memory_mib(),
+    }
+    if trainer.device.type == "cuda":
+        record["peak_cuda_memory_mib"] = torch.cuda.max_memory_allocated(trainer.device) / 2**20
+    return record
+
+
+def peak_host_memory_mib() -> float:
+    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _resume(path: Path, trainer: Trainer, settings: TrainSettings) -> tuple[list[dict], int]:
     if not path.is_file():
         return [], 0
-    state = torch.load(path, map_location=trainer.device, weights_only=False)
+    state = torch.load(path, map_location=trainer.device, weights_only=True)
     if state.get("settings_digest") != settings.digest():
         say(f"{path}: written with other settings; starting afresh")
         return [], 0
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.schedule.load_state_dict(state["schedule"])
+    if "scaler" in state:
+        trainer.scaler.load_state_dict(state["scaler"])
     say(f"resuming from {path} after epoch {state['epoch']}")
     return state["history"], state["epoch"]
 
@@ -303,6 +365,7 @@ def _save_checkpoint(
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "schedule": trainer.schedule.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -313,17 +376,7 @@ def _write_outputs(cell, trainer, settings, weights, res, predictions, history, 
     frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     with atomic_path(cell.out / "history.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    with atomic_path(cell.out / "model.pt") as tmp:
-        torch.save(
-            {
-                "model": cell.model,
-                "resolution": res,
-                "weights": weights,
-                "settings": asdict(settings),
-                "state_dict": trainer.model.state_dict(),
-            },
-            tmp,
-        )
+    save_cell_artifact(cell, trainer.model, asdict(settings), weights, res, predictions)
     write_text(json.dumps(_jsonable(summary), indent=2) + "\n", cell.out / "metrics.json")
 
 

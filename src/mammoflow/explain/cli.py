@@ -26,7 +26,7 @@ def cmd_cam(args: argparse.Namespace) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("cam", help="Grad-CAM maps, boxes and Figure 6 for one trained cell")
-    p.add_argument("--cell", required=True, help="training cell folder (model.pt, predictions.parquet)")
+    p.add_argument("--cell", required=True, help="training cell folder (model artifact, predictions.parquet)")
     p.add_argument("--store", required=True, help="the real image store the cell was trained on")
     p.add_argument("--synthetic", default="", help="synthetic store (augmented data set, paper protocol)")
     p.add_argument("--settings", type=json_object, default={}, help="the cam config section as a JSON object")

@@ -106,9 +106,17 @@ def identity_of(cell_dir: Path, predictions: pd.DataFrame, **given) -> CellIdent
 
 
 def load_cell_model(cell_dir: Path):
+    """The cell's model and a description ({"model", "resolution", "weights"}): from its artifact
+    (model.json + model.safetensors); a model.pt of earlier versions is read with weights_only=True."""
+    from mammoflow.classify.artifact import METADATA_NAME, load_artifact
+
+    if (cell_dir / METADATA_NAME).is_file():
+        model, metadata = load_artifact(cell_dir)
+        described = {"model": metadata["architecture"], "resolution": metadata["resolution"]}
+        return model, {**described, "weights": metadata.get("pretrained_weights")}
     path = cell_dir / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trained model (run the train stage for this cell first)")
+        raise FileNotFoundError(f"{cell_dir / METADATA_NAME}: no trained model (run the train stage first)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     missing = {"model", "resolution", "state_dict"} - set(saved)
     if missing:

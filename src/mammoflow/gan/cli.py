@@ -53,8 +53,7 @@ def cmd_gan_fid(args: argparse.Namespace) -> None:
     """fid.json beside each network.pt: FID (or the labelled substitute) against the positives it saw."""
     from mammoflow.atomic import write_text
     from mammoflow.gan.data import load_positives
-    from mammoflow.gan.fid import FeatureExtractor
-    from mammoflow.gan.sample import generate
+    from mammoflow.gan.fid import FeatureExtractor, generated_batches
     from mammoflow.gan.train import load_network, pick_device
 
     if len(args.networks) != len(args.stores):
@@ -65,15 +64,16 @@ def cmd_gan_fid(args: argparse.Namespace) -> None:
     for network, store in zip(args.networks, args.stores, strict=True):
         generator, payload = load_network(network, device)
         positives = load_positives(store, args.folds, args.protocol, args.part, generator.resolution)
-        # Generated in the training orientation (chest wall left), like the real images compared with.
-        generated = generate(generator, args.images, args.seed + 1, 1.0, device=device, show_progress=True)
+        # Generated in the training orientation (chest wall left), like the real images compared with;
+        # streamed batch by batch (features only are kept), so 50,000 images at 512 px fit any job.
+        generated = generated_batches(generator, args.images, args.seed + 1, args.batch, device)
         report = {
             "protocol": args.protocol,
             "part": args.part,
             "stage": generator.resolution,
             "kimg": payload.get("kimg"),
             "real": positives.note,
-            **features.report(generated, positives.images),
+            **features.stream_report(generated, positives.images, seed=args.seed),
         }
         out = Path(network).parent / "fid.json"
         write_text(json.dumps(report, indent=2) + "\n", out)
@@ -124,6 +124,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", required=True, choices=["clean", "paper"])
     p.add_argument("--part", required=True)
     p.add_argument("--images", type=int, default=50_000, help="generated images (50000: FID50k)")
+    p.add_argument("--batch", type=int, default=64, help="images generated and featurised at once")
     p.add_argument("--inception", default="auto", help="auto | none | path to Inception-v3 weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

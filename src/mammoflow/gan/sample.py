@@ -21,12 +21,12 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.gan.data import resize
 from mammoflow.gan.train import load_network, pick_device, to_uint8
 from mammoflow.progress import progress, say
 from mammoflow.store import LESION_COLUMNS, write_contact_sheet
@@ -65,13 +65,6 @@ def chest_wall_left(images: np.ndarray) -> np.ndarray:
     """Per image: is the left edge brighter than the right one (the breast lies against the left edge)?"""
     edge = max(1, images.shape[-1] // 8)
     return images[:, :, :edge].mean(axis=(1, 2)) >= images[:, :, -edge:].mean(axis=(1, 2))
-
-
-def resize_to(images: np.ndarray, res: int) -> np.ndarray:
-    if images.shape[-1] == res:
-        return images
-    method = cv2.INTER_AREA if images.shape[-1] > res else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(im, (res, res), interpolation=method) for im in images])
 
 
 def synthetic_manifest(
@@ -126,7 +119,7 @@ def synthesize(
     drawn_left = chest_wall_left(images)
     mirror = np.random.default_rng([seed, 0]).permutation(np.arange(count) % 2).astype(bool)
     images[mirror] = images[mirror][:, :, ::-1]
-    images = np.ascontiguousarray(resize_to(images, res)) if count else np.zeros((0, res, res), np.uint8)
+    images = resize(images, res) if count else np.zeros((0, res, res), np.uint8)
     laterality = np.where(chest_wall_left(images), "L", "R") if count else np.array([], dtype=str)
     part_code = 0 if held_out is None else held_out + 1
     manifest = synthetic_manifest(count, laterality, part_code, folds if protocol == "paper" else None, seed)

@@ -25,7 +25,7 @@ TRAINING = (
     "grid",
     "checkpoint_kimg",
 )
-FID = ("fid_images", "inception", "seed")
+FID = ("fid_images", "fid_batch", "inception", "seed")
 SYNTHESIS = ("synthetic_images", "truncation", "seed")
 
 

@@ -117,6 +117,18 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float() / 127.5 - 1.0
 
 
+def gan_precision(mixed_precision: bool, device: torch.device) -> tuple[bool, str]:
+    """(bf16 autocast on?, what ran). bf16 only where the GPU computes it natively: the GAN has no fp16
+    loss scaling, and emulated bf16 (V100, T4) is slower than fp32."""
+    if not mixed_precision:
+        return False, "fp32 (gan.mixed_precision is false)"
+    if device.type != "cuda":
+        return False, "fp32 (CPU)"
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        return False, f"fp32: {torch.cuda.get_device_name(device)} has no native bf16"
+    return True, "bf16 autocast"
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """float (N, 1, H, W) in [-1, 1] -> uint8 (N, H, W)."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].cpu().numpy()
@@ -246,7 +258,8 @@ def train_stage(
         raise ValueError(
             f"stage {res}: a previous stage's network is needed exactly when stages > 1 ({spec.stages})"
         )
-    amp = settings.mixed_precision and dev.type == "cuda"
+    amp, precision = gan_precision(settings.mixed_precision, dev)
+    log(f"stage {res}: {precision}")
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp)
     # channels_last: faster convolutions on GPUs (tensor cores) and, measured here, on CPUs too (oneDNN).
     memory_format = torch.channels_last
@@ -457,6 +470,7 @@ def train_stage(
         "kimg": kimg,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
         "training_images": int(n_real),
+        "precision": precision,
         "meta": meta or {},
     }
     network = out_dir / "network.pt"

@@ -30,9 +30,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from glob import glob
 from pathlib import Path
 
 import pandas as pd
+
+from mammoflow import paths
 
 CHECK_PATIENTS = "patients in training and validation"
 CHECK_SYNTHETIC = "synthetic images in validation"
@@ -77,11 +80,7 @@ def class_table(index: pd.DataFrame) -> pd.DataFrame:
     """Images and patients per class of the decoded images; a patient counts in every class it has an image
     of (RSNA labels are per breast), so the classes' patients can add up to more than the total."""
     cancer = index["cancer"].astype(int) == 1
-    rows = [
-        ("cancer", index[cancer]),
-        ("normal", index[~cancer]),
-        ("total", index),
-    ]
+    rows = [("cancer", index[cancer]), ("normal", index[~cancer]), ("total", index)]
     return pd.DataFrame(
         [(name, len(part), part["patient_id"].nunique()) for name, part in rows], columns=CLASS_COLUMNS
     )
@@ -90,14 +89,8 @@ def class_table(index: pd.DataFrame) -> pd.DataFrame:
 def decode_error_table(errors: pd.DataFrame | None) -> pd.DataFrame:
     """The files that could not be decoded, with the columns ERROR_COLUMNS (empty frame when none)."""
     if errors is None or errors.empty:
-        return pd.DataFrame(
-            {
-                "image_id": pd.Series(dtype="int64"),
-                "patient_id": pd.Series(dtype="int64"),
-                "path": pd.Series(dtype="object"),
-                "reason": pd.Series(dtype="object"),
-            }
-        )
+        types = {"image_id": "int64", "patient_id": "int64", "path": "object", "reason": "object"}
+        return pd.DataFrame({name: pd.Series(dtype=kind) for name, kind in types.items()})
     frame = errors.reindex(columns=ERROR_COLUMNS).copy()
     for name in ("path", "reason"):
         frame[name] = frame[name].astype("object").where(frame[name].notna(), "")
@@ -161,7 +154,8 @@ def data_audit_frames(
     return DataAudit(classes, decode_errors, reason_table(decode_errors), fold_balance_table(folds), notes)
 
 
-def _read_required(path: Path, what: str) -> pd.DataFrame:
+def _read_required(path: str, what: str) -> pd.DataFrame:
+    path = Path(path)
     if not path.is_file():
         raise AuditError(f"{path}: not found ({what}); run the workflow's data stage first")
     return pd.read_parquet(path)
@@ -172,10 +166,9 @@ def data_audit(results: str | Path) -> DataAudit:
 
     Raises AuditError naming the file when the index or the folds are missing; a missing error list is a
     note, not an error."""
-    results = Path(results)
-    index = _read_required(results / "decoded" / "index.parquet", "the decoded images' index")
-    folds = _read_required(results / "data" / "folds.parquet", "the fold assignment")
-    errors_path = results / "decoded" / "errors.parquet"
+    index = _read_required(paths.decoded_index(results), "the decoded images' index")
+    folds = _read_required(paths.folds_table(results), "the fold assignment")
+    errors_path = Path(paths.decoded_errors(results))
     errors = pd.read_parquet(errors_path) if errors_path.is_file() else None
     note = f"{errors_path} was not found: the decode errors cannot be listed."
     return data_audit_frames(index, errors, folds, errors_note=note)
@@ -184,9 +177,7 @@ def data_audit(results: str | Path) -> DataAudit:
 # ------------------------------------------------------------------------------------------- leakage audit
 
 
-def gan_part(protocol: str, fold: int) -> str:
-    """The GAN / synthetic store whose images feed fold ``fold``'s training (as workflow/rules/common.smk)."""
-    return f"fold{fold}" if protocol == "clean" else "all"
+gan_part = paths.gan_part
 
 
 def _examples(ids: Iterable) -> str:
@@ -197,28 +188,15 @@ def _examples(ids: Iterable) -> str:
 
 def _row(protocol, fold, check, ids, evidence, count=None) -> dict:
     ids = list(ids)
-    count = len(set(ids)) if count is None else count
-    return {
-        "protocol": protocol,
-        "fold": fold,
-        "check": check,
-        "count": int(count),
-        "examples": _examples(ids),
-        "status": LEAK if count else CLEAN,
-        "evidence": evidence,
-    }
+    count = len(set(ids)) if count is None else int(count)
+    status = LEAK if count else CLEAN
+    return dict(
+        zip(LEAKAGE_COLUMNS, (protocol, fold, check, count, _examples(ids), status, evidence), strict=True)
+    )
 
 
 def _not_run(protocol, fold, check, why) -> dict:
-    return {
-        "protocol": protocol,
-        "fold": fold,
-        "check": check,
-        "count": pd.NA,
-        "examples": "",
-        "status": NOT_RUN,
-        "evidence": why,
-    }
+    return dict(zip(LEAKAGE_COLUMNS, (protocol, fold, check, pd.NA, "", NOT_RUN, why), strict=True))
 
 
 def patients_check(folds: pd.DataFrame, protocol: str, fold: int) -> dict:
@@ -324,50 +302,48 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _resolution_dirs(root: Path) -> list[Path]:
-    return sorted((d for d in root.glob("*") if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
-
-
 def read_augmented_predictions(results: Path, protocol: str, fold: int) -> pd.DataFrame | None:
     """Validation predictions of every augmented cell of (protocol, fold), any resolution or model."""
     frames = []
-    for res_dir in _resolution_dirs(results / "train" / protocol):
-        for path in sorted((res_dir / "augmented").glob(f"*/fold{fold}/predictions.parquet")):
-            frame = pd.read_parquet(path)
-            if "source" not in frame.columns or "image_id" not in frame.columns:
-                raise ValueError(f"{path}: predictions without image_id/source columns: cannot audit them")
-            model = path.parent.parent.name
-            frames.append(frame.assign(resolution=int(res_dir.name), cell=f"{res_dir.name}/{model}"))
-    return _concat(frames)
+    for name in sorted(
+        glob(paths.cell_dir(protocol, "*", "augmented", "*", fold, root=results) + "/predictions.parquet")
+    ):
+        cell = paths.parse_cell(name)
+        frame = pd.read_parquet(name)
+        if "source" not in frame.columns or "image_id" not in frame.columns:
+            raise ValueError(f"{name}: predictions without image_id/source columns: cannot audit them")
+        frames.append(frame.assign(resolution=cell.res, cell=f"{cell.res}/{cell.model}"))
+    return _concat(sorted(frames, key=lambda f: f["resolution"].iat[0]) if frames else frames)
 
 
 def read_synthetic_manifests(results: Path, protocol: str, fold: int) -> pd.DataFrame | None:
     part = gan_part(protocol, fold)
     frames = []
-    for res_dir in _resolution_dirs(results / "synthetic" / protocol):
-        path = res_dir / part / "manifest.parquet"
-        if path.is_file():
-            store = f"synthetic/{protocol}/{res_dir.name}/{part}"
-            frames.append(pd.read_parquet(path).assign(resolution=int(res_dir.name), store=store))
-    return _concat(frames)
+    for name in glob(paths.synthetic_dir(protocol, "*", part, root=results) + "/manifest.parquet"):
+        res = Path(name).parent.parent.name
+        if res.isdigit():
+            store = Path(name).parent.relative_to(results).as_posix()  # synthetic/{protocol}/{res}/{part}
+            frames.append((int(res), pd.read_parquet(name).assign(resolution=int(res), store=store)))
+    return _concat([frame for _, frame in sorted(frames, key=lambda pair: pair[0])])
 
 
 def read_gan_seen(results: Path, protocol: str, fold: int) -> pd.DataFrame | None:
     frames = []
-    for path in sorted(
-        (results / "gan" / protocol / gan_part(protocol, fold)).glob("stage*/training_images.parquet")
+    for name in sorted(
+        glob(
+            paths.gan_stage_dir(protocol, gan_part(protocol, fold), "*", results) + "/training_images.parquet"
+        )
     ):
-        match = re.fullmatch(r"stage(\d+)", path.parent.name)
+        match = re.fullmatch(r"stage(\d+)", Path(name).parent.name)
         if match:
-            frames.append(pd.read_parquet(path, columns=["image_id"]).assign(stage=int(match.group(1))))
+            frames.append(pd.read_parquet(name, columns=["image_id"]).assign(stage=int(match.group(1))))
     return _concat(frames)
 
 
 def leakage_audit(results: str | Path, protocols: list[str], k: int) -> pd.DataFrame:
     """The leakage audit of a results folder: columns protocol, fold, check, count, examples, status, evidence
     (one row per protocol × fold × check; count is <NA> where the check was not run)."""
-    results = Path(results)
-    folds = _read_required(results / "data" / "folds.parquet", "the fold assignment")
+    folds = _read_required(paths.folds_table(results), "the fold assignment")
     predictions, manifests, gan_seen = {}, {}, {}
     for protocol in protocols:
         for fold in range(k):

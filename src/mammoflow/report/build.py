@@ -1,43 +1,40 @@
-"""`mammoflow report`: results/report/{index.html, table2.md, table2.csv, cells.csv} from whatever of the
-matrix exists (missing and failed cells are marked, never dropped)."""
+"""`mammoflow report`: results/report/{index.html, table2.md, table2.csv, cells.csv, protocols.csv} from
+whatever of the matrix exists (missing and failed cells are marked, never dropped).
+
+This module gathers the numbers (table2.py, compare.py, audit.py, provenance.py) and the figures, and
+fills templates/report.html.j2: one self-contained page, images embedded as data URIs.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
+from glob import glob
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
 import yaml
+from markupsafe import Markup
 
+from mammoflow import paths
 from mammoflow.atomic import write_text
 from mammoflow.progress import say
-from mammoflow.report import page
-from mammoflow.report.table2 import (
-    DATASET_LABELS,
-    EXTRA_METRICS,
-    KEYS,
-    PAPER_METRICS,
-    Matrix,
-    build_table,
-    cell_dir,
-    fmt,
-    mean_sd,
-    paper_table,
-    status_text,
-    table_csv,
-    table_markdown,
-)
+from mammoflow.report import compare, table2
+from mammoflow.report.table2 import DATASET_LABELS, PAPER_METRICS, Matrix
 
-PAPER = "Prodan, Paraschiv &amp; Stanciu, <i>Applied Sciences</i> 13, 4272 (2023)"
-METRIC_LABELS = {
-    "accuracy": "accuracy",
-    "auc": "AUC",
-    "precision": "precision",
-    "recall": "recall",
-    "f1": "F1",
-}
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+NAV = [
+    ("table2", "Table 2"),
+    ("protocols", "Protocols compared"),
+    ("external", "External test"),
+    ("figures", "Figures"),
+    ("dag", "Workflow"),
+    ("audit", "Data audit"),
+    ("provenance", "Provenance"),
+]
 
 
 @dataclass
@@ -49,391 +46,260 @@ class Inputs:
     out: Path
 
 
-# --------------------------------------------------------------------------------------------- Table 2
-def _metric_cell(row, name: str) -> str:
-    text = page.esc(mean_sd(row, name))
-    paper = row.get(f"{name}_paper")
-    if paper is not None and np.isfinite(paper):
-        text += f'<span class="paper">paper {paper:.2f} · {row[f"{name}_diff"]:+.2f}</span>'
-    return f'<td class="num">{text}</td>'
+def _finite(value) -> bool:
+    return isinstance(value, int | float | np.number) and bool(np.isfinite(value))
 
 
-def table2_html(table: pd.DataFrame, models: list[str]) -> str:
-    blocks = []
-    for (protocol, resolution), block in table.groupby(["protocol", "resolution"], sort=False):
-        head = (
-            "<tr><th>data set</th><th>model</th>"
-            + "".join(f"<th>{METRIC_LABELS[m]}</th>" for m in PAPER_METRICS)
-            + "<th>pooled AUC (95% CI)</th><th>pF1</th><th>breast AUC</th><th>sens. @ 90% spec.</th>"
-            + "<th>CAM hit (chance) · IoU</th><th>folds</th></tr>"
-        )
-        rows = []
-        for dataset, group in block.groupby("dataset", sort=False):
-            first = True
-            for _, row in group.iterrows():
-                cls = ' class="missing"' if row["folds_ok"] == 0 else ""
-                label = DATASET_LABELS.get(dataset, dataset)
-                cells = f'<td rowspan="{len(group)}">{page.esc(label)}</td>' if first else ""
-                first = False
-                cells += f"<td>{page.esc(row['model'])}</td>"
-                if row["folds_ok"] == 0:
-                    cells += f'<td colspan="10">no fold finished ({page.esc(status_text(row))})</td>'
-                else:
-                    cells += "".join(_metric_cell(row, m) for m in PAPER_METRICS)
-                    auc = row["pooled_auc"]
-                    ci = (
-                        f"{fmt(auc)} ({fmt(row['pooled_auc_low'])}–{fmt(row['pooled_auc_high'])})"
-                        if np.isfinite(auc)
-                        else "—"
-                    )
-                    cells += f'<td class="num">{ci}</td>'
-                    cells += "".join(
-                        f'<td class="num">{page.esc(mean_sd(row, m))}</td>' for m in EXTRA_METRICS
-                    )
-                    hit = row.get("cam_hit_rate")
-                    cam = (
-                        f"{fmt(hit)} ({fmt(row['cam_chance'])}) · {fmt(row['cam_iou'])}"
-                        if hit is not None and np.isfinite(hit)
-                        else "—"
-                    )
-                    cells += f'<td class="num">{cam}</td><td>{page.esc(status_text(row))}</td>'
-                rows.append(f"<tr{cls}>{cells}</tr>")
-        blocks.append(
-            f"<h3>{page.esc(protocol)} protocol, {resolution} px</h3>"
-            f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
-        )
-    return "\n".join(blocks)
+def _cell(value) -> str:
+    """A table cell: numbers right-aligned (3 significant digits), blanks as a dash, text escaped."""
+    if value is None or value is pd.NA or (isinstance(value, float) and not np.isfinite(value)):
+        return Markup('<td class="num">—</td>')
+    if isinstance(value, bool | np.bool_):
+        text, cls = ("yes" if value else "no"), ""
+    elif isinstance(value, int | np.integer):
+        text, cls = str(int(value)), "num"
+    elif isinstance(value, float | np.floating):
+        text, cls = (f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"), "num"
+    else:
+        text, cls = str(value), ""
+    return Markup('<td class="{}">{}</td>').format(cls, text)
 
 
-def paper_html(matched: bool) -> str:
-    paper = paper_table()
-    note = (
-        "The paper's values appear beside ours above where the resolution matches."
-        if matched
-        else "None of the resolutions run here is one of the paper's (256, 512 px), so no value above is "
-        "compared with the paper; its table is shown as published."
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
     )
+    env.filters.update(
+        num=lambda v, digits=2: table2.fmt(float(v) if _finite(v) else None, digits),
+        mean_sd=table2.mean_sd,
+        status=table2.status_text,
+        label=lambda row: table2.row_label({"scored": "all", **row}),
+        dataset=lambda d: DATASET_LABELS.get(d, d),
+        cell=_cell,
+    )
+    env.tests["finite"] = _finite
+    return env
+
+
+def blocks(table: pd.DataFrame) -> list:
+    """The table's rows as records, one list per (protocol, resolution), for the templates."""
+    return [
+        (key, part.to_dict("records")) for key, part in table.groupby(["protocol", "resolution"], sort=False)
+    ]
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """table2.md: one block per protocol and resolution, each paper metric as 'mean ± sd (paper, diff)'."""
     return (
-        page.paragraph(note, "muted")
-        + "<details><summary>The paper's Table 2 as published</summary>"
-        + (page.frame_table(paper) + "</details>")
+        environment().get_template("table2.md.j2").render(blocks=blocks(table), paper_metrics=PAPER_METRICS)
     )
+
+
+def figure(data: bytes, caption: str, mime: str = "image/png") -> dict:
+    return {"uri": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", "caption": caption}
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _reference_model(models: list[str]) -> str:
-    return "resnet18" if "resnet18" in models else models[0]
-
-
-def _ok_folds(cells: pd.DataFrame, protocol, resolution, dataset, model) -> list[int]:
-    mask = (
-        (cells["protocol"] == protocol)
-        & (cells["resolution"] == resolution)
-        & (cells["dataset"] == dataset)
-        & (cells["model"] == model)
-        & (cells["status"] == "ok")
-    )
-    return cells.loc[mask, "fold"].tolist()
-
-
-def figures_html(inputs: Inputs, cells: pd.DataFrame, pooled: dict, matrix: Matrix) -> str:
+def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Matrix) -> list[dict]:
+    """Figure 1 (GAN snapshots), per protocol and resolution Figures 4 and 5 of the reference model and
+    ROC curves of every model, Figure 6 (CAM): headings, notes and PNGs for the template."""
     from mammoflow.report import figures
 
-    results = inputs.results
-    model = _reference_model(matrix.models)
+    model = "resnet18" if "resnet18" in matrix.models else matrix.models[0]
     parts = []
-    # Figure 1: the GAN's fixed-latent snapshots over training, per stage.
-    snapshots = sorted((results / "gan").glob("*/*/stage*/snapshots.png"))
-    if snapshots:
-        protocol, part = snapshots[0].parent.parent.parent.name, snapshots[0].parent.parent.name
-        chosen = [
-            p for p in snapshots if p.parent.parent.name == part and p.parent.parent.parent.name == protocol
-        ]
-        chosen.sort(key=lambda p: int(p.parent.name.removeprefix("stage")))
-        grid = "".join(
-            page.figure(
-                p.read_bytes(), f"stage {p.parent.name.removeprefix('stage')} px ({protocol}, {part})"
-            )
-            for p in chosen
-        )
-        parts.append(
-            "<h3>Figure 1: synthetic positives over the GAN's training</h3>"
-            + page.paragraph(
-                "Rows are snapshots from the start to the end of each stage, for the same latent vectors. "
-                f"{len(snapshots)} snapshot sheets exist; shown: {page.esc(protocol)}/{page.esc(part)}.",
-                "muted",
-            )
-            + f'<div class="grid">{grid}</div>'
-        )
-    else:
-        parts.append(
-            "<h3>Figure 1</h3>" + page.paragraph("no GAN stage has run (no augmented data set)", "muted")
-        )
-
+    snapshots = sorted(map(Path, glob(paths.gan_stage_dir("*", "*", "*", results) + "/snapshots.png")))
+    first = snapshots[0].parent.parent if snapshots else None
+    chosen = sorted(first.glob("stage*/snapshots.png"), key=lambda p: int(p.parent.name[5:])) if first else []
+    parts.append(
+        {
+            "heading": "Figure 1: synthetic positives over the GAN's training",
+            "note": "Rows are snapshots from the start to the end of each stage, for the same latents; "
+            f"{len(snapshots)} sheets exist, shown: {first.parent.name}/{first.name}."
+            if first
+            else "no GAN stage has run (no augmented data set)",
+            "figures": [figure(p.read_bytes(), f"stage {p.parent.name[5:]} px") for p in chosen],
+        }
+    )
+    ok = cells[(cells["status"] == "ok") & (cells["scored"] == "all")]
     for protocol in matrix.protocols:
         for resolution in matrix.resolutions:
-            # Figure 4: per-epoch curves of the reference model.
-            histories = {}
-            confusions = {}
-            for dataset in matrix.datasets:
-                for fold in _ok_folds(cells, protocol, resolution, dataset, model):
-                    path = cell_dir(results, protocol, resolution, dataset, model, fold) / "history.csv"
-                    if path.is_file():
-                        histories[f"{DATASET_LABELS.get(dataset, dataset)}, fold {fold}"] = pd.read_csv(path)
-                ok = cells[
-                    (cells["protocol"] == protocol)
-                    & (cells["resolution"] == resolution)
-                    & (cells["dataset"] == dataset)
-                    & (cells["model"] == model)
-                    & (cells["status"] == "ok")
-                ]
-                if len(ok):
-                    tn, fp, fn, tp = (ok[c].sum() for c in ("tn", "fp", "fn", "tp"))
-                    confusions[DATASET_LABELS.get(dataset, dataset)] = np.array(
-                        [[tn, fp], [fn, tp]], dtype=int
-                    )
             heading = f"{protocol} protocol, {resolution} px"
+            mine = ok[
+                (ok["protocol"] == protocol) & (ok["resolution"] == resolution) & (ok["model"] == model)
+            ]
+            histories, confusions = {}, {}
+            for dataset, group in mine.groupby("dataset", sort=False):
+                label = DATASET_LABELS.get(dataset, dataset)
+                found = [
+                    table2.cell_dir(results, protocol, resolution, dataset, model, fold) / "history.csv"
+                    for fold in group["fold"]
+                ]
+                histories[label] = [pd.read_csv(path) for path in found if path.is_file()]
+                tn, fp, fn, tp = (int(group[c].sum()) for c in ("tn", "fp", "fn", "tp"))
+                confusions[label] = np.array([[tn, fp], [fn, tp]])
             if histories:
+                png = figures.epoch_curves(histories, f"{model}, {heading}")
                 parts.append(
-                    f"<h3>Figure 4: {page.esc(model)} per epoch ({page.esc(heading)})</h3>"
-                    + page.figure(figures.epoch_curves(histories, f"{model}, {heading}"), "one line per fold")
+                    {
+                        "heading": f"Figure 4: {model} per epoch ({heading})",
+                        "note": "",
+                        "figures": [figure(png, "one thin line per fold, the thick line their mean")],
+                    }
                 )
             if confusions:
+                png = figures.confusion_matrices(confusions, f"{model}, {heading}")
                 parts.append(
-                    f"<h3>Figure 5: {page.esc(model)} confusion matrices ({page.esc(heading)})</h3>"
-                    + page.figure(
-                        figures.confusion_matrices(confusions, f"{model}, {heading}"),
-                        "validation images of all folds, threshold 0.5",
-                    )
+                    {
+                        "heading": f"Figure 5: {model} confusion matrices ({heading})",
+                        "note": "",
+                        "figures": [figure(png, "validation images of all folds, threshold 0.5")],
+                    }
                 )
-            # ROC per data set, every model pooled over folds.
             rocs = []
             for dataset in matrix.datasets:
-                curves = {}
-                for m in matrix.models:
-                    frame = pooled.get((protocol, resolution, dataset, m))
-                    if frame is not None:
-                        curves[m] = (frame["cancer"].to_numpy(), frame["probability"].to_numpy())
+                # Under paper, each model's curve on real images only joins its as-published curve.
+                curves = {
+                    m + ("" if scored == "all" else ", real images only"): (f["cancer"], f["probability"])
+                    for m in matrix.models
+                    for scored in ("all", "real")
+                    if (f := pooled.get((protocol, resolution, dataset, m, scored))) is not None
+                }
                 if curves:
                     label = DATASET_LABELS.get(dataset, dataset)
-                    rocs.append(
-                        page.figure(
-                            figures.roc_curves(curves, f"{label}, {heading}"),
-                            f"{page.esc(label)}: out-of-fold predictions of all folds",
-                        )
-                    )
+                    png = figures.roc_curves(curves, f"{label}, {heading}")
+                    rocs.append(figure(png, f"{label}: out-of-fold predictions of all folds"))
             if rocs:
-                parts.append(
-                    f'<h3>ROC curves ({page.esc(heading)})</h3><div class="grid">{"".join(rocs)}</div>'
-                )
-
-    # Figure 6: CAM triptychs of the reference model, largest resolution, first fold with a figure.
+                parts.append({"heading": f"ROC curves ({heading})", "note": "", "figures": rocs})
     cams = []
     for protocol in matrix.protocols:
         resolution = max(matrix.resolutions)
         for dataset in matrix.datasets:
-            for fold in range(matrix.k):
-                path = (
-                    results
-                    / "cam"
-                    / protocol
-                    / str(resolution)
-                    / dataset
-                    / model
-                    / f"fold{fold}"
-                    / "figure6.png"
-                )
-                if path.is_file():
-                    label = DATASET_LABELS.get(dataset, dataset)
-                    cams.append(
-                        page.figure(path.read_bytes(), f"{protocol}, {resolution} px, {label}, fold {fold}")
-                    )
-                    break
+            pattern = paths.cam_dir(protocol, resolution, dataset, model, "*", results) + "/figure6.png"
+            found = sorted(map(Path, glob(pattern)))
+            if found:
+                label = DATASET_LABELS.get(dataset, dataset)
+                caption = f"{protocol}, {resolution} px, {label}, {found[0].parent.name}"
+                cams.append(figure(found[0].read_bytes(), caption))
     parts.append(
-        f"<h3>Figure 6: Grad-CAM of {page.esc(model)}, its highest-scoring validation images</h3>"
-        + (
-            page.paragraph(
-                "original · CAM overlay · box centred on the map's maximum (the lesion box in the phantom's "
-                "ground truth where known)",
-                "muted",
-            )
-            + "".join(cams)
+        {
+            "heading": f"Figure 6: Grad-CAM of {model}, its highest-scoring validation images",
+            "note": "original · CAM overlay · box centred on the map's maximum (the phantom's lesion box "
+            "where known)"
             if cams
-            else page.paragraph("no CAM output yet (the cam stage has not run)", "muted")
-        )
+            else "no CAM output yet (the cam stage has not run)",
+            "figures": cams,
+            "wide": True,  # triptychs of six images: one to a row, readable
+        }
     )
-    return "\n".join(parts)
+    return parts
 
 
-def dag_html(inputs: Inputs) -> str:
-    from mammoflow.report import dag
-
-    if inputs.snakefile is None:
-        return page.paragraph("no Snakefile given: the DAG was not drawn", "muted")
-    try:
-        dot = dag.rulegraph_dot(inputs.snakefile, inputs.workdir, inputs.config)
-        counts = _job_counts(inputs.workdir)
-        data, mime = dag.render_dag(dot, counts)
-    except Exception as error:  # the report is still useful without the picture; say why it is missing
-        return page.paragraph(f"the DAG could not be drawn: {page.esc(error)}", "banner bad")
-    return page.figure(data, "the workflow's rules (snakemake --rulegraph); × n = jobs that ran", mime, "DAG")
-
-
-def _job_counts(workdir: Path) -> dict[str, int]:
-    from mammoflow.report.provenance import stage_timings
-
-    timings = stage_timings(workdir)
-    return dict(zip(timings["rule"], timings["jobs"].astype(int), strict=True)) if len(timings) else {}
-
-
-# --------------------------------------------------------------------------------------------- data audit
-def audit_html(inputs: Inputs, matrix: Matrix) -> str:
+# ---------------------------------------------------------------------------------------- audit, provenance
+def audit_context(results: Path, matrix: Matrix) -> dict:
     from mammoflow.report import audit
 
-    parts = []
     try:
-        data = audit.data_audit(inputs.results)
+        data = audit.data_audit(results)
     except (FileNotFoundError, ValueError) as error:
-        return page.paragraph(f"data audit not possible: {page.esc(error)}", "banner bad")
-    parts.append("<h3>Images and patients per class</h3>" + page.frame_table(data.classes))
-    errors = data.decode_errors
-    parts.append(
-        f"<h3>Files that could not be decoded ({len(errors)})</h3>"
-        + page.frame_table(data.reasons, "every file was decoded")
-        + (
-            "<details><summary>the files</summary>" + page.frame_table(errors) + "</details>"
-            if len(errors)
-            else ""
-        )
-    )
-    parts.append("<h3>Fold balance</h3>" + page.frame_table(data.fold_balance))
-    for note in data.notes:
-        parts.append(page.paragraph(page.esc(note), "muted"))
-    leakage = audit.leakage_audit(inputs.results, matrix.protocols, matrix.k)
-    parts.append(
-        "<h3>Leakage audit</h3>"
-        + page.paragraph(
-            "Per protocol: patients with images in both training and validation of a fold, synthetic images "
-            "scored in validation, and validation positives that the GAN behind the fold's synthetic images "
-            "was trained on. The paper protocol has all three by design (it reproduces the published "
-            "method); the clean protocol must have none.",
-            "muted",
-        )
-        + page.frame_table(audit.leakage_summary(leakage), status_column="verdict")
-        + "<details><summary>per fold</summary>"
-        + page.frame_table(leakage, status_column="status")
-        + "</details>"
-    )
+        return {"error": str(error)}
+    leakage = audit.leakage_audit(results, matrix.protocols, matrix.k)
+    sheets = []
     for dataset in ("original", "processed"):
-        sheets = sorted(
-            (inputs.results / "data").glob(f"*/{dataset}/contact_sheet.png"),
-            key=lambda p: int(p.parent.parent.name),
-        )
-        if sheets:
-            parts.append(
-                page.figure(sheets[-1].read_bytes(), f"{dataset} images, {sheets[-1].parent.parent.name} px")
-            )
-    return "\n".join(parts)
+        found = {int(p.parent.parent.name): p for p in map(Path, glob(paths.store_dir("*", dataset, results)
+                 + "/contact_sheet.png")) if p.parent.parent.name.isdigit()}  # fmt: skip
+        if found:
+            sheets.append(figure(found[max(found)].read_bytes(), f"{dataset} images, {max(found)} px"))
+    return {
+        "error": None,
+        "data": data,
+        "leakage": leakage,
+        "summary": audit.leakage_summary(leakage),
+        "sheets": sheets,
+    }
 
 
-# --------------------------------------------------------------------------------------------- provenance
-def provenance_html(inputs: Inputs, cells: pd.DataFrame) -> str:
+def provenance_context(inputs: Inputs, cells: pd.DataFrame) -> dict:
     from mammoflow.report import provenance
 
-    repo = inputs.snakefile.parent if inputs.snakefile else Path.cwd()
-    ok = cells[cells["status"] == "ok"]
+    ok = cells[(cells["status"] == "ok") & (cells["scored"] == "all")]
     used = (
         ok.groupby(["device", "weights"], dropna=False).size().rename("cells").reset_index()
         if len(ok)
-        else pd.DataFrame()
+        else None
     )
+    repo = inputs.snakefile.parent if inputs.snakefile else Path.cwd()
+    return {
+        "git": pd.DataFrame([provenance.git_state(repo)]),
+        "used": used,
+        "machine": pd.DataFrame([provenance.machine()]),
+        "timings": provenance.stage_timings(inputs.workdir),
+        "packages": pd.DataFrame(provenance.package_versions().items(), columns=["package", "version"]),
+        "config": yaml.safe_dump(inputs.config, sort_keys=False, default_flow_style=None),
+    }
+
+
+def dag_context(inputs: Inputs) -> dict:
+    from mammoflow.report import dag, provenance
+
+    if inputs.snakefile is None:
+        return {"svg": None, "edges": None, "note": "no Snakefile given: the workflow was not drawn"}
     timings = provenance.stage_timings(inputs.workdir)
-    config = yaml.safe_dump(inputs.config, sort_keys=False, default_flow_style=None)
-    return "\n".join(
-        [
-            "<h3>Code</h3>" + page.frame_table(pd.DataFrame([provenance.git_state(repo)])),
-            "<h3>Where the cells ran</h3>"
-            + page.frame_table(used, "no cell finished")
-            + page.paragraph("Report made on:", "muted")
-            + page.frame_table(pd.DataFrame([provenance.machine()])),
-            "<h3>Stages: when they finished and how long they took</h3>"
-            + page.paragraph("From Snakemake's benchmark files (wall-clock seconds per job).", "muted")
-            + page.frame_table(timings, "no benchmark files found"),
-            "<h3>Packages</h3>"
-            + page.frame_table(
-                pd.DataFrame(provenance.package_versions().items(), columns=["package", "version"])
-            ),
-            f"<h3>Configuration</h3><pre>{page.esc(config)}</pre>",
-        ]
-    )
+    counts = dict(zip(timings["rule"], timings["jobs"].astype(int), strict=True))
+    return dag.workflow_picture(inputs.snakefile, inputs.workdir, inputs.config, counts)
 
 
 # ------------------------------------------------------------------------------------------------- page
 def build_report(inputs: Inputs) -> dict:
     from mammoflow.report.provenance import now
 
-    config = inputs.config
+    config, results, out = inputs.config, Path(inputs.results), Path(inputs.out)
     matrix = Matrix.from_config(config)
-    report = config.get("report", {})
-    cells, table, pooled = build_table(
-        inputs.results, matrix, report.get("bootstrap", 1000), report.get("seed", 0), inputs.workdir
-    )
-    out = inputs.out
+    options = config.get("report", {})
+    resamples, seed = options.get("bootstrap", 1000), options.get("seed", 0)
+    cells, table, pooled = table2.build_table(results, matrix, resamples, seed, inputs.workdir)
+    comparison = compare.protocol_comparison(pooled, resamples, seed)
     out.mkdir(parents=True, exist_ok=True)
-    csv = table_csv(table)
-    write_text(csv.to_csv(index=False, float_format="%.6g"), out / "table2.csv")
-    write_text(table_markdown(table) + "\n", out / "table2.md")
+    write_text(table2.table_csv(table).to_csv(index=False, float_format="%.6g"), out / "table2.csv")
+    write_text(table_markdown(table), out / "table2.md")
     write_text(cells.to_csv(index=False, float_format="%.6g"), out / "cells.csv")
+    write_text(comparison.to_csv(index=False, float_format="%.6g"), out / "protocols.csv")
 
-    phantom = not config.get("rsna_dir")
-    counts = cells["status"].value_counts().to_dict()
-    banner = (
-        '<div class="banner bad"><b>Made on the built-in phantom data.</b> These numbers show that the '
-        "workflow runs; they say nothing about the paper's numbers or about real mammograms.</div>"
-        if phantom
-        else f'<div class="banner">RSNA data from <code>{page.esc(config["rsna_dir"])}</code>.</div>'
-    )
+    first = cells[cells["scored"] == "all"]
+    counts = first["status"].value_counts().to_dict()
     status = (
-        f"{counts.get('ok', 0)} of {len(cells)} cells finished"
-        + (f", {counts['failed']} failed" if counts.get("failed") else "")
-        + (f", {counts['missing']} missing" if counts.get("missing") else "")
+        f"{counts.get('ok', 0)} of {len(first)} cells finished"
+        + "".join(f", {counts[s]} {s}" for s in ("failed", "missing") if counts.get(s))
         + f". Made {now()}."
     )
     matched = bool(table[[f"{m}_paper" for m in PAPER_METRICS]].notna().any().any())
-    intro = page.paragraph(
-        f"A replication of {PAPER}, Table 2: five classifiers on original, processed and processed + "
-        "synthetic images. Protocols: <b>clean</b> = folds grouped by patient, a GAN per fold trained on "
-        "its training positives only, synthetic images only in training; <b>paper</b> = as published "
-        "(image-level folds, synthetic images added before the split, so they are validated too)."
+    external = [{**t, "table": compare.external_table(t)} for t in compare.external_tests(results)]
+    rsna_dir = config.get("rsna_dir") or config.get("data", {}).get("rsna_dir")
+    html = (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            title="mammoflow report: Table 2 replica",
+            nav=NAV,
+            phantom=not rsna_dir,
+            rsna_dir=rsna_dir,
+            status=status,
+            resamples=resamples,
+            paper_metrics=PAPER_METRICS,
+            blocks=blocks(table),
+            matched=matched,
+            paper_table=table2.paper_table(),
+            comparison=comparison,
+            comparison_reading=compare.reading(comparison),
+            external=external,
+            figures=figures_context(results, cells, pooled, matrix),
+            dag=dag_context(inputs),
+            audit=audit_context(results, matrix),
+            provenance=provenance_context(inputs, cells),
+        )
     )
-    body = [
-        banner,
-        intro + page.paragraph(page.esc(status), "muted"),
-        page.section(
-            "table2",
-            "Table 2 replica",
-            page.paragraph(
-                "Mean ± sd over folds at threshold 0.5; beneath each, the paper's value and ours − paper. "
-                "Beyond the paper: pooled AUC = all folds' out-of-fold predictions together, with a 95% "
-                "interval from resampling patients; pF1 = probabilistic F1 (the RSNA metric); breast AUC = "
-                "mean probability per breast; CAM hit = share of lesion images whose Grad-CAM maximum lies "
-                "in the lesion box (chance = mean box area share), IoU of the CAM box with the lesion box.",
-                "muted",
-            )
-            + table2_html(table, matrix.models)
-            + paper_html(matched),
-        ),
-        page.section("figures", "Figures", figures_html(inputs, cells, pooled, matrix)),
-        page.section("dag", "The workflow", dag_html(inputs)),
-        page.section("audit", "Data audit", audit_html(inputs, matrix)),
-        page.section("provenance", "Provenance", provenance_html(inputs, cells)),
-    ]
-    nav = [("table2", "Table 2"), ("figures", "Figures"), ("dag", "Workflow"), ("audit", "Data audit"),
-           ("provenance", "Provenance")]  # fmt: skip
-    html = page.document("mammoflow report: Table 2 replica", nav, "\n".join(body))
     write_text(html, out / "index.html")
     say(f"report: {status} -> {out / 'index.html'} ({len(html) / 1e6:.1f} MB)")
-    return {"cells": counts, "table_rows": len(table)}
+    return {"cells": counts, "table_rows": len(table), "comparisons": len(comparison)}
 
 
 def load_config(*texts_or_paths: str) -> dict:
@@ -441,13 +307,12 @@ def load_config(*texts_or_paths: str) -> dict:
     merge, everything else replaces)."""
     merged: dict = {}
     for item in texts_or_paths:
-        path = Path(item)
-        if not item.lstrip().startswith("{"):
-            if not path.is_file():
-                raise FileNotFoundError(f"--config {item}: no such file")
-            _merge(merged, yaml.safe_load(path.read_text()) or {})
-        else:
+        if item.lstrip().startswith("{"):
             _merge(merged, json.loads(item))
+        elif Path(item).is_file():
+            _merge(merged, yaml.safe_load(Path(item).read_text()) or {})
+        else:
+            raise FileNotFoundError(f"--config {item}: no such file")
     return merged
 
 
@@ -457,6 +322,3 @@ def _merge(into: dict, new: dict) -> None:
             _merge(into[key], value)
         else:
             into[key] = value
-
-
-__all__ = ["KEYS", "Inputs", "build_report", "load_config"]

@@ -30,6 +30,10 @@ def register(sub) -> None:
         help="the workflow's configuration: JSON text or YAML/JSON files, merged in order "
         "(e.g. config.yaml presets/demo.yaml)",
     )
-    p.add_argument("--snakefile", default="", help="the Snakefile, to draw the DAG (omit: no DAG picture)")
-    p.add_argument("--out", default="results/report", help="folder for index.html, table2.md, table2.csv")
+    p.add_argument("--snakefile", default="", help="the Snakefile, to draw the rule graph (omit: none)")
+    p.add_argument(
+        "--out",
+        default="results/report",
+        help="folder for index.html, table2.md, table2.csv, cells.csv, protocols.csv",
+    )
     p.set_defaults(func=cmd_report)

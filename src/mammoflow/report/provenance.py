@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammoflow import paths
+
 PACKAGES = (
     "mammoflow", "snakemake", "torch", "torchvision", "timm", "grad-cam", "numpy", "pandas", "pyarrow",
-    "scikit-learn", "opencv-python-headless", "pydicom", "dicomsdl", "matplotlib",
+    "scikit-learn", "jinja2", "opencv-python-headless", "pydicom", "dicomsdl", "matplotlib",
 )  # fmt: skip
 
 
@@ -92,7 +94,7 @@ def rule_of(benchmark: Path) -> str:
 def stage_timings(workdir: Path) -> pd.DataFrame:
     """Per rule: jobs, total and longest wall-clock seconds and peak memory (Snakemake's benchmark files,
     benchmarks/<rule>/...), first and last finish time (the benchmark files' modification times)."""
-    root = Path(workdir) / "benchmarks"
+    root = Path(workdir) / paths.BENCHMARKS
     rows = []
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
         rule = rule_of(path.relative_to(root))

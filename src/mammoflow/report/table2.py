@@ -2,9 +2,13 @@
 
 A cell (protocol, resolution, data set, model, fold) is ``ok`` when its ``metrics.json`` exists,
 ``failed`` when it does not and its log shows an error (the job ran and did not finish), and ``missing``
-otherwise.
-Aggregates are over the ``ok`` folds: mean and sample standard deviation (ddof=1; none with one fold).
-The paper's values are shown only where the resolution, data set and model all match one of its rows.
+otherwise. Aggregates are over the ``ok`` folds: mean and sample standard deviation (ddof=1; none with
+one fold). The paper's values are shown only where the resolution, data set and model all match one of
+its rows, and only beside the numbers scored as it scored them.
+
+``scored``: ``all`` = every validation image, as published (under ``paper`` that includes the synthetic
+images that reached validation); ``real`` = real images only (``metrics.json`` → ``real_only``, written
+where a cell validated synthetic images), a second row beneath the first.
 """
 
 from __future__ import annotations
@@ -16,16 +20,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammoflow import paths
+from mammoflow.classify.metrics import breast_level, f1_at_out_of_fold_threshold
+
 PAPER_METRICS = ("accuracy", "auc", "precision", "recall", "f1")
-# Beyond the paper: name in the tables -> path in metrics.json's "metrics".
+# Beyond the paper: name in the tables -> path in metrics.json's "metrics" (or its "real_only").
 EXTRA_METRICS = {
     "pf1": ("pf1",),
-    "breast_auc": ("breast", "auc"),
     "sens_at_90_spec": ("sensitivity_at_90_specificity",),
+    "breast_auc": ("breast", "auc"),
+    "breast_pf1": ("breast", "pf1"),
+    "breast_sens_at_90_spec": ("breast", "sensitivity_at_90_specificity"),
 }
+# Computed here from the folds' predictions: breast-level F1 at the threshold chosen on the other folds.
+OOF_METRICS = ("breast_pf1_oof", "breast_threshold_oof")
 DATASET_ORDER = ("original", "processed", "augmented")
 DATASET_LABELS = {"original": "original", "processed": "processed", "augmented": "processed + synthetic"}
-KEYS = ["protocol", "resolution", "dataset", "model"]
+KEYS = ["protocol", "resolution", "dataset", "model", "scored"]
 PAPER_TABLE = Path(__file__).resolve().parent / "paper_table2.csv"
 
 
@@ -49,8 +60,8 @@ class Matrix:
             int(config["folds"]["k"]),
         )
 
-    def cells(self) -> pd.DataFrame:
-        rows = [
+    def cells(self) -> list[tuple]:
+        return [
             (p, r, d, m, f)
             for p in self.protocols
             for r in self.resolutions
@@ -58,57 +69,66 @@ class Matrix:
             for m in self.models
             for f in range(self.k)
         ]
-        return pd.DataFrame(rows, columns=[*KEYS, "fold"])
 
 
 def cell_dir(results: Path, protocol, resolution, dataset, model, fold) -> Path:
-    return Path(results) / "train" / protocol / str(resolution) / dataset / model / f"fold{fold}"
+    return Path(paths.cell_dir(protocol, resolution, dataset, model, fold, root=results))
 
 
 def cell_log(workdir: Path, protocol, resolution, dataset, model, fold) -> Path:
-    return Path(workdir) / "logs" / "train" / protocol / str(resolution) / dataset / model / f"fold{fold}.log"
+    return Path(
+        paths.cell_log("train", protocol, resolution, dataset, model, fold, logs=Path(workdir) / paths.LOGS)
+    )
 
 
 def _dig(metrics: dict, path: tuple[str, ...]):
-    value = metrics
     for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+        metrics = metrics.get(key) if isinstance(metrics, dict) else None
+    return metrics
+
+
+def _metric_columns(metrics: dict) -> dict:
+    row = {name: metrics.get(name) for name in PAPER_METRICS}
+    row.update({name: _dig(metrics, where) for name, where in EXTRA_METRICS.items()})
+    row.update({name: metrics.get("confusion", {}).get(name) for name in ("tn", "fp", "fn", "tp")})
+    row["valid_images"] = metrics.get("n")
+    return row
 
 
 def load_cells(results: Path, matrix: Matrix, workdir: Path | None = None) -> pd.DataFrame:
-    """One row per expected cell: status, the metrics as columns (NaN where undefined), warnings, seconds."""
+    """One row per expected cell and way of scoring: status, the metrics as columns (NaN where undefined),
+    warnings, seconds, device, weights."""
     workdir = Path(results).parent if workdir is None else Path(workdir)
     rows = []
-    for cell in matrix.cells().itertuples(index=False):
-        key = tuple(cell)
+    for key in matrix.cells():
         path = cell_dir(results, *key) / "metrics.json"
-        row = dict(zip([*KEYS, "fold"], key, strict=True))
-        if path.is_file():
-            try:
-                summary = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON ({error})") from error
-            metrics = summary.get("metrics", {})
-            row["status"] = "ok"
-            for name in PAPER_METRICS:
-                row[name] = metrics.get(name)
-            for name, where in EXTRA_METRICS.items():
-                row[name] = _dig(metrics, where)
-            confusion = metrics.get("confusion", {})
-            for name in ("tn", "fp", "fn", "tp"):
-                row[name] = confusion.get(name)
-            row["valid_images"] = metrics.get("n")
-            row["warnings"] = "; ".join(summary.get("warnings", []))
-            row["seconds"] = summary.get("seconds")
-            row["weights"] = summary.get("weights")
-            row["device"] = summary.get("device")
-        else:
+        row = dict(zip([*KEYS[:4], "fold"], key, strict=True), scored="all")
+        if not path.is_file():
             log = cell_log(workdir, *key)
             failed = log.is_file() and _log_has_error(log)
-            row["status"] = "failed" if failed else "missing"
-            row["warnings"] = _last_line(log) if failed else ""
-        rows.append(row)
+            rows.append(
+                {
+                    **row,
+                    "status": "failed" if failed else "missing",
+                    "warnings": _last_line(log) if failed else "",
+                }
+            )
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        metrics = summary.get("metrics", {})
+        row.update(
+            status="ok",
+            warnings="; ".join(summary.get("warnings", [])),
+            seconds=summary.get("seconds"),
+            weights=summary.get("weights"),
+            device=summary.get("device"),
+        )
+        rows.append({**row, **_metric_columns(metrics)})
+        if isinstance(metrics.get("real_only"), dict):
+            rows.append({**row, "scored": "real", **_metric_columns(metrics["real_only"])})
     frame = pd.DataFrame(rows)
     numeric = [*PAPER_METRICS, *EXTRA_METRICS, "tn", "fp", "fn", "tp", "valid_images", "seconds"]
     for name in numeric:
@@ -127,23 +147,33 @@ def _last_line(path: Path) -> str:
     return f"log {path}: {lines[-1][:200]}" if lines else f"log {path} is empty"
 
 
+def _mean_sd(values, prefix: str) -> dict:
+    values = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(dtype=float)
+    return {
+        f"{prefix}_mean": float(values.mean()) if len(values) else np.nan,
+        f"{prefix}_sd": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
+        f"{prefix}_n": len(values),
+    }
+
+
 def summarize(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over the ok folds of each (protocol, resolution, data set, model)."""
+    """Mean and sd over the ok folds of each (protocol, resolution, data set, model, scored)."""
     rows = []
     for key, group in cells.groupby(KEYS, sort=False):
         ok = group[group["status"] == "ok"]
-        row = dict(zip(KEYS, key, strict=True))
-        row["folds_ok"] = len(ok)
-        row["folds"] = len(group)
-        row["failed_folds"] = ",".join(str(f) for f in group.loc[group["status"] == "failed", "fold"])
-        row["missing_folds"] = ",".join(str(f) for f in group.loc[group["status"] == "missing", "fold"])
+        row = dict(zip(KEYS, key, strict=True), folds_ok=len(ok), folds=len(group))
+        for status in ("failed", "missing"):
+            row[f"{status}_folds"] = ",".join(str(f) for f in group.loc[group["status"] == status, "fold"])
         for name in (*PAPER_METRICS, *EXTRA_METRICS):
-            values = ok[name].dropna().to_numpy()
-            row[f"{name}_mean"] = float(values.mean()) if len(values) else np.nan
-            row[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
-            row[f"{name}_n"] = len(values)
+            row.update(_mean_sd(ok[name], name))
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # A real-only row exists for finished cells only: its folds are counted against all the cells.
+    counted = ["folds", "failed_folds", "missing_folds"]
+    published = frame[frame["scored"] == "all"]
+    real = frame[frame["scored"] == "real"].drop(columns=counted)
+    real = real.merge(published[[*KEYS[:4], *counted]], on=KEYS[:4])[frame.columns]
+    return pd.concat([published, real], ignore_index=True)
 
 
 def paper_table(path: Path = PAPER_TABLE) -> pd.DataFrame:
@@ -156,9 +186,9 @@ def paper_table(path: Path = PAPER_TABLE) -> pd.DataFrame:
 
 def with_paper(summary: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Adds ``{metric}_paper`` (the published value) and ``{metric}_diff`` (ours - paper) where a row
-    matches."""
-    renamed = paper.rename(columns={m: f"{m}_paper" for m in PAPER_METRICS})
-    merged = summary.merge(renamed, how="left", on=["resolution", "dataset", "model"])
+    matches and is scored as published (``scored == "all"``)."""
+    renamed = paper.assign(scored="all").rename(columns={m: f"{m}_paper" for m in PAPER_METRICS})
+    merged = summary.merge(renamed, how="left", on=["resolution", "dataset", "model", "scored"])
     for name in PAPER_METRICS:
         merged[f"{name}_diff"] = merged[f"{name}_mean"] - merged[f"{name}_paper"]
     return merged
@@ -181,59 +211,89 @@ def _grouped_auc(order_groups: np.ndarray, y: np.ndarray, weights: np.ndarray, n
     return aucs
 
 
+def patient_resamples(patient_ids, resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap weights (resamples x rows): patients drawn with replacement, a patient's rows together
+    (a patient's images are not independent)."""
+    _, patient = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    n = int(patient.max()) + 1
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    return counts[:, patient].astype(float)
+
+
+def auc_with_weights(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """AUC of (y, p) once (weights None) or for every row of ``weights``."""
+    _, groups = np.unique(p, return_inverse=True)
+    weights = np.ones((1, len(y))) if weights is None else weights
+    return _grouped_auc(groups, np.asarray(y, dtype=float), weights, int(groups.max()) + 1)
+
+
+def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return np.nan, np.nan
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def pooled_auc(
     predictions: pd.DataFrame, resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
     """AUC of all folds' validation predictions together, and a percentile interval from resampling
-    patients with replacement (a patient's images stay together, as they are not independent).
-
-    Returns (auc, low, high); NaN where only one class is present (or no resamples were asked for).
-    """
-    y = predictions["cancer"].to_numpy().astype(float)
+    patients with replacement. Returns (auc, low, high); NaN where only one class is present (or no
+    resamples were asked for)."""
+    y, p = predictions["cancer"].to_numpy().astype(float), predictions["probability"].to_numpy()
     if len(np.unique(y)) < 2:
         return np.nan, np.nan, np.nan
-    _, groups = np.unique(predictions["probability"].to_numpy(), return_inverse=True)
-    n_groups = int(groups.max()) + 1
-    auc = float(_grouped_auc(groups, y, np.ones((1, len(y))), n_groups)[0])
+    auc = float(auc_with_weights(y, p)[0])
     if resamples <= 0:
         return auc, np.nan, np.nan
-    _, patient = np.unique(predictions["patient_id"].astype(str).to_numpy(), return_inverse=True)
-    n_patients = int(patient.max()) + 1
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
-    boot = _grouped_auc(groups, y, counts[:, patient].astype(float), n_groups)
-    boot = boot[np.isfinite(boot)]
-    if not len(boot):
-        return auc, np.nan, np.nan
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(boot, [tail, 100 - tail])
-    return auc, float(low), float(high)
+    boot = auc_with_weights(y, p, patient_resamples(predictions["patient_id"], resamples, seed))
+    return (auc, *interval(boot, level))
 
 
 def pooled_predictions(results: Path, cells: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
-    """The ok folds' predictions.parquet concatenated per (protocol, resolution, data set, model)."""
+    """The ok folds' predictions.parquet concatenated per table row (KEYS), with the cell's ``fold``;
+    rows scored ``real`` keep the real images only."""
     pooled = {}
     for key, group in cells[cells["status"] == "ok"].groupby(KEYS, sort=False):
         frames = []
         for fold in group["fold"]:
-            path = cell_dir(results, *key, fold) / "predictions.parquet"
+            path = cell_dir(results, *key[:4], fold) / "predictions.parquet"
             if path.is_file():
-                frames.append(pd.read_parquet(path))
+                frames.append(pd.read_parquet(path).assign(fold=fold))
         if frames:
-            pooled[key] = pd.concat(frames, ignore_index=True)
+            frame = pd.concat(frames, ignore_index=True)
+            if key[4] == "real" and "source" in frame.columns:
+                frame = frame[frame["source"].astype(str) == "real"].reset_index(drop=True)
+            pooled[key] = frame
     return pooled
 
 
-def add_pooled_auc(summary: pd.DataFrame, pooled: dict[tuple, pd.DataFrame], resamples: int, seed: int):
-    values = []
-    for row in summary[KEYS].itertuples(index=False):
-        predictions = pooled.get(tuple(row))
-        values.append(pooled_auc(predictions, resamples, seed) if predictions is not None else (np.nan,) * 3)
-    summary = summary.copy()
-    summary[["pooled_auc", "pooled_auc_low", "pooled_auc_high"]] = np.array(values, dtype=float).reshape(
-        -1, 3
+def breast_oof(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Breast-level F1 of each fold at the threshold chosen on the other folds' breasts (each fold's
+    breasts are the means of that fold's views): columns fold, threshold, pf1."""
+    breasts = pd.concat(
+        [breast_level(part).assign(fold=fold) for fold, part in predictions.groupby("fold")],
+        ignore_index=True,
     )
-    return summary
+    return f1_at_out_of_fold_threshold(breasts)
+
+
+def add_pooled(summary: pd.DataFrame, pooled: dict[tuple, pd.DataFrame], resamples: int, seed: int):
+    """Pooled AUC with its interval, and the breast-level F1 at out-of-fold thresholds (mean ± sd)."""
+    rows = []
+    for key in summary[KEYS].itertuples(index=False):
+        predictions = pooled.get(tuple(key))
+        row = dict(zip(("pooled_auc", "pooled_auc_low", "pooled_auc_high"), (np.nan,) * 3, strict=True))
+        if predictions is not None:
+            row.update(zip(row, pooled_auc(predictions, resamples, seed), strict=True))
+            oof = breast_oof(predictions) if predictions["fold"].nunique() > 1 else None
+            if oof is not None:
+                row.update(_mean_sd(oof["pf1"], "breast_pf1_oof"))
+                row.update(_mean_sd(oof["threshold"], "breast_threshold_oof"))
+        rows.append(row)
+    return pd.concat([summary.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
 # ------------------------------------------------------------------------------------------ CAM scores
@@ -241,49 +301,44 @@ def cam_scores(results: Path, cells: pd.DataFrame) -> pd.DataFrame:
     """Pointing-game hit rate, chance level and mean IoU per (protocol, resolution, data set, model),
     pooled over the folds whose cam/summary.json exists (weighted by the images scored in each)."""
     rows = []
-    for key, group in cells.groupby(KEYS, sort=False):
-        hits = chance = iou = scored = 0.0
-        scorable = None
+    for key, group in cells[cells["scored"] == "all"].groupby(KEYS[:4], sort=False):
+        sums = np.zeros(4)  # scored, hits, chance, iou
         for fold in group["fold"]:
-            path = Path(results) / "cam" / Path(*map(str, key)) / f"fold{fold}" / "summary.json"
-            if not path.is_file():
-                continue
-            summary = json.loads(path.read_text())
-            scorable = bool(summary.get("scorable")) or bool(scorable)
+            path = Path(paths.cam_dir(*key, fold, root=results)) / "summary.json"
+            summary = json.loads(path.read_text()) if path.is_file() else {}
             n = summary.get("scored") or 0
             if n and summary.get("hit_rate") is not None:
-                scored += n
-                hits += summary["hit_rate"] * n
-                chance += (summary.get("chance_hit_rate") or 0.0) * n
-                iou += (summary.get("mean_iou") or 0.0) * n
-        row = dict(zip(KEYS, key, strict=True))
-        row["cam_scored"] = int(scored)
-        row["cam_hit_rate"] = hits / scored if scored else np.nan
-        row["cam_chance"] = chance / scored if scored else np.nan
-        row["cam_iou"] = iou / scored if scored else np.nan
-        row["cam_scorable"] = scorable
-        rows.append(row)
-    return pd.DataFrame(
-        rows, columns=[*KEYS, "cam_scored", "cam_hit_rate", "cam_chance", "cam_iou", "cam_scorable"]
-    )
+                parts = (
+                    summary["hit_rate"],
+                    summary.get("chance_hit_rate") or 0,
+                    summary.get("mean_iou") or 0,
+                )
+                sums += n * np.array([1, *parts])
+        means = sums[1:] / sums[0] if sums[0] else [np.nan] * 3
+        rows.append((*key, "all", int(sums[0]), *means))
+    return pd.DataFrame(rows, columns=[*KEYS, "cam_scored", "cam_hit_rate", "cam_chance", "cam_iou"])
 
 
 # ------------------------------------------------------------------------------------------------ the table
 def build_table(
     results: Path, matrix: Matrix, resamples: int = 1000, seed: int = 0, workdir: Path | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(cells, table, pooled predictions); the table has a row per (protocol, resolution, data set, model)."""
+    """(cells, table, pooled predictions); the table has a row per (protocol, resolution, data set, model,
+    scored)."""
     cells = load_cells(results, matrix, workdir)
-    summary = summarize(cells)
     pooled = pooled_predictions(results, cells)
-    summary = add_pooled_auc(summary, pooled, resamples, seed)
+    summary = add_pooled(summarize(cells), pooled, resamples, seed)
     summary = with_paper(summary, paper_table())
     summary = summary.merge(cam_scores(results, cells), how="left", on=KEYS)
-    order = {d: i for i, d in enumerate(DATASET_ORDER)}
-    summary["_d"] = summary["dataset"].map(order)
-    summary["_m"] = summary["model"].map({m: i for i, m in enumerate(matrix.models)})
-    summary = summary.sort_values(["protocol", "resolution", "_d", "_m"], kind="stable").drop(
-        columns=["_d", "_m"]
+    ranks = {
+        "dataset": {d: i for i, d in enumerate(DATASET_ORDER)},
+        "model": {m: i for i, m in enumerate(matrix.models)},
+        "scored": {"all": 0, "real": 1},
+    }
+    summary = summary.sort_values(
+        ["protocol", "resolution", "dataset", "model", "scored"],
+        key=lambda column: column.map(ranks[column.name]) if column.name in ranks else column,
+        kind="stable",
     )
     return cells, summary.reset_index(drop=True), pooled
 
@@ -293,7 +348,7 @@ def table_csv(table: pd.DataFrame) -> pd.DataFrame:
     columns = [*KEYS, "folds_ok", "folds", "failed_folds", "missing_folds"]
     for name in PAPER_METRICS:
         columns += [f"{name}_mean", f"{name}_sd", f"{name}_paper", f"{name}_diff"]
-    for name in EXTRA_METRICS:
+    for name in (*EXTRA_METRICS, *OOF_METRICS):
         columns += [f"{name}_mean", f"{name}_sd"]
     columns += [
         "pooled_auc",
@@ -304,19 +359,16 @@ def table_csv(table: pd.DataFrame) -> pd.DataFrame:
         "cam_chance",
         "cam_iou",
     ]
-    return table[columns]
+    return table.reindex(columns=columns)
 
 
 def fmt(value, digits: int = 2) -> str:
-    return (
-        "—"
-        if value is None or (isinstance(value, float) and not np.isfinite(value))
-        else f"{value:.{digits}f}"
-    )
+    missing = value is None or (isinstance(value, float) and not np.isfinite(value))
+    return "—" if missing else f"{value:.{digits}f}"
 
 
 def mean_sd(row, name: str) -> str:
-    mean, sd = row[f"{name}_mean"], row[f"{name}_sd"]
+    mean, sd = row.get(f"{name}_mean", np.nan), row.get(f"{name}_sd", np.nan)
     if not np.isfinite(mean):
         return "—"
     return f"{mean:.2f} ± {sd:.2f}" if np.isfinite(sd) else f"{mean:.2f}"
@@ -326,53 +378,10 @@ def status_text(row) -> str:
     if row["folds_ok"] == row["folds"]:
         return f"{row['folds']} folds"
     parts = [f"{row['folds_ok']}/{row['folds']} folds"]
-    if row["failed_folds"]:
-        parts.append(f"failed: {row['failed_folds']}")
-    if row["missing_folds"]:
-        parts.append(f"missing: {row['missing_folds']}")
+    parts += [f"{s}: {row[f'{s}_folds']}" for s in ("failed", "missing") if row[f"{s}_folds"]]
     return "; ".join(parts)
 
 
-def table_markdown(table: pd.DataFrame) -> str:
-    """table2.md: one block per protocol and resolution, each metric as 'mean ± sd (paper p, diff d)'."""
-    out = [
-        "# Table 2 replica",
-        "",
-        "Mean ± sd over folds; in brackets the paper's value (Prodan et al. 2023, Table 2) and ours − paper,",
-        "where the paper has the same resolution, data set and model.",
-        "",
-    ]
-    for (protocol, resolution), block in table.groupby(["protocol", "resolution"], sort=False):
-        out += [f"## {protocol} protocol, {resolution} px", ""]
-        header = [
-            "data set",
-            "model",
-            *PAPER_METRICS,
-            "pooled AUC (95% CI)",
-            "pF1",
-            "CAM hit (chance)",
-            "folds",
-        ]
-        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for _, row in block.iterrows():
-            cells = [DATASET_LABELS.get(row["dataset"], row["dataset"]), row["model"]]
-            for name in PAPER_METRICS:
-                text = mean_sd(row, name)
-                if np.isfinite(row[f"{name}_paper"]):
-                    text += f" ({row[f'{name}_paper']:.2f}, {row[f'{name}_diff']:+.2f})"
-                cells.append(text)
-            cells.append(
-                f"{fmt(row['pooled_auc'])} ({fmt(row['pooled_auc_low'])}–{fmt(row['pooled_auc_high'])})"
-                if np.isfinite(row["pooled_auc"])
-                else "—"
-            )
-            cells.append(mean_sd(row, "pf1"))
-            cells.append(
-                f"{fmt(row['cam_hit_rate'])} ({fmt(row['cam_chance'])})"
-                if np.isfinite(row["cam_hit_rate"])
-                else "—"
-            )
-            cells.append(status_text(row))
-            out.append("| " + " | ".join(str(c) for c in cells) + " |")
-        out.append("")
-    return "\n".join(out)
+def row_label(row) -> str:
+    label = DATASET_LABELS.get(row["dataset"], row["dataset"])
+    return label + (", real images only" if row["scored"] == "real" else "")

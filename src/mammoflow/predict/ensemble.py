@@ -1,0 +1,173 @@
+"""Which trained models to apply, applying them, and their out-of-fold predictions.
+
+A *model* here is one (protocol, resolution, data set, architecture) of the training matrix; its fold
+cells are its ensemble (the folds' probabilities averaged, as the RSNA winners did). Several models can be
+averaged on top. By default the run's cells are found under ``results/train/``; any model artifacts
+(a cell folder or its model.json, wherever they were copied to) can be named instead.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mammoflow import paths
+from mammoflow.classify.artifact import METADATA_NAME, load_artifact, read_metadata
+from mammoflow.classify.metrics import _auc
+from mammoflow.classify.models import normalize_batch
+from mammoflow.classify.train import use_bf16
+from mammoflow.progress import say
+
+KEY_FIELDS = ("protocol", "resolution", "dataset", "architecture")
+
+
+@dataclass
+class ModelChoice:
+    """One model of the matrix and the folders of its fold cells."""
+
+    protocol: str
+    resolution: int
+    dataset: str
+    architecture: str
+    cells: list[Path] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol}/{self.resolution}/{self.dataset}/{self.architecture}"
+
+
+def _describe(folder: Path) -> dict:
+    metadata = read_metadata(folder)
+    return {
+        "protocol": metadata.get("protocol"),
+        "resolution": int(metadata["resolution"]),
+        "dataset": metadata.get("dataset"),
+        "architecture": metadata["architecture"],
+        "fold": metadata.get("fold"),
+        "cell": folder,
+    }
+
+
+def find_cells(results: Path) -> pd.DataFrame:
+    """Every trained cell with an artifact in a run's results tree (paths.cell_dir)."""
+    pattern = f"{paths.cell_dir('*', '*', '*', '*', '*', root=results)}/{METADATA_NAME}"
+    rows = []
+    for found in sorted(glob.glob(pattern)):
+        try:
+            paths.parse_cell(found)
+        except ValueError:
+            continue  # not a cell folder (the glob's * matched something else)
+        rows.append(_describe(Path(found).parent))
+    return pd.DataFrame(rows, columns=[*KEY_FIELDS, "fold", "cell"])
+
+
+def cells_of(artifacts: list[str]) -> pd.DataFrame:
+    """Artifacts named on the command line (cell folders or model.json files)."""
+    rows = []
+    for given in artifacts:
+        path = Path(given)
+        rows.append(_describe(path.parent if path.name == METADATA_NAME else path))
+    return pd.DataFrame(rows, columns=[*KEY_FIELDS, "fold", "cell"])
+
+
+def _pick(cells: pd.DataFrame, column: str, wanted, preferred) -> pd.DataFrame:
+    available = sorted(cells[column].unique(), key=str)
+    if wanted is None:
+        wanted = next((p for p in preferred if p in available), available[-1])
+    if wanted not in available:
+        raise ValueError(f"no trained cells with {column} {wanted!r}; available: {available}")
+    return cells[cells[column] == wanted]
+
+
+def choose_models(
+    cells: pd.DataFrame,
+    protocol: str | None = None,
+    resolution: int | None = None,
+    dataset: str | None = None,
+    models: list[str] | None = None,
+) -> list[ModelChoice]:
+    """The models to ensemble. Defaults: the clean protocol, the highest resolution, the processed data set,
+    and (``models`` None or ["best"]) the architecture with the best out-of-fold AUC there; ["all"] takes
+    every architecture, or name them."""
+    if cells.empty:
+        raise FileNotFoundError(
+            "no trained model artifacts found (run the workflow first, or give --artifacts)"
+        )
+    cells = _pick(cells, "protocol", protocol, ["clean"])
+    cells = _pick(cells, "resolution", resolution, sorted(cells["resolution"].unique(), reverse=True))
+    cells = _pick(cells, "dataset", dataset, ["processed", "original", "augmented"])
+    groups = {
+        name: ModelChoice(*key, cells=[Path(c) for c in group.sort_values("fold")["cell"]])
+        for key, group in cells.groupby(list(KEY_FIELDS), sort=True)
+        for name in [key[3]]
+    }
+    if models and models not in (["best"], ["all"]):
+        unknown = [m for m in models if m not in groups]
+        if unknown:
+            raise ValueError(f"no trained cells for model(s) {unknown}; available: {sorted(groups)}")
+        return [groups[m] for m in models]
+    if models == ["all"]:
+        return list(groups.values())
+    scores = {}
+    for name, choice in groups.items():
+        oof = out_of_fold(choice)
+        scores[name] = _auc(oof["cancer"].to_numpy(), oof["probability"].to_numpy()) if len(oof) else None
+    ranked = sorted(groups, key=lambda n: (scores[n] is not None, scores[n] or 0.0), reverse=True)
+    say("out-of-fold AUC: " + ", ".join(f"{n} {scores[n] if scores[n] is None else round(scores[n], 3)}"
+                                        for n in ranked))  # fmt: skip
+    return [groups[ranked[0]]]
+
+
+def out_of_fold(choice: ModelChoice) -> pd.DataFrame:
+    """The folds' validation predictions of real images together (each image scored by the fold model
+    that did not train on it); empty when no cell has its predictions.parquet beside the artifact."""
+    frames = [
+        pd.read_parquet(c / "predictions.parquet")
+        for c in choice.cells
+        if (c / "predictions.parquet").is_file()
+    ]
+    if not frames:
+        return pd.DataFrame(columns=["image_id", "patient_id", "laterality", "cancer", "probability"])
+    oof = pd.concat(frames, ignore_index=True)
+    oof = oof[oof["source"] == "real"] if "source" in oof.columns else oof
+    return oof.drop_duplicates("image_id")[["image_id", "patient_id", "laterality", "cancer", "probability"]]
+
+
+def ensemble_out_of_fold(choices: list[ModelChoice]) -> pd.DataFrame:
+    """Out-of-fold probabilities averaged over the chosen models (images all of them scored)."""
+    merged = None
+    for k, choice in enumerate(choices):
+        oof = out_of_fold(choice).rename(columns={"probability": f"p{k}"})
+        merged = oof if merged is None else merged.merge(oof[["image_id", f"p{k}"]], on="image_id")
+    if merged is None or merged.empty:
+        return pd.DataFrame(columns=["image_id", "patient_id", "laterality", "cancer", "probability"])
+    merged["probability"] = merged[[f"p{k}" for k in range(len(choices))]].mean(axis=1)
+    return merged[["image_id", "patient_id", "laterality", "cancer", "probability"]]
+
+
+@torch.no_grad()
+def probabilities(
+    model: nn.Module, images: np.ndarray, rows: np.ndarray, device: torch.device, batch_size: int = 64
+) -> np.ndarray:
+    """Sigmoid outputs for images[rows], as the training cell computes its validation predictions
+    (normalisation, channels_last, bf16 autocast where the device has native bf16)."""
+    bf16 = use_bf16(device, "auto")
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = np.ascontiguousarray(images[rows[start : start + batch_size]])
+        x = normalize_batch(torch.from_numpy(batch).to(device)).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x).squeeze(1).float()
+        out.append(torch.sigmoid(logits).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.empty(0)
+
+
+def load_folds(choice: ModelChoice, device: torch.device) -> list[tuple[nn.Module, dict]]:
+    return [load_artifact(cell, device) for cell in choice.cells]

@@ -1,0 +1,140 @@
+"""New images made exactly as a model's training images were: the decode stage, then its preprocessing.
+
+Each DICOM is decoded once by the decode stage's own worker (``decode_to_working_size``: dicomsdl, pydicom as
+fallback, resize to the working size) in the stage's supervised processes (``imap_isolated``), with its
+rule for a crashed decoder: the file is retried with the next decoder, and a file no decoder can read is
+listed with every reason. The decoded image then goes through ``prepare_original`` / ``prepare_processed``
+with the settings recorded in the model artifact, for every (data set, resolution) the chosen models need.
+Only the small uint8 images cross the process boundary. They are kept in memory-mapped arrays under a
+temporary folder, so a data set of any size needs no more memory than a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammoflow.decode import DecodeTask, decode_to_working_size
+from mammoflow.isolated import Crashed, imap_isolated
+from mammoflow.preprocess import ProcessOptions, prepare_original, prepare_processed
+from mammoflow.progress import progress
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """One input kind a model needs: the store's data set (original|processed) at a resolution."""
+
+    dataset: str
+    resolution: int
+    options: tuple = ()  # ProcessOptions as sorted (key, value) pairs: hashable, picklable
+
+    @classmethod
+    def of(cls, metadata: dict) -> Preparation:
+        preprocess = metadata.get("preprocess") or {}
+        dataset = preprocess.get("dataset")
+        if dataset not in ("original", "processed"):
+            raise ValueError(
+                f"{metadata.get('_dir')}: artifact does not say how its images were preprocessed"
+            )
+        options = (
+            ProcessOptions.from_config(preprocess.get("options") or {}) if dataset == "processed" else None
+        )
+        pairs = tuple(sorted(vars(options).items())) if options else ()
+        return cls(dataset, int(metadata["resolution"]), pairs)
+
+    def process(self, pixels: np.ndarray, meta: dict) -> np.ndarray:
+        if self.dataset == "original":
+            return prepare_original(pixels, self.resolution).image
+        return prepare_processed(pixels, meta, self.resolution, ProcessOptions(**dict(self.options))).image
+
+
+@dataclass(frozen=True)
+class PrepareTask:
+    decode: DecodeTask
+    laterality: str
+    preparations: tuple[Preparation, ...]
+
+
+def prepare_one(task: PrepareTask) -> tuple[list[np.ndarray], dict] | str:
+    """Worker body: every preparation of one file and its decode facts, or the reason it failed."""
+    result = decode_to_working_size(task.decode)
+    if isinstance(result, str):
+        return result
+    pixels, meta = result
+    # The header facts as the decode stage's index gives them to preprocessing (plus the laterality,
+    # which decides on which side the chest wall is kept when padding).
+    meta = {**meta, "laterality": task.laterality}
+    try:
+        return [p.process(pixels, meta) for p in task.preparations], meta
+    except Exception as exc:  # e.g. a constant or degenerate image: this file's failure, not the run's
+        return f"preprocessing failed: {type(exc).__name__}: {exc}"
+
+
+def prepare_images(
+    images: pd.DataFrame,
+    preparations: list[Preparation],
+    work_dir: Path,
+    working_size: int,
+    decoders: tuple[str, ...],
+    workers: int = 1,
+) -> tuple[dict[Preparation, np.ndarray], pd.DataFrame]:
+    """Arrays (N x res x res uint8 per preparation, row i = images row i) and a per-image status table:
+    ``decoded`` (bool), ``reason`` (why not), ``decoder``, ``decode_seconds``."""
+    n = len(images)
+    arrays = {
+        prep: np.lib.format.open_memmap(
+            work_dir / f"{prep.dataset}_{prep.resolution}_{k}.npy",
+            mode="w+",
+            dtype=np.uint8,
+            shape=(n, prep.resolution, prep.resolution),
+        )
+        for k, prep in enumerate(preparations)
+    }
+    reasons: dict[int, list[str]] = {}
+    status = pd.DataFrame({"decoded": np.zeros(n, bool), "reason": [""] * n, "decoder": [""] * n,
+                           "decode_seconds": np.full(n, np.nan)})  # fmt: skip
+    tasks: dict[int, PrepareTask] = {}
+    for i, row in enumerate(images.itertuples(index=False)):
+        if row.header_error:
+            status.loc[i, "reason"] = row.header_error
+            continue
+        if not Path(row.path).is_file():
+            status.loc[i, "reason"] = f"file not found: {row.path}"
+            continue
+        decode = DecodeTask(str(row.path), working_size, tuple(decoders))
+        tasks[i] = PrepareTask(decode, str(row.laterality), tuple(preparations))
+    pending = sorted(tasks)
+    while pending:
+        retry = []
+        results = imap_isolated(prepare_one, [tasks[i] for i in pending], workers)
+        for local, result in progress(results, "decode + preprocess", total=len(pending)):
+            i = pending[local]
+            if isinstance(result, Crashed):  # the decode stage's rule: the next decoder gets the file
+                decoders_left = tasks[i].decode.decoders
+                reasons.setdefault(i, []).append(f"{decoders_left[0]}: {result}")
+                if len(decoders_left) > 1:
+                    decode = DecodeTask(tasks[i].decode.path, working_size, decoders_left[1:])
+                    tasks[i] = PrepareTask(decode, tasks[i].laterality, tasks[i].preparations)
+                    retry.append(i)
+                    continue
+                result = "; ".join(reasons[i])
+            elif isinstance(result, str) and i in reasons:
+                result = "; ".join([*reasons[i], result])
+            if isinstance(result, str):
+                status.loc[i, "reason"] = result
+                continue
+            prepared, meta = result
+            for prep, image in zip(preparations, prepared, strict=True):
+                arrays[prep][i] = image
+            status.loc[i, ["decoded", "decoder", "decode_seconds"]] = [
+                True,
+                meta["decoder"],
+                meta["decode_seconds"],
+            ]
+        pending = retry
+    for array in arrays.values():
+        array.flush()
+    return arrays, status

@@ -1,0 +1,357 @@
+"""`mammoflow predict`: trained models applied to a folder of mammograms they never saw.
+
+Steps: read the folder (inputs.py); choose the models (ensemble.py); decode and preprocess every image as
+the models' training images were (prepare.py); average each model's folds, then the models; aggregate
+each breast's views (mean, or max); choose thresholds on the out-of-fold predictions; write the
+predictions, the Kaggle submission, Grad-CAM panels of the flagged breasts (explain.py) and, when the
+folder has labels, the external validation (external.json).
+
+Written to ``--out``:
+- ``images.parquet`` / ``images.csv``: one row per image, decoded or not (``decoded``, ``reason``), its
+  probability (NaN when it could not be decoded) and each model's;
+- ``breasts.parquet`` / ``breasts.csv``: one row per breast (prediction_id = patient_laterality): the
+  aggregate of the views that were decoded, ``views``/``views_decoded``, ``status`` ok | partial | missing,
+  and the flags at both thresholds;
+- ``submission.csv``: Kaggle's ``prediction_id,cancer``, one row per breast;
+- ``failed.csv``: every file that could not be used, with the reason;
+- ``summary.json``: models, thresholds and where they came from, counts, throughput;
+- ``external.json`` (labelled input only), ``cam/<prediction_id>.png`` + ``cam/boxes.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.classify.artifact import load_artifact, read_metadata
+from mammoflow.classify.train import pick_device
+from mammoflow.decode import decoder_chain
+from mammoflow.predict.ensemble import (
+    cells_of,
+    choose_models,
+    ensemble_out_of_fold,
+    find_cells,
+    probabilities,
+)
+from mammoflow.predict.explain import explain_breasts
+from mammoflow.predict.inputs import read_inputs
+from mammoflow.predict.prepare import Preparation, prepare_images
+from mammoflow.predict.thresholds import bootstrap_metrics, choose_thresholds
+from mammoflow.progress import say
+
+BREAST_KEYS = ["prediction_id", "patient_id", "laterality"]
+
+
+@dataclass
+class PredictOptions:
+    results: str = "results"
+    artifacts: list[str] = field(default_factory=list)
+    protocol: str | None = None
+    resolution: int | None = None
+    dataset: str | None = None
+    models: list[str] | None = None  # None / ["best"]: the best by out-of-fold AUC; ["all"]; or names
+    aggregation: str = "mean"  # mean | max over a breast's views
+    submission: str = "probability"  # probability | binary (0/1 at the pF1-optimal threshold)
+    name: str | None = None
+    workers: int = 1
+    device: str = "auto"
+    threads: int = 0
+    batch_size: int = 64
+    bootstrap: int = 1000
+    seed: int = 0
+    cam_max: int = 20  # Grad-CAM panels for at most this many flagged breasts (highest first)
+    working_size: int | None = None  # only for artifacts that do not record their decode settings
+
+
+def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, tuple[str, ...]]:
+    """Working size and decoder chain the chosen models' images were decoded with (one for all)."""
+    recorded = {json.dumps(m.get("decode"), sort_keys=True) for m in metadatas}
+    if len(recorded) > 1:
+        raise ValueError(
+            f"the chosen models were decoded differently ({sorted(recorded)}): choose models of one run"
+        )
+    decode = metadatas[0].get("decode") or {}
+    working_size = override or decode.get("working_size")
+    if not working_size:
+        raise ValueError(
+            f"{metadatas[0]['_dir']}: the artifact does not record its decode working size; "
+            "give --working-size"
+        )
+    decoders = tuple(decode.get("decoders") or ("dicomsdl", "pydicom"))
+    return int(working_size), decoder_chain(decoders, bool(decode.get("reduce", False)))
+
+
+def aggregate_breasts(images: pd.DataFrame, how: str, labelled: bool) -> pd.DataFrame:
+    """One row per breast: ``how`` (mean|max) of its decoded views' probabilities."""
+    if how not in ("mean", "max"):
+        raise ValueError(f"aggregation must be mean or max, not {how!r}")
+    grouped = images.groupby(BREAST_KEYS, sort=True, dropna=False)
+    breasts = grouped.agg(
+        probability=("probability", how),  # pandas skips NaN: the views that remain
+        views=("image_id", "size"),
+        views_decoded=("decoded", "sum"),
+    ).reset_index()
+    if labelled:
+        breasts["cancer"] = grouped["cancer"].max().to_numpy()
+    breasts["status"] = np.where(
+        breasts["views_decoded"] == 0,
+        "missing",
+        np.where(breasts["views_decoded"] < breasts["views"], "partial", "ok"),
+    )
+    return breasts
+
+
+def _thresholds(choices, how: str, metadatas: list[dict]) -> dict:
+    """pF1-optimal and 90 %-specificity thresholds on the out-of-fold predictions, image and breast level."""
+    oof = ensemble_out_of_fold(choices)
+    if len(oof):
+        oof = oof.assign(decoded=True, prediction_id=oof["patient_id"].astype(str) + "_" + oof["laterality"])
+        breasts = aggregate_breasts(oof, how, labelled=True)
+        return {
+            "source": f"out-of-fold predictions of the chosen cells ({len(oof)} images, "
+            f"{len(breasts)} breasts)",
+            "image": choose_thresholds(oof["cancer"].to_numpy(), oof["probability"].to_numpy()),
+            "breast": choose_thresholds(breasts["cancer"].to_numpy(), breasts["probability"].to_numpy()),
+        }
+
+    # Artifacts without their cells' predictions: the mean of the thresholds each recorded on its own fold.
+    def mean_of(level: str, name: str):
+        values = [
+            m["thresholds"][level][name]
+            for m in metadatas
+            if m.get("thresholds", {}).get(level, {}).get(name) is not None
+        ]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "source": "mean of the artifacts' own validation-fold thresholds "
+        "(no predictions.parquet beside them)",
+        "image": {n: mean_of("image", n) for n in ("pf1", "spec90")},
+        "breast": {n: mean_of("breast_mean", n) for n in ("pf1", "spec90")},
+    }
+
+
+def _flag(values: pd.Series, threshold: float | None) -> pd.Series:
+    return (
+        (values >= threshold).astype("boolean").where(values.notna())
+        if threshold is not None
+        else pd.Series(pd.NA, index=values.index, dtype="boolean")
+    )
+
+
+def _write_table(frame: pd.DataFrame, stem: Path) -> None:
+    write_parquet(frame, stem.with_suffix(".parquet"))
+    with atomic_path(stem.with_suffix(".csv")) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(float(value)) else float(value)
+    return value
+
+
+def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptions) -> dict:
+    started = time.perf_counter()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = pick_device(options.device)
+    images, layout = read_inputs(data_dir)
+    labelled = layout == "rsna-train"
+    cells = cells_of(options.artifacts) if options.artifacts else find_cells(Path(options.results))
+    choices = choose_models(cells, options.protocol, options.resolution, options.dataset, options.models)
+    metadatas = [read_metadata(c) for choice in choices for c in choice.cells]
+    working_size, decoders = _decode_settings(metadatas, options.working_size)
+    preparations = list(dict.fromkeys(Preparation.of(m) for m in metadatas))
+    say(
+        f"predict {data_dir} ({layout}, {len(images)} images): "
+        + "; ".join(f"{c.label} ({len(c.cells)} folds)" for c in choices)
+        + f"; decode at {working_size} px with {'/'.join(decoders)}; {device}"
+    )
+
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as work:
+        prepare_started = time.perf_counter()
+        arrays, status = prepare_images(
+            images, preparations, Path(work), working_size, decoders, options.workers
+        )
+        prepare_seconds = time.perf_counter() - prepare_started
+        table = pd.concat([images.drop(columns=["header_error"]), status], axis=1)
+        rows = np.flatnonzero(table["decoded"].to_numpy())
+        model_seconds = time.perf_counter()
+        columns = []
+        for choice in choices:
+            fold_probabilities = []
+            for cell in choice.cells:
+                model, metadata = load_artifact(cell, device)
+                fold_probabilities.append(
+                    probabilities(model, arrays[Preparation.of(metadata)], rows, device, options.batch_size)
+                )
+                del model
+            column = f"p:{choice.label}"
+            table[column] = np.nan
+            table.loc[rows, column] = np.mean(fold_probabilities, axis=0) if len(rows) else []
+            columns.append(column)
+        table["probability"] = table[columns].mean(axis=1, skipna=False)
+        model_seconds = time.perf_counter() - model_seconds
+
+        thresholds = _thresholds(choices, options.aggregation, metadatas)
+        breasts = aggregate_breasts(table, options.aggregation, labelled)
+        for name in ("pf1", "spec90"):
+            table[f"flag_{name}"] = _flag(table["probability"], thresholds["image"][name])
+            breasts[f"flag_{name}"] = _flag(breasts["probability"], thresholds["breast"][name])
+        _write_table(table, out_dir / "images")
+        _write_table(breasts, out_dir / "breasts")
+        failed = table.loc[
+            ~table["decoded"],
+            ["image_id", "patient_id", "laterality", "view", "prediction_id", "path", "reason"],
+        ]
+        with atomic_path(out_dir / "failed.csv") as tmp:
+            failed.to_csv(tmp, index=False)
+        _write_submission(
+            breasts, out_dir / "submission.csv", options.submission, thresholds["breast"]["pf1"]
+        )
+
+        cam_started = time.perf_counter()
+        cam = _explain(
+            out_dir / "cam", table, breasts, arrays, choices[0], thresholds["breast"]["pf1"], device, options
+        )
+        cam_seconds = time.perf_counter() - cam_started
+
+    summary = {
+        "name": options.name or out_dir.name,
+        "data_dir": str(data_dir),
+        "layout": layout,
+        "models": [{"model": c.label, "folds": [str(p) for p in c.cells]} for c in choices],
+        "aggregation": options.aggregation,
+        "thresholds": thresholds,
+        "decode": {"working_size": working_size, "decoders": list(decoders)},
+        "n_images": len(table),
+        "n_decoded": int(table["decoded"].sum()),
+        "n_failed": int((~table["decoded"]).sum()),
+        "n_breasts": len(breasts),
+        "breasts_missing": int((breasts["status"] == "missing").sum()),
+        "breasts_flagged_pf1": int(breasts["flag_pf1"].fillna(False).sum()),
+        "cam_panels": cam,
+        "device": str(device),
+    }
+    external_seconds = time.perf_counter()
+    if labelled:
+        external = external_validation(table, breasts, choices, thresholds, summary, options)
+        write_text(json.dumps(_jsonable(external), indent=2) + "\n", out_dir / "external.json")
+    external_seconds = time.perf_counter() - external_seconds
+    total = time.perf_counter() - started
+    # Throughput of prediction proper: decode, preprocess and the models (with loading them); the
+    # Grad-CAM panels and the bootstrap depend on how many breasts are flagged and on --bootstrap.
+    summary["seconds"] = {
+        "decode_preprocess": prepare_seconds,
+        "models": model_seconds,
+        "cam_panels": cam_seconds,
+        "external_validation": external_seconds,
+        "total": total,
+    }
+    summary["images_per_second"] = {
+        "decode_preprocess": len(table) / prepare_seconds if prepare_seconds else None,
+        "prediction": len(table) / (prepare_seconds + model_seconds),
+        "end_to_end": len(table) / total,
+    }
+    write_text(json.dumps(_jsonable(summary), indent=2) + "\n", out_dir / "summary.json")
+    for row in failed.itertuples(index=False):
+        say(f"  cannot use {row.path}: {row.reason}")
+    say(
+        f"predicted {summary['n_decoded']} of {len(table)} images ({summary['n_failed']} failed), "
+        f"{len(breasts)} breasts ({summary['breasts_missing']} missing, {summary['breasts_flagged_pf1']} "
+        f"flagged) in {summary['seconds']['total']:.1f} s -> {out_dir}"
+    )
+    return summary
+
+
+def _write_submission(breasts: pd.DataFrame, path: Path, kind: str, threshold: float | None) -> None:
+    """Kaggle's format. A breast none of whose views could be decoded gets 0 (it is listed in failed.csv
+    and marked missing in breasts.csv): the submission must have a row for every prediction_id."""
+    probability = breasts["probability"].fillna(0.0).clip(0.0, 1.0)
+    if kind == "binary":
+        if threshold is None:
+            raise ValueError(
+                "--submission binary needs a pF1 threshold, and the out-of-fold predictions have no positives"
+            )
+        probability = (probability >= threshold).astype(float)
+    elif kind != "probability":
+        raise ValueError(f"submission must be probability or binary, not {kind!r}")
+    with atomic_path(path) as tmp:
+        pd.DataFrame({"prediction_id": breasts["prediction_id"], "cancer": probability}).to_csv(
+            tmp, index=False
+        )
+
+
+def _explain(out, table, breasts, arrays, choice, threshold, device, options) -> dict:
+    """Grad-CAM panels of the flagged breasts (highest first, at most cam_max), with the first model."""
+    flagged = breasts[breasts["flag_pf1"].fillna(False).astype(bool)].sort_values(
+        "probability", ascending=False
+    )
+    chosen = flagged.head(options.cam_max)
+    if chosen.empty:
+        return {"breasts": 0, "flagged": len(flagged), "note": "no breast flagged at the pF1 threshold"}
+    views = table[table["decoded"] & table["prediction_id"].isin(chosen["prediction_id"])].copy()
+    views["row"] = views.index
+    views = views.merge(
+        chosen[["prediction_id", "probability"]].rename(columns={"probability": "breast_probability"}),
+        on="prediction_id",
+    )
+    views["threshold"] = threshold
+    views = views.sort_values(
+        ["breast_probability", "prediction_id", "image_id"], ascending=[False, True, True]
+    )
+    models = [load_artifact(cell, device) for cell in choice.cells]
+    explain_breasts(out, views, arrays[Preparation.of(models[0][1])], models, device)
+    return {"breasts": len(chosen), "flagged": len(flagged), "model": choice.label, "folder": str(out)}
+
+
+def external_validation(table, breasts, choices, thresholds, summary, options) -> dict:
+    """Image- and breast-level metrics with patient-bootstrap intervals, at the out-of-fold thresholds."""
+    first = choices[0]
+    out = {
+        "name": summary["name"],
+        "data_dir": summary["data_dir"],
+        "models": [c.label for c in choices],
+        "protocol": first.protocol,
+        "resolution": first.resolution,
+        "dataset": first.dataset,
+        "aggregation": options.aggregation,
+        "n_images": summary["n_images"],
+        "n_breasts": summary["n_breasts"],
+        "n_failed": summary["n_failed"],
+        "bootstrap": {"resamples": options.bootstrap, "seed": options.seed, "level": 0.95, "unit": "patient"},
+        "thresholds": {
+            "pf1_oof": thresholds["breast"]["pf1"],
+            "spec90_oof": thresholds["breast"]["spec90"],
+            "image_pf1_oof": thresholds["image"]["pf1"],
+            "source": thresholds["source"],
+        },
+        "note": "sensitivity and specificity at the out-of-fold pF1-optimal threshold of each level; "
+        "images that could not be decoded and breasts without a decoded view are left out",
+    }
+    for level, frame, key in (("image", table, "image"), ("breast", breasts, "breast")):
+        scored = frame[frame["probability"].notna()]
+        threshold = thresholds[key]["pf1"]
+        out[level] = bootstrap_metrics(
+            scored, threshold if threshold is not None else 0.5, options.bootstrap, options.seed
+        )
+        out[f"{level}_threshold"] = threshold
+    return out

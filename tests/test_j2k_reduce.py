@@ -1,0 +1,222 @@
+"""Reduced-resolution JPEG 2000 decoding (decode.reduce): the level rule, the codestream facts it reads,
+and, on real-size mammograms, that the processed stores of the reduced and the full path agree."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATA
+from dicom_factory import mammo_like, mammo_textured, write_codestream_dicom, write_dicom
+from PIL import Image
+from pydicom.uid import JPEG2000, JPEG2000Lossless
+
+from mammoflow import j2k
+from mammoflow.decode import DecodedImages, decode_shard, image_path, index_shards
+from mammoflow.dicom import read_image
+from mammoflow.preprocess import ProcessOptions, prepare_original, prepare_processed
+
+
+def _pillow_codestream(stored: np.ndarray, resolutions: int, jp2: bool = False) -> bytes:
+    """16-bit precision, ``resolutions - 1`` decomposition levels, reversible (lossless) code."""
+    out = io.BytesIO()
+    image = Image.fromarray(stored.astype(np.uint16))  # mode I;16
+    image.save(out, format="JPEG2000", num_resolutions=resolutions, no_jp2=not jp2)
+    return out.getvalue()
+
+
+def test_main_header_facts():
+    stored = mammo_like(300, 240, bits=12)
+    raw = _pillow_codestream(stored, 7)
+    assert j2k.read_main_header(raw) == j2k.Codestream(240, 300, 1, 16, False, 6)
+    assert j2k.read_main_header(_pillow_codestream(stored, 4, jp2=True)).levels == 3
+    with pytest.raises(j2k.CodestreamError, match="no SOC"):
+        j2k.read_main_header(b"\x00" * 64)
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "levels", "working", "level"),
+    [
+        (4096, 3328, 5, 1024, 2),  # 1024 x 832: exactly the working size
+        (2294, 1914, 5, 1024, 1),  # 1147 x 957; a quarter (574) would be below 1024
+        (5355, 4915, 5, 1024, 2),  # 1339
+        (4096, 3328, 1, 1024, 1),  # only one level in the codestream
+        (1000, 800, 5, 1024, 0),  # already smaller than the working size
+        (4096, 3328, 6, 256, 4),
+    ],
+)
+def test_deepest_level_keeping_the_working_size(rows, cols, levels, working, level):
+    assert j2k.choose_level(rows, cols, levels, working) == level
+    assert max(j2k.reduced_size(rows, level), j2k.reduced_size(cols, level)) >= min(working, max(rows, cols))
+
+
+def test_precision_above_bits_stored_with_high_bits_is_read_in_full(tmp_path):
+    """A 16-bit codestream under BitsStored 12 with garbage high bits: masked as a full decode masks."""
+    stored = mammo_like(600, 500, bits=12, seed=4)
+    garbage = stored | np.uint16(0x8000)
+    path = write_codestream_dicom(
+        tmp_path / "g.dcm", garbage, _pillow_codestream(garbage, 6), str(JPEG2000Lossless), bits=12
+    )
+    image = read_image(path, ("pillow-j2k", "dicomsdl"), reduce_to=128)
+    assert image.decoder == "dicomsdl" and image.level == 0
+    np.testing.assert_array_equal(image.pixels, stored)
+    clean = write_codestream_dicom(
+        tmp_path / "c.dcm", stored, _pillow_codestream(stored, 6), str(JPEG2000Lossless), bits=12
+    )
+    image = read_image(clean, ("pillow-j2k", "dicomsdl"), reduce_to=128)
+    assert image.decoder == "pillow-j2k" and image.level == 2 and image.pixels.shape == (150, 125)
+
+
+# Real detector sizes, as the RSNA scanners write them (5-6 wavelet levels, as clinical encoders do).
+REAL = [
+    # rows, cols, bits, photometric, window, voi, how the codestream is made
+    (4096, 3328, 12, "MONOCHROME2", [(2047, 4095)], "LINEAR", "openjpeg-lossless"),
+    (2294, 1914, 14, "MONOCHROME1", [(8000, 12000)], "SIGMOID", "openjpeg-lossless"),
+    (3518, 2800, 16, "MONOCHROME2", None, None, "pillow-6-levels"),
+    (2294, 1914, 12, "MONOCHROME2", [(2000, 3000)], "LINEAR", "openjpeg-lossy"),
+]
+LEVELS = [2, 1, 1, 1]
+
+
+def _real_size_folder(root):
+    rows = []
+    for i, (height, width, bits, photometric, windows, voi, codec) in enumerate(REAL):
+        stored = mammo_textured(height, width, bits, seed=i)
+        if photometric == "MONOCHROME1":
+            stored = (1 << bits) - 1 - stored
+        path = image_path(root, 1 + i // 2, 100 + i)
+        header = dict(bits=bits, photometric=photometric, windows=windows, voi=voi)
+        if codec == "openjpeg-lossless":  # pydicom -> pylibjpeg-openjpeg: 5 decomposition levels
+            write_dicom(path, stored, "j2k", **header)
+        elif codec == "pillow-6-levels":
+            write_codestream_dicom(
+                path, stored, _pillow_codestream(stored, 7), str(JPEG2000Lossless), **header
+            )
+        else:
+            import pydicom
+
+            write_dicom(path, stored, "raw", **header)
+            ds = pydicom.dcmread(path)
+            ds.compress(JPEG2000, stored, encoding_plugin="pylibjpeg", j2k_cr=[8])
+            ds.save_as(path)
+        rows.append((1 + i // 2, 100 + i, "LR"[i % 2], "CC", 0))
+    pd.DataFrame(rows, columns=["patient_id", "image_id", "laterality", "view", "cancer"]).to_csv(
+        root / "train.csv", index=False
+    )
+
+
+def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
+    _real_size_folder(tmp_path / "rsna")
+    indexes = {}
+    for reduce in (False, True):
+        shard = tmp_path / f"reduce_{reduce}"
+        decode_shard(tmp_path / "rsna", shard, 0, 1, working_size=1024, reduce=reduce)
+        indexes[reduce] = index_shards(
+            [shard], tmp_path / f"i{reduce}.parquet", tmp_path / f"e{reduce}.parquet"
+        )
+    full, reduced = indexes[False], indexes[True]
+    assert list(full["level"]) == [0, 0, 0, 0] and list(reduced["level"]) == LEVELS
+    assert set(reduced["decoder"]) == {"pillow-j2k"} and "pillow-j2k" not in set(full["decoder"])
+    assert list(reduced["lossy"]) == [False, False, False, True]
+    for (height, width, *_), level, entry in zip(REAL, LEVELS, reduced.itertuples(), strict=True):
+        assert (entry.decoded_height, entry.decoded_width) == (-(-height // 2**level), -(-width // 2**level))
+    for column in ("height", "width", "rows", "cols", "window_centers", "inverted", "bits_stored"):
+        assert full[column].astype(str).tolist() == reduced[column].astype(str).tolist(), column
+
+    a, b = DecodedImages(full), DecodedImages(reduced)
+    figures = []
+    for row in range(len(full)):
+        for res in (256, 512):
+            x = prepare_processed(a.pixels(row), full.iloc[row], res, ProcessOptions())
+            y = prepare_processed(b.pixels(row), reduced.iloc[row], res, ProcessOptions())
+            diff = np.abs(x.image.astype(np.int16) - y.image)
+            original = np.abs(
+                prepare_original(a.pixels(row), res).image.astype(np.int16)
+                - prepare_original(b.pixels(row), res).image
+            )
+            figures.append(
+                (
+                    row,
+                    LEVELS[row],
+                    res,
+                    x.crop == y.crop,
+                    diff.mean(),
+                    np.percentile(diff, 99),
+                    original.mean(),
+                )
+            )
+    print(
+        "\nrow level res same_crop processed_mean processed_p99 original_mean"
+    )  # README figures (pytest -s)
+    for figure in figures:
+        print(" ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in figure))
+    # Where the crop is the same and one level was skipped, the stores agree within a grey level on average.
+    for row, level, res, same_crop, mean, _, original_mean in figures:
+        assert original_mean <= 1.5, (row, res, original_mean)
+        if same_crop and level == 1:
+            assert mean <= 1.0, (row, res, mean)
+    STATE["figures"] = figures
+
+
+STATE: dict = {}
+
+
+@pytest.mark.xfail(
+    reason="issue 12 bound not met yet: skipping two levels, or a crop box that moves, gives 1-4"
+)
+def test_processed_stores_within_one_grey_level_on_every_image():
+    """The issue's done-when on every image; needs the previous test's figures (same module, run first)."""
+    assert STATE.get("figures"), "run with test_reduced_and_full_paths_agree_on_real_size_images"
+    assert max(mean for *_, mean, _, _ in STATE["figures"]) <= 1.0
+
+
+def test_reduced_decode_is_the_same_bytes_for_any_worker_count(tmp_path):
+    root = tmp_path / "rsna"
+    for i in range(4):
+        write_dicom(
+            image_path(root, 1, 10 + i), mammo_textured(1200, 1000, 12, seed=i), "j2k", windows=[(2000, 3000)]
+        )
+    pd.DataFrame(
+        {"patient_id": 1, "image_id": range(10, 14), "laterality": "L", "view": "CC", "cancer": 0}
+    ).to_csv(root / "train.csv", index=False)
+    for workers in (1, 2):
+        decode_shard(root, tmp_path / f"w{workers}", 0, 1, working_size=256, workers=workers, reduce=True)
+    assert (tmp_path / "w1/pixels.u16").read_bytes() == (tmp_path / "w2/pixels.u16").read_bytes()
+    meta = pd.read_parquet(tmp_path / "w2/meta.parquet")
+    assert set(meta["level"]) == {2} and set(meta["decoder"]) == {"pillow-j2k"}
+
+
+def test_htj2k_reduced_and_full(tmp_path):
+    """HTJ2K lossless (OpenJPH-encoded fixture, 5 levels): read reduced by Pillow's OpenJPEG, in full by
+    pydicom; dicomsdl is not given the syntax."""
+    path = DATA / "htj2k_lossless.dcm"
+    full = read_image(path)
+    assert full.decoder == "pydicom" and "dicomsdl is not used for HTJ2K Lossless" in _reason(path)
+    reduced = read_image(path, ("pillow-j2k", "dicomsdl", "pydicom"), reduce_to=100)
+    assert reduced.decoder == "pillow-j2k" and reduced.level == 2 and reduced.pixels.shape == (112, 90)
+    box = full.pixels.reshape(112, 4, 90, 4).mean(axis=(1, 3))
+    assert (
+        np.corrcoef(reduced.pixels.ravel(), box.ravel())[0, 1] > 0.98
+    )  # the same picture, a quarter the size
+    assert not full.header.lossy
+
+
+def _reason(path) -> str:
+    from mammoflow.dicom import DicomError, read_with_dicomsdl
+
+    with pytest.raises(DicomError) as caught:
+        read_with_dicomsdl(path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("bits", [8, 12, 14, 16])
+def test_reduced_values_are_stored_values(tmp_path, bits):
+    """Pillow scales 9-16 bit samples up to 16 bits; the reduced reader undoes it for every precision."""
+    stored = mammo_textured(640, 512, bits, seed=bits)
+    path = write_dicom(tmp_path / "x.dcm", stored, "j2k", bits=bits)
+    image = read_image(path, ("pillow-j2k", "dicomsdl"), reduce_to=160)
+    assert image.decoder == "pillow-j2k" and image.level == 2 and image.pixels.shape == (160, 128)
+    box = stored.reshape(160, 4, 128, 4).mean(axis=(1, 3))
+    # A wrong shift would be off by a factor of 2 or more; the lifting rounds by about a stored level.
+    assert abs(float(image.pixels.mean()) - float(box.mean())) < 0.01 * ((1 << bits) - 1)
+    assert int(image.pixels.max()) <= (1 << bits) - 1
