@@ -90,12 +90,13 @@ def build_model(
 
 
 def _quiet_head(model: nn.Module) -> nn.Module:
-    """Zero the new one-logit head. timm initialises EfficientNet's classifier U(-1/sqrt(fan_out), ...),
+    """Calm the new one-logit head. timm initialises EfficientNet's classifier U(-1/sqrt(fan_out), ...),
     which for one output is U(-1, 1) over 1280 features: first logits of +-10, a BCE of 5-8, and a random
-    start that diverges (measured on the phantom). A zero head starts every model at p = 0.5."""
+    start that diverges (measured on the phantom). A head of N(0, 0.01) starts every model near p = 0.5
+    (not exactly zero, so that the bias moves on a balanced first batch too)."""
     head = model.get_classifier()
     if isinstance(head, nn.Linear):
-        nn.init.zeros_(head.weight)
+        nn.init.normal_(head.weight, std=0.01)
         if head.bias is not None:
             nn.init.zeros_(head.bias)
     return model
