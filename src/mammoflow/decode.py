@@ -31,8 +31,8 @@ import pandas as pd
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
 from mammoflow.dicom import DecodedImage, DicomError, read_image
-from mammoflow.isolated import Crashed, imap_isolated
-from mammoflow.progress import progress, say
+from mammoflow.isolated import imap_with_fallback
+from mammoflow.progress import say
 from mammoflow.samplesheet import SheetError, read_sheet
 
 ERROR_COLUMNS = ["image_id", "patient_id", "path", "reason"]
@@ -185,35 +185,25 @@ def decode_shard(
     errors: dict[int, str] = {}
     offset = 0
     with atomic_path(out_dir / "pixels.u16") as tmp_pixels, open(tmp_pixels, "wb") as sink:
-        pending = list(range(len(tasks)))
-        reasons: dict[int, list[str]] = {}
         # A crashed decoder process gets the file again with the next decoder in line.
-        while pending:
-            batch = [tasks[i] for i in pending]
-            retry = []
-            results = imap_isolated(decode_to_working_size, batch, workers)
-            for local, result in progress(results, f"decode shard {shard}", total=len(batch)):
-                i = pending[local]
-                if isinstance(result, Crashed):
-                    used = tasks[i].decoders[0]
-                    reasons.setdefault(i, []).append(f"{used}: {result}")
-                    if len(tasks[i].decoders) > 1:
-                        tasks[i] = DecodeTask(tasks[i].path, working_size, tasks[i].decoders[1:])
-                        retry.append(i)
-                        continue
-                    result = "; ".join(reasons[i])
-                elif isinstance(result, str) and i in reasons:
-                    result = "; ".join([*reasons[i], result])
-                if isinstance(result, str):
-                    errors[i] = result
-                    if strict:
-                        raise DataError(f"{tasks[i].path}: {result}")
-                    continue
-                pixels, meta = result
-                sink.write(pixels.astype("<u2", copy=False).tobytes())
-                metas[i] = {**meta, "offset": offset}
-                offset += pixels.size
-            pending = retry
+        results = imap_with_fallback(
+            decode_to_working_size,
+            dict(enumerate(tasks)),
+            workers,
+            lambda task: task.decoders,
+            lambda task, left: DecodeTask(task.path, working_size, left),
+            f"decode shard {shard}",
+        )
+        for i, result in results:
+            if isinstance(result, str):
+                errors[i] = result
+                if strict:
+                    raise DataError(f"{tasks[i].path}: {result}")
+                continue
+            pixels, meta = result
+            sink.write(pixels.astype("<u2", copy=False).tobytes())
+            metas[i] = {**meta, "offset": offset}
+            offset += pixels.size
     _write_meta(rows, tasks, metas, out_dir)
     _write_errors(rows, tasks, errors, out_dir)
     say(f"shard {shard}/{shards}: decoded {len(metas)} images, {len(errors)} could not be decoded")

@@ -15,7 +15,11 @@ import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, TypeVar
+
+from mammoflow.progress import progress
+
+Task = TypeVar("Task")
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,37 @@ def imap_isolated(
     finally:
         for worker in pool:
             worker.stop()
+
+
+def imap_with_fallback(
+    func: Callable[[Task], Any],
+    tasks: dict[int, Task],
+    workers: int,
+    decoders_of: Callable[[Task], tuple[str, ...]],
+    with_decoders: Callable[[Task, tuple[str, ...]], Task],
+    description: str,
+) -> Iterator[tuple[int, Any]]:
+    """``imap_isolated`` with the decode stage's rule for crashes: a task whose worker died is given again
+    with the next decoder in its chain. Yields ``(key, result)``: ``func``'s result, or a ``str`` reason
+    that names every decoder that crashed before (a failure's reason is a str too). Keys come first in
+    order, then the retried ones in order, so the output does not depend on the number of workers."""
+    tasks = dict(tasks)
+    reasons: dict[int, list[str]] = {}
+    pending = sorted(tasks)
+    while pending:
+        retry = []
+        results = imap_isolated(func, [tasks[key] for key in pending], workers)
+        for local, result in progress(results, description, total=len(pending)):
+            key = pending[local]
+            if isinstance(result, Crashed):
+                left = decoders_of(tasks[key])
+                reasons.setdefault(key, []).append(f"{left[0]}: {result}")
+                if len(left) > 1:
+                    tasks[key] = with_decoders(tasks[key], left[1:])
+                    retry.append(key)
+                    continue
+                result = "; ".join(reasons[key])
+            elif isinstance(result, str) and key in reasons:
+                result = "; ".join([*reasons[key], result])
+            yield key, result
+        pending = retry

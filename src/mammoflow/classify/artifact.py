@@ -16,7 +16,6 @@ fp32 model.pt, 117 MB here) and changes the validation probabilities by less tha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from mammoflow import __version__, paths
-from mammoflow.atomic import atomic_path, write_text
+from mammoflow.atomic import atomic_path, file_sha256, write_text
 from mammoflow.classify.models import GRAY_MEAN, GRAY_STD, _size_kwargs, build_model
 
 FORMAT = "mammoflow-model"
@@ -38,14 +37,6 @@ PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 class ArtifactError(ValueError):
     """A model artifact that is incomplete, damaged, or would need code to be run to load it."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def half_precision_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -100,7 +91,7 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict) -> dict
         "format_version": FORMAT_VERSION,
         **metadata,
         "input": input_spec(metadata["architecture"], int(metadata["resolution"])),
-        "weights": {"file": WEIGHTS_NAME, "dtype": "float16", "sha256": _sha256(weights_path)},
+        "weights": {"file": WEIGHTS_NAME, "dtype": "float16", "sha256": file_sha256(weights_path)},
         "versions": versions(),
     }
     write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", out_dir / METADATA_NAME)
@@ -163,7 +154,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
         raise ArtifactError(f"{weights_path}: the artifact's weights file is missing")
     _refuse_pickle(weights_path)
     expected = metadata["weights"].get("sha256")
-    if expected and _sha256(weights_path) != expected:
+    if expected and file_sha256(weights_path) != expected:
         raise ArtifactError(f"{weights_path}: SHA-256 differs from {METADATA_NAME}: the file was changed")
     try:
         state = load_file(str(weights_path), device="cpu")

@@ -26,7 +26,6 @@ Grayscale images enter Inception as three equal channels.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 import warnings
@@ -38,6 +37,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from mammoflow.atomic import file_sha256
 from mammoflow.gan.inception_tv import build_inception, inception_features
 from mammoflow.progress import say
 
@@ -153,12 +153,7 @@ def kid(generated: np.ndarray, real: np.ndarray, subsets: int = 100, subset_size
 # ------------------------------------------------------------------------------------------- networks
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256 = file_sha256  # (one implementation: mammoflow.atomic)
 
 
 def find_weights(setting: str) -> tuple[Path | None, str]:

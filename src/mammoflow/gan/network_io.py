@@ -6,7 +6,6 @@ training loop. Loaded with ``weights_only=True``: tensors and plain data, never 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ FORMAT = "mammoflow-gan/1"
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """float (N, 1, H, W) in [-1, 1] -> uint8 (N, H, W)."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].cpu().numpy()
-
-
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, dict]:

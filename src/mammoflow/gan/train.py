@@ -37,11 +37,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, file_sha256, write_parquet, write_text
 from mammoflow.devices import pick_device
 from mammoflow.gan.augment import POLICIES, diff_augment
 from mammoflow.gan.data import Positives
-from mammoflow.gan.network_io import FORMAT, file_digest, to_uint8
+from mammoflow.gan.network_io import FORMAT, to_uint8
 from mammoflow.gan.networks import Discriminator, GeneratorSpec, build_generator, grow_generator
 from mammoflow.gan.snapshots import shrink_for_sheet, write_snapshot_figure
 from mammoflow.gan.stage_runtime import Interrupted, StepTimer, _Termination
@@ -167,7 +167,7 @@ def train_stage(
             {
                 "spec": spec.to_dict(),
                 "settings": asdict(settings),
-                "previous": file_digest(previous) if previous else None,
+                "previous": file_sha256(previous) if previous else None,
                 "images": hashlib.sha256(positives.images.tobytes()).hexdigest(),
                 "ids": positives.image_ids.tolist(),
             },

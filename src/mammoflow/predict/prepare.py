@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from mammoflow.decode import DecodeTask, decode_to_working_size
-from mammoflow.isolated import Crashed, imap_isolated
+from mammoflow.isolated import imap_with_fallback
 from mammoflow.preprocess import ProcessOptions, prepare_original, prepare_processed
-from mammoflow.progress import progress
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,6 @@ def prepare_images(
         )
         for k, prep in enumerate(preparations)
     }
-    reasons: dict[int, list[str]] = {}
     status = pd.DataFrame({"decoded": np.zeros(n, bool), "reason": [""] * n, "decoder": [""] * n,
                            "decode_seconds": np.full(n, np.nan)})  # fmt: skip
     tasks: dict[int, PrepareTask] = {}
@@ -106,35 +104,29 @@ def prepare_images(
             continue
         decode = DecodeTask(str(row.path), working_size, tuple(decoders))
         tasks[i] = PrepareTask(decode, str(row.laterality), tuple(preparations))
-    pending = sorted(tasks)
-    while pending:
-        retry = []
-        results = imap_isolated(prepare_one, [tasks[i] for i in pending], workers)
-        for local, result in progress(results, "decode + preprocess", total=len(pending)):
-            i = pending[local]
-            if isinstance(result, Crashed):  # the decode stage's rule: the next decoder gets the file
-                decoders_left = tasks[i].decode.decoders
-                reasons.setdefault(i, []).append(f"{decoders_left[0]}: {result}")
-                if len(decoders_left) > 1:
-                    decode = DecodeTask(tasks[i].decode.path, working_size, decoders_left[1:])
-                    tasks[i] = PrepareTask(decode, tasks[i].laterality, tasks[i].preparations)
-                    retry.append(i)
-                    continue
-                result = "; ".join(reasons[i])
-            elif isinstance(result, str) and i in reasons:
-                result = "; ".join([*reasons[i], result])
-            if isinstance(result, str):
-                status.loc[i, "reason"] = result
-                continue
-            prepared, meta = result
-            for prep, image in zip(preparations, prepared, strict=True):
-                arrays[prep][i] = image
-            status.loc[i, ["decoded", "decoder", "decode_seconds"]] = [
-                True,
-                meta["decoder"],
-                meta["decode_seconds"],
-            ]
-        pending = retry
+    # The decode stage's rule: a decoder that crashes on a file hands it to the next one.
+    results = imap_with_fallback(
+        prepare_one,
+        tasks,
+        workers,
+        lambda task: task.decode.decoders,
+        lambda task, left: PrepareTask(
+            DecodeTask(task.decode.path, working_size, left), task.laterality, task.preparations
+        ),
+        "decode + preprocess",
+    )
+    for i, result in results:
+        if isinstance(result, str):
+            status.loc[i, "reason"] = result
+            continue
+        prepared, meta = result
+        for prep, image in zip(preparations, prepared, strict=True):
+            arrays[prep][i] = image
+        status.loc[i, ["decoded", "decoder", "decode_seconds"]] = [
+            True,
+            meta["decoder"],
+            meta["decode_seconds"],
+        ]
     for array in arrays.values():
         array.flush()
     return arrays, status
