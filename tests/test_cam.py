@@ -99,7 +99,9 @@ def _fake_cell(path, store, probabilities, model="resnet18", seed=0, source="rea
 
 
 # The study's setting: Grad-CAM on the last map, whatever its size (3 x 3 at 96 px)
-LESIONS_ONLY = CamSettings(threshold=1.0, top_k=0, all_lesions=True, examples=3, min_cells=1, method="gradcam")
+LESIONS_ONLY = CamSettings(
+    threshold=1.0, top_k=0, all_lesions=True, examples=3, min_cells=1, method="gradcam"
+)
 
 
 # ---------------------------------------------------------------------------------------------- localisation

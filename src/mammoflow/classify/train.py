@@ -134,6 +134,9 @@ class Trainer:
             betas=(0.9, 0.99),
             eps=1e-5,
             weight_decay=settings.weight_decay,
+            # One fused kernel for all parameters: on a CPU 5-7x faster than PyTorch's default per-tensor
+            # loop, which took a third of a resnet152 step (bench/optimizer.py)
+            fused=device.type in ("cpu", "cuda") or None,
         )
         self.schedule = one_cycle(self.optimizer, settings, steps)
 

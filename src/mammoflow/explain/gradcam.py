@@ -85,10 +85,10 @@ def explained_layer(
     ``min_cells`` cells on a side; then the deepest earlier stage whose map has that many (the shallowest
     stage when none has). Returns (module, name, why) where ``why`` says what was changed and why, or None.
 
-    The study explains the last feature map (stride 32: 8 x 8 cells at 256 px, 16 x 16 at 512). At the demo's
-    32 px that map is 1 x 1: one number, constant over the image, so it points nowhere. A map of at least 4 x 4
-    (ResNet's layer2 at 32 px, stride 8) can point at a lesion; it is a less abstract feature, and the summary
-    names the layer explained.
+    The study explains the last feature map (stride 32: 8 x 8 cells at 256 px, 16 x 16 at 512). At the
+    demo's 32 px that map is 1 x 1: one number, constant over the image, so it points nowhere. A map of 8 x 8
+    (ResNet's layer1 at 32 px, stride 4) is as fine as the study's at 256 px; it is a less abstract
+    feature, and the summary names the layer explained.
     """
     layer, layer_name = target_layer(model, name, fallback_res=res)
     stages = _stage_outputs(model, name)

@@ -24,12 +24,11 @@ from mammoflow.explain.gradcam import (
     feature_grid,
     grad_cam_maps,
 )
-
-METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
 from mammoflow.explain.inputs import gather, load_cell_model, locate, select, store_table
 from mammoflow.progress import progress, say
 from mammoflow.store import ID_COLUMNS, LESION_COLUMNS, open_store
 
+METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
 BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
 NO_BOXES = "no lesion boxes: localisation cannot be scored on this data"
 # boxes.parquet: the contract, then what helps to read it (why an image was chosen, map quality).
@@ -212,7 +211,9 @@ def run_cam(
     # computed again at full size, for these few images only.
     picks = choose_examples(boxes, settings.examples)
     shown = gather(chosen.iloc[picks], stores, res)
-    maps_ = grad_cam_maps(model, layer, shown, settings.batch_size, dev, False, settings.method).maps if picks else shown
+    maps_ = shown
+    if picks:
+        maps_ = grad_cam_maps(model, layer, shown, settings.batch_size, dev, False, settings.method).maps
     shown_table = boxes.iloc[picks].reset_index(drop=True) if picks else boxes
     figure_maps = list(align_maps(maps_, grid, *feature_shape)) if picks else []
     write_figure(out_dir / "figure6.png", list(shown), figure_maps, shown_table, settings.examples, title)

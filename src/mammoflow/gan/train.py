@@ -191,10 +191,11 @@ def train_stage(
     g_ema = copy.deepcopy(generator).eval().requires_grad_(False)
 
     trainable = generator.trainable_parameters()
-    opt_g = torch.optim.Adam(trainable, lr=settings.glr, betas=(0.0, 0.99), eps=1e-8)
+    fused = dev.type in ("cpu", "cuda") or None  # one kernel for all parameters (bench/optimizer.py)
+    opt_g = torch.optim.Adam(trainable, lr=settings.glr, betas=(0.0, 0.99), eps=1e-8, fused=fused)
     ratio = settings.r1_interval / (settings.r1_interval + 1)
     opt_d = torch.optim.Adam(
-        discriminator.parameters(), lr=settings.dlr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8
+        discriminator.parameters(), lr=settings.dlr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8, fused=fused
     )
 
     total_steps = settings.steps()

@@ -21,7 +21,6 @@ from mammoflow.explain.stage import BOX_COLUMNS, METHOD_NAMES, CamSettings
 from mammoflow.progress import say
 from mammoflow.store import LESION_COLUMNS
 
-
 CAM = CamSettings()
 
 
@@ -84,7 +83,8 @@ def explain_breasts(
         index = group.index.to_numpy()
         title = (
             f"breast {breast}: p = {first.breast_probability:.3f} (flagged at {first.threshold:.3f}); "
-            f"{METHOD_NAMES[CAM.method]} of {architecture} on {layer_name}, {len(models)} fold(s) averaged, {res} px"
+            f"{METHOD_NAMES[CAM.method]} of {architecture} on {layer_name}, {len(models)} fold(s) averaged, "
+            f"{res} px"
         )
         write_figure(out_dir / group["panel"].iloc[0], list(pixels[index]), list(maps[index]),
                      group.reset_index(drop=True), len(index), title)  # fmt: skip
