@@ -70,19 +70,22 @@ def ran(tmp_path_factory):
         settings = TrainSettings(
             epochs=1, batch_size=8, micro_batch=micro, max_steps_per_epoch=1, pretrained=False
         )
-        run_cell(cell, settings, threads=1)
+        run_cell(cell, settings, device="cpu", threads=1)
     stage_dir = paths.gan_stage_dir("clean", "fold0", 16, results)
     positives = load_positives(store, folds, "clean", "fold0", 16)
     settings = GanSettings(kimg=0.008, batch=4, snapshots=2, grid=2, checkpoint_kimg=0.004)
-    train_stage(positives, GeneratorSpec((16,), **SMALL_GAN), settings, stage_dir, show_progress=False)
+    train_stage(
+        positives, GeneratorSpec((16,), **SMALL_GAN), settings, stage_dir, device="cpu", show_progress=False
+    )
     main(
         ["gan-fid", "--networks", f"{stage_dir}/network.pt", "--stores", str(store), "--folds", str(folds),
-         "--protocol", "clean", "--part", "fold0", "--images", "24", "--batch", "8", "--inception", "none"]
+         "--protocol", "clean", "--part", "fold0", "--images", "24", "--batch", "8", "--inception", "none",
+         "--device", "cpu"]
     )  # fmt: skip
     cell0 = paths.cell_dir("clean", 32, "processed", "resnet18", 0, root=results)
     cam_out = paths.cam_dir("clean", 32, "processed", "resnet18", 0, root=results)
-    run_cam(cell0, store, cam_out, CamSettings(top_k=3, batch_size=2, examples=2), show_progress=False,
-            protocol="clean", dataset="processed", fold=0)  # fmt: skip
+    run_cam(cell0, store, cam_out, CamSettings(top_k=3, batch_size=2, examples=2), device="cpu",
+            show_progress=False, protocol="clean", dataset="processed", fold=0)  # fmt: skip
     out = results / "report"
     build_report(Inputs(results, root, CONFIG, None, out))
     return results, out
