@@ -330,6 +330,12 @@ def build_report(inputs: Inputs) -> dict:
     )
     write_text(html, out / "index.html")
     say(f"report: {status} -> {out / 'index.html'} ({len(html) / 1e6:.1f} MB)")
+    flagged = sum(bool(row["disagree"]) for row in ran["training"] + ran["cam"])
+    say(
+        f"shapes that ran: {len(ran['training'])} model x resolution rows of training cells, "
+        f"{len(ran['gan'])} GAN stages, {len(ran['cam'])} Grad-CAM rows; {flagged} with disagreeing jobs "
+        f"-> {out / 'shapes.json'}"
+    )
     return {"cells": counts, "table_rows": len(table), "comparisons": len(comparison)}
 
 

@@ -138,6 +138,19 @@ def _network_metadata(path: Path) -> tuple[dict, str]:
     return {k: v for k, v in payload.items() if k != "state"}, ""
 
 
+def _widths(spec: dict, stage: int) -> str:
+    """Table 1's width settings and the channels they give at this stage (a spec is read only with torch,
+    which the networks module needs)."""
+    from mammoflow.gan.networks import channels
+
+    width = channels(stage, spec["cbase"], spec["cmax"])
+    return (
+        f"cbase {spec['cbase']}, cmax {spec['cmax']} ({width} channels at {stage} px), "
+        f"{spec['syn_layers']} synthesis / {spec['head_layers']} head layers, "
+        f"w_dim {spec['w_dim']}"
+    )
+
+
 def gan_rows(results: Path) -> list[dict]:
     """One row per GAN stage that wrote a network: its shape as the stage recorded it, and its FID."""
     rows = []
@@ -156,16 +169,12 @@ def gan_rows(results: Path) -> list[dict]:
         )
         fid_path = stage_dir / "fid.json"
         fid = json.loads(fid_path.read_text()) if fid_path.is_file() else {}
-        widths = (
-            f"cbase {spec['cbase']}, cmax {spec['cmax']}, {spec['syn_layers']} synthesis / "
-            f"{spec['head_layers']} head layers, w_dim {spec['w_dim']}"
-            if spec
-            else NOT_RECORDED
-        )
+        stage = int(meta.get("stage") or stage_dir.name[5:])
+        widths = _widths(spec, stage) if spec else NOT_RECORDED
         rows.append(
             {
                 "gan": f"{stage_dir.parents[1].name} {stage_dir.parent.name}",
-                "stage": int(meta.get("stage") or stage_dir.name[5:]),
+                "stage": stage,
                 "batch": settings.get("batch", NOT_RECORDED),
                 "kimg": meta.get("kimg", NOT_RECORDED),
                 "steps": ticks[-1]["step"] if ticks else NOT_RECORDED,
