@@ -121,7 +121,9 @@ def test_gan_and_cam_rows_come_from_their_outputs(ran):
     fid = json.loads((Path(paths.gan_stage_dir("clean", "fold0", 16, results)) / "fid.json").read_text())
     assert (stage["stage"], stage["batch"], stage["kimg"], stage["steps"]) == (16, 4, 0.008, 2)
     assert (
-        stage["precision"] == "fp32 (CPU)" and "cbase 256, cmax 32 (16 channels at 16 px)" in stage["widths"]
+        stage["precision"] == "fp32 (CPU)"
+        and stage["channels"] == 16
+        and "cbase 256, cmax 32" in stage["widths"]
     )
     assert stage["fid_metric"] == fid["metric"] and stage["generated_images"] == 24
     assert stage["real_images"] == fid["real_images"] and stage["comparable_to_fid50k"] is False

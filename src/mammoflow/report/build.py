@@ -239,6 +239,19 @@ def provenance_context(inputs: Inputs, cells: pd.DataFrame) -> dict:
     }
 
 
+# shapes.py's GAN fields shown in the FID table rather than the stage table (one wide table is unreadable).
+GAN_FID = (
+    "fid_metric",
+    "fid_value",
+    "generated_images",
+    "real_images",
+    "streamed",
+    "comparable_to_fid50k",
+    "fid_seconds",
+    "feature_network",
+)
+
+
 def shapes_context(section: dict) -> dict:
     """shapes.py's section as frames for the page, and one line per row whose jobs disagree."""
     problems = [
@@ -261,7 +274,10 @@ def shapes_context(section: dict) -> dict:
         **section,
         "problems": problems,
         "training_frame": table(section["training"]),
-        "gan_frame": table(section["gan"]),
+        "gan_frame": table([{k: v for k, v in row.items() if k not in GAN_FID} for row in section["gan"]]),
+        "fid_frame": table(
+            [{"gan": r["gan"], "stage": r["stage"], **{k: r[k] for k in GAN_FID}} for r in section["gan"]]
+        ),
         "cam_frame": table(section["cam"]),
     }
 

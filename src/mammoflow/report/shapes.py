@@ -138,17 +138,16 @@ def _network_metadata(path: Path) -> tuple[dict, str]:
     return {k: v for k, v in payload.items() if k != "state"}, ""
 
 
-def _widths(spec: dict, stage: int) -> str:
-    """Table 1's width settings and the channels they give at this stage (a spec is read only with torch,
-    which the networks module needs)."""
+def _widths(spec: dict, stage: int) -> tuple[int, str]:
+    """(channels at this stage, Table 1's width settings). A spec is read only where torch is, which the
+    networks module needs."""
     from mammoflow.gan.networks import channels
 
-    width = channels(stage, spec["cbase"], spec["cmax"])
-    return (
-        f"cbase {spec['cbase']}, cmax {spec['cmax']} ({width} channels at {stage} px), "
-        f"{spec['syn_layers']} synthesis / {spec['head_layers']} head layers, "
-        f"w_dim {spec['w_dim']}"
+    settings = (
+        f"cbase {spec['cbase']}, cmax {spec['cmax']}, layers {spec['syn_layers']} synthesis + "
+        f"{spec['head_layers']} head, w_dim {spec['w_dim']}"
     )
+    return channels(stage, spec["cbase"], spec["cmax"]), settings
 
 
 def gan_rows(results: Path) -> list[dict]:
@@ -170,7 +169,7 @@ def gan_rows(results: Path) -> list[dict]:
         fid_path = stage_dir / "fid.json"
         fid = json.loads(fid_path.read_text()) if fid_path.is_file() else {}
         stage = int(meta.get("stage") or stage_dir.name[5:])
-        widths = _widths(spec, stage) if spec else NOT_RECORDED
+        width, widths = _widths(spec, stage) if spec else (NOT_RECORDED, NOT_RECORDED)
         rows.append(
             {
                 "gan": f"{stage_dir.parents[1].name} {stage_dir.parent.name}",
@@ -180,6 +179,7 @@ def gan_rows(results: Path) -> list[dict]:
                 "steps": ticks[-1]["step"] if ticks else NOT_RECORDED,
                 "training_images": meta.get("training_images", NOT_RECORDED),
                 "precision": meta.get("precision") or NOT_RECORDED,
+                "channels": width,
                 "widths": widths,
                 "seconds": ticks[-1].get("seconds") if ticks else None,
                 "fid_metric": fid.get("metric", "no fid.json"),
