@@ -154,3 +154,18 @@ def test_cam_without_a_recorded_target_layer(ran, tmp_path):
     copy.write_text(json.dumps(summary))
     (row,) = cam_rows(tmp_path)
     assert row["target_layer"] == "not recorded" and row["batch"] == "2"
+
+
+def test_gan_rows_without_torch_say_what_was_not_read(ran, monkeypatch):
+    """The report's conda environment has no torch: network.pt is not read, the batch still comes from
+    stats.jsonl, the FID from fid.json, and the row says why the rest is missing."""
+    import sys
+
+    from mammoflow.report.shapes import gan_rows
+
+    results, _ = ran
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    (stage,) = gan_rows(results)
+    assert (stage["batch"], stage["steps"], stage["kimg"]) == (4, 2, 0.008)
+    assert stage["precision"] == stage["widths"] == stage["channels"] == "not recorded"
+    assert "torch is not installed" in stage["note"] and stage["generated_images"] == 24

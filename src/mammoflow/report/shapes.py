@@ -150,6 +150,14 @@ def _widths(spec: dict, stage: int) -> tuple[int, str]:
     return channels(stage, spec["cbase"], spec["cmax"]), settings
 
 
+def _batch_from_ticks(ticks: list[dict]):
+    """The batch from stats.jsonl where network.pt could not be read: its last tick's kimg (images shown,
+    to the image) over its steps."""
+    if not ticks or not ticks[-1].get("step"):
+        return NOT_RECORDED
+    return round(ticks[-1]["kimg"] * 1000 / ticks[-1]["step"])
+
+
 def gan_rows(results: Path) -> list[dict]:
     """One row per GAN stage that wrote a network: its shape as the stage recorded it, and its FID."""
     rows = []
@@ -174,8 +182,8 @@ def gan_rows(results: Path) -> list[dict]:
             {
                 "gan": f"{stage_dir.parents[1].name} {stage_dir.parent.name}",
                 "stage": stage,
-                "batch": settings.get("batch", NOT_RECORDED),
-                "kimg": meta.get("kimg", NOT_RECORDED),
+                "batch": settings.get("batch") or _batch_from_ticks(ticks),
+                "kimg": meta.get("kimg", ticks[-1]["kimg"] if ticks else NOT_RECORDED),
                 "steps": ticks[-1]["step"] if ticks else NOT_RECORDED,
                 "training_images": meta.get("training_images", NOT_RECORDED),
                 "precision": meta.get("precision") or NOT_RECORDED,
