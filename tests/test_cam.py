@@ -27,6 +27,7 @@ from mammoflow.explain.gradcam import (
     Grid,
     UnknownArchitecture,
     align_maps,
+    explained_layer,
     feature_grid,
     grad_cam_maps,
     target_layer,
@@ -97,7 +98,8 @@ def _fake_cell(path, store, probabilities, model="resnet18", seed=0, source="rea
     return path
 
 
-LESIONS_ONLY = CamSettings(threshold=1.0, top_k=0, all_lesions=True, examples=3)
+# The study's setting: Grad-CAM on the last map, whatever its size (3 x 3 at 96 px)
+LESIONS_ONLY = CamSettings(threshold=1.0, top_k=0, all_lesions=True, examples=3, min_cells=1, method="gradcam")
 
 
 # ---------------------------------------------------------------------------------------------- localisation
@@ -322,7 +324,8 @@ def test_real_data_without_lesion_boxes_through_the_command_line(tmp_path):
     assert summary["scorable"] is False and NO_BOXES in summary["note"]
     assert summary["images"] == 4 and summary["predicted_positive"] == 3 and summary["scored"] == 0
     assert summary["hit_rate"] is None and summary["box"]["mode"] == "threshold"
-    assert summary["dataset"] == "augmented" and summary["target_layer"] == "layer4[-1]"
+    assert summary["dataset"] == "augmented" and summary["target_layer"] == "layer2[-1]"  # cam.min_cells 8
+    assert "layer4[-1]'s map is 2 x 2 at 64 px" in summary["target_layer_note"]
     assert ((boxes.box_x1 > boxes.box_x0) & (boxes.box_y1 > boxes.box_y0)).all()
 
 
@@ -332,3 +335,38 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="fixed or threshold"):
         CamSettings.from_config({"box": "tight"})
     assert CamSettings.from_config({"threads": 4, "top_k": 2}).top_k == 2
+
+
+# ------------------------------------------------------------------------------------- layer and method
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "maxvit_nano_rw_256"])
+def test_hirescam_is_grad_cam_on_the_last_map(name):
+    """The heads read a global average pool of the last map: every position gets the same gradient, so
+    HiResCAM's element-wise product is Grad-CAM's map, number for number (why cam.method: hirescam keeps
+    the study's Grad-CAM at 256/512 px)."""
+    torch.manual_seed(0)
+    model, _ = build_model(name, 64)
+    with torch.no_grad():
+        model.get_classifier().weight.normal_(0, 0.1)
+    layer, _ = target_layer(model, name)
+    images = np.random.default_rng(1).integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    grad = grad_cam_maps(model, layer, images, 3, show_progress=False, method="gradcam")
+    hires = grad_cam_maps(model, layer, images, 3, show_progress=False, method="hirescam")
+    np.testing.assert_allclose(hires.raw, grad.raw, rtol=1e-4, atol=1e-6 * float(grad.raw.max()))
+
+
+def test_an_earlier_stage_is_explained_where_the_last_map_is_too_small():
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 32)
+    layer, name, why = explained_layer(model, "resnet18", 256, min_cells=8)
+    assert (name, why) == ("layer4[-1]", None)  # 8 x 8 at 256 px: the paper's layer
+    layer, name, why = explained_layer(model, "resnet18", 32, min_cells=8)
+    assert layer is model.layer1[-1] and "layer4[-1]'s map is 1 x 1 at 32 px" in why
+    assert feature_grid(model, layer, 32)[1] == (8, 8)
+    assert explained_layer(model, "resnet18", 32, min_cells=4)[1] == "layer2[-1]"
+    assert explained_layer(model, "resnet18", 32, min_cells=64)[1] == "layer1[-1]"  # the largest there is
+    for arch, expected in (("efficientnet_b0", "blocks[1]"), ("maxvit_nano_rw_256", "stages[0]")):
+        other, _ = build_model(arch, 32)
+        chosen, chosen_name, _ = explained_layer(other, arch, 32, min_cells=8)
+        assert chosen_name == expected and feature_grid(other, chosen, 32)[1] == (8, 8)

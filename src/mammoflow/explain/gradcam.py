@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import GradCAM, HiResCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -50,15 +50,9 @@ def target_layer(model: nn.Module, name: str, fallback_res: int | None = None) -
     (in execution order, pooling layers excluded) whose output is a 4-D tensor for a 1-channel
     ``fallback_res`` input, found with forward hooks.
     """
-    if name.startswith(("resnet", "resnext", "seresnet", "wide_resnet")) and hasattr(model, "layer4"):
-        return model.layer4[-1], "layer4[-1]"
-    if name.startswith(("efficientnet", "tf_efficientnet")) and hasattr(model, "bn2"):
-        return model.bn2, "bn2"
-    if name.startswith(("maxvit", "maxxvit", "coatnet")) and hasattr(model, "stages"):
-        norm = getattr(model, "norm", None)
-        if norm is not None and not isinstance(norm, nn.Identity):
-            return norm, "norm"
-        return model.stages[-1], f"stages[{len(model.stages) - 1}]"
+    known = _stage_outputs(model, name)
+    if known:
+        return known[0]
     if fallback_res is None:
         raise UnknownArchitecture(
             f"no Grad-CAM target layer is known for model {name!r} (known: resnet*, efficientnet*, maxvit*); "
@@ -66,6 +60,66 @@ def target_layer(model: nn.Module, name: str, fallback_res: int | None = None) -
         )
     layer_name = last_feature_map(model, fallback_res)
     return model.get_submodule(layer_name), f"{layer_name} (fallback: last 4-D feature map)"
+
+
+def _stage_outputs(model: nn.Module, name: str) -> list[tuple[nn.Module, str]]:
+    """The known architectures' stage outputs, deepest first: the layer above, then the earlier stages."""
+    if name.startswith(("resnet", "resnext", "seresnet", "wide_resnet")) and hasattr(model, "layer4"):
+        return [(getattr(model, f"layer{i}")[-1], f"layer{i}[-1]") for i in (4, 3, 2, 1)]
+    if name.startswith(("efficientnet", "tf_efficientnet")) and hasattr(model, "bn2"):
+        blocks = [(model.blocks[i], f"blocks[{i}]") for i in reversed(range(len(model.blocks)))]
+        return [(model.bn2, "bn2"), *blocks]
+    if name.startswith(("maxvit", "maxxvit", "coatnet")) and hasattr(model, "stages"):
+        last = len(model.stages) - 1
+        norm = getattr(model, "norm", None)
+        top = (norm, "norm") if norm is not None and not isinstance(norm, nn.Identity) else None
+        stages = [(model.stages[i], f"stages[{i}]") for i in range(last, -1, -1)]
+        return [top, *stages[1:]] if top else stages
+    return []
+
+
+def explained_layer(
+    model: nn.Module, name: str, res: int, min_cells: int = 1
+) -> tuple[nn.Module, str, str | None]:
+    """The layer Grad-CAM explains at ``res`` px: ``target_layer``'s, unless its map has fewer than
+    ``min_cells`` cells on a side; then the deepest earlier stage whose map has that many (the shallowest
+    stage when none has). Returns (module, name, why) where ``why`` says what was changed and why, or None.
+
+    The study explains the last feature map (stride 32: 8 x 8 cells at 256 px, 16 x 16 at 512). At the demo's
+    32 px that map is 1 x 1: one number, constant over the image, so it points nowhere. A map of at least 4 x 4
+    (ResNet's layer2 at 32 px, stride 8) can point at a lesion; it is a less abstract feature, and the summary
+    names the layer explained.
+    """
+    layer, layer_name = target_layer(model, name, fallback_res=res)
+    stages = _stage_outputs(model, name)
+    if min_cells <= 1 or not stages:
+        return layer, layer_name, None
+    shapes = _map_shapes(model, [module for module, _ in stages], res)
+    if min(shapes[0]) >= min_cells:
+        return layer, layer_name, None
+    chosen = next((i for i, shape in enumerate(shapes) if min(shape) >= min_cells), len(stages) - 1)
+    module, chosen_name = stages[chosen]
+    h, w = shapes[0]
+    ch, cw = shapes[chosen]
+    why = (
+        f"{layer_name}'s map is {h} x {w} at {res} px, fewer than cam.min_cells={min_cells} cells a side: "
+        f"the map of {chosen_name} ({ch} x {cw}) is explained instead"
+    )
+    return module, chosen_name, why
+
+
+def _map_shapes(model: nn.Module, layers: list[nn.Module], res: int) -> list[tuple[int, int]]:
+    """Each layer's output height and width for a res x res input (one blank forward pass)."""
+    shapes: dict[int, tuple[int, int]] = {}
+    handles = []
+    for index, layer in enumerate(layers):
+
+        def hook(_module, _inputs, output, index=index):
+            shapes[index] = tuple(output.shape[-2:]) if isinstance(output, torch.Tensor) else (0, 0)
+
+        handles.append(layer.register_forward_hook(hook))
+    _probe(model, res, handles)
+    return [shapes.get(i, (0, 0)) for i in range(len(layers))]
 
 
 def last_feature_map(model: nn.Module, res: int) -> str:
@@ -194,9 +248,9 @@ def align_maps(maps: np.ndarray, grid: Grid, h: int, w: int) -> np.ndarray:
     )
 
 
-class RawPeakGradCAM(GradCAM):
-    """pytorch-grad-cam's GradCAM, keeping the batch's raw maps (ReLU of the weighted sum, before the
-    per-map min-max scaling), so that a map's strength can be compared across images."""
+class _KeepsRawMaps:
+    """Keeps the batch's raw maps (ReLU of the channel sum, before pytorch-grad-cam min-max scales each map
+    to [0, 1]): the maximum's height says how strongly the map points."""
 
     raw_maps: np.ndarray | None = None
 
@@ -204,6 +258,23 @@ class RawPeakGradCAM(GradCAM):
         cam = super().get_cam_image(*args, **kwargs)
         self.raw_maps = np.maximum(cam, 0).astype(np.float32)  # what compute_cam_per_layer scales next
         return cam
+
+
+class RawPeakGradCAM(_KeepsRawMaps, GradCAM):
+    """pytorch-grad-cam's GradCAM (the study's method), keeping the raw maps."""
+
+
+class RawPeakHiResCAM(_KeepsRawMaps, HiResCAM):
+    """pytorch-grad-cam's HiResCAM (Draelos & Carin 2020: the element-wise product of gradient and
+    activation, summed over channels), keeping the raw maps.
+
+    On the last feature map of these networks the head reads a global average pool, so every position
+    gets the same gradient and HiResCAM's map is Grad-CAM's, number for number (tests/test_cam.py). On an
+    earlier stage (cam.min_cells) the gradients vary over the map, Grad-CAM's spatial average of them no
+    longer says where the logit came from, and HiResCAM's product does."""
+
+
+METHODS = {"gradcam": RawPeakGradCAM, "hirescam": RawPeakHiResCAM}
 
 
 @dataclass
@@ -220,8 +291,10 @@ def grad_cam_maps(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     show_progress: bool = True,
+    method: str = "gradcam",
 ) -> CamMaps:
-    """Grad-CAM maps for logit 0 of every image (uint8 N x res x res), batch by batch.
+    """Grad-CAM (or HiResCAM: ``method``) maps for logit 0 of every image (uint8 N x res x res), batch by
+    batch.
 
     fp32, eval mode, no autocast: grad-cam's hooks see exactly the network that made the predictions.
     One ClassifierOutputTarget per image: the loss is the sum of the images' logits, and since in eval mode
@@ -240,7 +313,7 @@ def grad_cam_maps(
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.requires_grad_(False)
     start_graph = layer.register_forward_hook(_graph_from_here)  # before grad-cam's hooks: runs first
-    cam = RawPeakGradCAM(model, [layer])
+    cam = METHODS[method](model, [layer])
     try:
         starts = range(0, n, batch_size)
         for start in progress(starts, "grad-cam", total=len(starts), enabled=show_progress):
@@ -267,7 +340,7 @@ def _graph_from_here(_module, _inputs, output):
     return None
 
 
-def _fitting(cam: RawPeakGradCAM, batch: np.ndarray, device: torch.device):
+def _fitting(cam: RawPeakGradCAM | RawPeakHiResCAM, batch: np.ndarray, device: torch.device):
     """(scaled maps, raw maps, probabilities) of ``batch``, in halves (recursively) when CUDA runs out of
     memory."""
     try:

@@ -16,7 +16,16 @@ from mammoflow import paths
 from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.explain.boxes import chance_hit_rate, find_peak, fixed_box, score, threshold_box
 from mammoflow.explain.figure import choose_examples, write_figure
-from mammoflow.explain.gradcam import Grid, align_maps, feature_grid, grad_cam_maps, target_layer
+from mammoflow.explain.gradcam import (
+    METHODS,
+    Grid,
+    align_maps,
+    explained_layer,
+    feature_grid,
+    grad_cam_maps,
+)
+
+METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
 from mammoflow.explain.inputs import gather, load_cell_model, locate, select, store_table
 from mammoflow.progress import progress, say
 from mammoflow.store import ID_COLUMNS, LESION_COLUMNS, open_store
@@ -57,6 +66,8 @@ class CamSettings:
     box_fraction: float = 0.25
     box_threshold: float = 0.5
     map_size: int = 32
+    min_cells: int = 8
+    method: str = "hirescam"  # hirescam | gradcam
     batch_size: int = 32
     examples: int = 6
 
@@ -67,12 +78,16 @@ class CamSettings:
         if unknown:
             raise ValueError(f"unknown cam setting(s): {', '.join(unknown)}")
         settings = cls(**known)
+        if settings.method not in METHODS:
+            raise ValueError(f"cam.method must be one of {', '.join(METHODS)}, not {settings.method!r}")
         if settings.box not in ("fixed", "threshold"):
             raise ValueError(f"cam.box must be fixed or threshold, not {settings.box!r}")
         if not 0 < settings.box_fraction <= 1 or not 0 < settings.box_threshold < 1:
             raise ValueError("cam.box_fraction must be in (0, 1] and cam.box_threshold in (0, 1)")
-        if settings.map_size < 1 or settings.batch_size < 1 or settings.top_k < 0 or settings.examples < 0:
-            raise ValueError("cam.map_size and cam.batch_size must be >= 1, cam.top_k and cam.examples >= 0")
+        if min(settings.map_size, settings.batch_size, settings.min_cells) < 1:
+            raise ValueError("cam.map_size, cam.min_cells and cam.batch_size must be >= 1")
+        if settings.top_k < 0 or settings.examples < 0:
+            raise ValueError("cam.top_k and cam.examples must be >= 0")
         return settings
 
 
@@ -150,14 +165,17 @@ def run_cam(
         predictions[[*ID_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
     )
     chosen = select(table, settings)
-    layer, layer_name = target_layer(model, name, fallback_res=res)
+    layer, layer_name, layer_note = explained_layer(model, name, res, settings.min_cells)
     grid, feature_shape = feature_grid(model, layer, res)
     if "fallback" in layer_name:
         say(f"NOTICE: {name} is not a known architecture; Grad-CAM explains {layer_name}")
+    if layer_note:
+        say(f"NOTICE: {layer_note}")
     say(
         f"cam {name} {res}px {identity.dataset} {identity.protocol} fold {identity.fold}: "
         f"{len(chosen)} of {len(table)} validation images "
-        f"({int(chosen['predicted_positive'].sum())} predicted positive); target layer {layer_name}; {dev}"
+        f"({int(chosen['predicted_positive'].sum())} predicted positive); {METHOD_NAMES[settings.method]} "
+        f"on {layer_name}; {dev}"
     )
 
     # Batch by batch, keeping only the small maps and the figure's examples: memory stays bounded by the
@@ -170,7 +188,7 @@ def run_cam(
         chunk = chosen.iloc[start : start + settings.batch_size]
         images = gather(chunk, stores, res)
         cam_started = time.perf_counter()
-        cams = grad_cam_maps(model, layer, images, settings.batch_size, dev, show_progress=False)
+        cams = grad_cam_maps(model, layer, images, settings.batch_size, dev, False, settings.method)
         cam_seconds += time.perf_counter() - cam_started
         aligned = align_maps(cams.maps, grid, *feature_shape)
         records += _records(chunk, cams, aligned, grid, settings, res)
@@ -188,19 +206,21 @@ def run_cam(
     summary = _summary(boxes, feature_shape, settings, res, has_boxes)
     title = (
         f"{name} {res}px, {identity.dataset}, {identity.protocol} fold {identity.fold}: "
-        f"Grad-CAM on {layer_name}, {settings.box} box"
+        f"{METHOD_NAMES[settings.method]} on {layer_name}, {settings.box} box"
     )
     # Figure 6's examples are chosen once every score is known (hits and misses both); their maps are
     # computed again at full size, for these few images only.
     picks = choose_examples(boxes, settings.examples)
     shown = gather(chosen.iloc[picks], stores, res)
-    maps_ = grad_cam_maps(model, layer, shown, settings.batch_size, dev, False).maps if picks else shown
+    maps_ = grad_cam_maps(model, layer, shown, settings.batch_size, dev, False, settings.method).maps if picks else shown
     shown_table = boxes.iloc[picks].reset_index(drop=True) if picks else boxes
     figure_maps = list(align_maps(maps_, grid, *feature_shape)) if picks else []
     write_figure(out_dir / "figure6.png", list(shown), figure_maps, shown_table, settings.examples, title)
     stretched = Grid.stretched(res, *feature_shape)
     summary.update(
         target_layer=layer_name,
+        target_layer_note=layer_note,
+        method=settings.method,
         alignment={
             "cell_centre_x0": grid.x0,
             "cell_centre_y0": grid.y0,

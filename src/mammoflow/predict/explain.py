@@ -16,10 +16,13 @@ import torch
 from mammoflow.atomic import write_parquet
 from mammoflow.explain.boxes import find_peak, fixed_box
 from mammoflow.explain.figure import write_figure
-from mammoflow.explain.gradcam import align_maps, feature_grid, grad_cam_maps, target_layer
-from mammoflow.explain.stage import BOX_COLUMNS
+from mammoflow.explain.gradcam import align_maps, explained_layer, feature_grid, grad_cam_maps
+from mammoflow.explain.stage import BOX_COLUMNS, METHOD_NAMES, CamSettings
 from mammoflow.progress import say
 from mammoflow.store import LESION_COLUMNS
+
+
+CAM = CamSettings()
 
 
 def _safe(name: str) -> str:
@@ -46,9 +49,10 @@ def explain_breasts(
     total_maps = np.zeros((len(rows), res, res), np.float32)
     total_raw = None
     for model, _ in models:
-        layer, layer_name = target_layer(model, architecture, fallback_res=res)
+        # The cam stage's layer rule and method (their defaults: cam.min_cells 8, cam.method hirescam)
+        layer, layer_name, _ = explained_layer(model, architecture, res, CAM.min_cells)
         grid, shape = feature_grid(model, layer, res)
-        cams = grad_cam_maps(model, layer, pixels, batch_size, device, show_progress=False)
+        cams = grad_cam_maps(model, layer, pixels, batch_size, device, False, CAM.method)
         total_maps += align_maps(cams.maps, grid, *shape)
         total_raw = cams.raw if total_raw is None else total_raw + cams.raw
     maps = total_maps / len(models)
@@ -80,7 +84,7 @@ def explain_breasts(
         index = group.index.to_numpy()
         title = (
             f"breast {breast}: p = {first.breast_probability:.3f} (flagged at {first.threshold:.3f}); "
-            f"Grad-CAM of {architecture} on {layer_name}, {len(models)} fold(s) averaged, {res} px"
+            f"{METHOD_NAMES[CAM.method]} of {architecture} on {layer_name}, {len(models)} fold(s) averaged, {res} px"
         )
         write_figure(out_dir / group["panel"].iloc[0], list(pixels[index]), list(maps[index]),
                      group.reset_index(drop=True), len(index), title)  # fmt: skip
