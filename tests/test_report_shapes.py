@@ -132,6 +132,8 @@ def test_gan_and_cam_rows_come_from_their_outputs(ran):
     summary = json.loads((Path(paths.cam_dir("clean", 32, "processed", "resnet18", 0, results))
                           / "summary.json").read_text())  # fmt: skip
     assert cam["batch"] == "2" and cam["target_layer"] == summary.get("target_layer", "not recorded")
+    assert cam["method"] == summary.get("method", "not recorded")
+    assert cam["feature_map"] == "×".join(map(str, summary["feature_map"]))
 
 
 def test_page_shows_the_section_and_flags_the_disagreement(ran):

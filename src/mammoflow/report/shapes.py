@@ -9,7 +9,7 @@ section is how a reader checks that it did. Read from the jobs' own outputs:
 - GAN stages: ``network.pt``'s metadata (stage, batch, kimg, Table 1 widths, precision; read with torch
   where the report's environment has it), ``stats.jsonl`` (steps) and ``fid.json`` (metric, generated and
   real images, feature network, streamed, comparable_to_fid50k);
-- Grad-CAM: each ``summary.json`` (batch, target layer where recorded).
+- Grad-CAM: each ``summary.json`` (batch, target layer, method and feature map where recorded).
 
 Cells of one model and resolution are grouped into one row (ranges where values differ); a row whose cells
 ran at different precision, batch, device or step count is flagged, since a rehearsal that ran one cell
@@ -219,6 +219,10 @@ def cam_rows(results: Path) -> list[dict]:
                 "device": summary.get("device"),
                 "batch": settings.get("batch_size"),
                 "target_layer": summary.get("target_layer") or NOT_RECORDED,
+                "method": summary.get("method") or NOT_RECORDED,
+                "feature_map": "×".join(map(str, summary["feature_map"]))
+                if summary.get("feature_map")
+                else NOT_RECORDED,
                 "images": summary.get("images"),
                 "seconds": summary.get("seconds"),
             }
@@ -237,10 +241,14 @@ def cam_rows(results: Path) -> list[dict]:
                 "device": _span(group["device"]),
                 "batch": _span(group["batch"]),
                 "target_layer": _span(group["target_layer"]),
+                "method": _span(group["method"]),
+                "feature_map": _span(group["feature_map"]),
                 "images": _span(group["images"]),
                 "seconds": _span(group["seconds"]),
                 "disagree": [
-                    k for k in ("device", "batch", "target_layer") if group[k].astype(str).nunique() > 1
+                    k
+                    for k in ("device", "batch", "target_layer", "method", "feature_map")
+                    if group[k].astype(str).nunique() > 1
                 ],
             }
         )
