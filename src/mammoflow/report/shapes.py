@@ -73,7 +73,8 @@ def training_cells(results: Path, matrix: Matrix) -> pd.DataFrame:
 
 
 def _span(values: pd.Series) -> str:
-    """'4' for one value, '4–8' for a numeric range, 'bf16, fp32' for several labels, '—' for none."""
+    """'4' for one value, '4–8' for a numeric range, 'bf16, fp32' for several labels, 'not recorded'
+    for none."""
     known = [v for v in values.tolist() if v is not None and not (isinstance(v, float) and pd.isna(v))]
     if not known:
         return NOT_RECORDED
