@@ -1,4 +1,5 @@
-# The report that closes the DAG: results/report/{index.html, table2.md, table2.csv, cells.csv, protocols.csv}.
+# The report that closes the DAG: results/report/{index.html, table2.md, table2.csv, cells.csv, protocols.csv,
+# shapes.json}.
 # report.partial=true asks only for the cells that exist now, so that a run with failed or unfinished cells
 # still gets its report (missing and failed cells are marked in it).
 # The whole configuration (for provenance) arrives in $MAMMOFLOW_CONFIG (see the Snakefile); only what the
@@ -24,6 +25,7 @@ rule report:
         ),
         cells=f"{paths.report_dir()}/cells.csv",
         protocols=f"{paths.report_dir()}/protocols.csv",
+        shapes=f"{paths.report_dir()}/shapes.json",
     params:
         shown=lambda w: as_json({"phantom": USE_PHANTOM, **{k: config[k] for k in REPORT_KEYS}}, drop=()),
         results=lambda w, output: str(Path(output.cells).parents[1]),

@@ -1,5 +1,5 @@
-"""`mammoflow report`: results/report/{index.html, table2.md, table2.csv, cells.csv, protocols.csv} from
-whatever of the matrix exists (missing and failed cells are marked, never dropped).
+"""`mammoflow report`: results/report/{index.html, table2.md, table2.csv, cells.csv, protocols.csv,
+shapes.json} from whatever of the matrix exists (missing and failed cells are marked, never dropped).
 
 This module gathers the numbers (table2.py, compare.py, audit.py, provenance.py) and the figures, and
 fills templates/report.html.j2: one self-contained page, images embedded as data URIs.
@@ -22,7 +22,7 @@ from markupsafe import Markup
 from mammoflow import paths
 from mammoflow.atomic import write_text
 from mammoflow.progress import say
-from mammoflow.report import compare, table2
+from mammoflow.report import compare, shapes, table2
 from mammoflow.report.table2 import DATASET_LABELS, PAPER_METRICS, Matrix
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -31,6 +31,7 @@ NAV = [
     ("protocols", "Protocols compared"),
     ("external", "External test"),
     ("figures", "Figures"),
+    ("shapes", "Shapes that ran"),
     ("dag", "Workflow"),
     ("audit", "Data audit"),
     ("provenance", "Provenance"),
@@ -238,6 +239,49 @@ def provenance_context(inputs: Inputs, cells: pd.DataFrame) -> dict:
     }
 
 
+# shapes.py's GAN fields shown in the FID table rather than the stage table (one wide table is unreadable).
+GAN_FID = (
+    "fid_metric",
+    "fid_value",
+    "generated_images",
+    "real_images",
+    "streamed",
+    "comparable_to_fid50k",
+    "fid_seconds",
+    "feature_network",
+)
+
+
+def shapes_context(section: dict) -> dict:
+    """shapes.py's section as frames for the page, and one line per row whose jobs disagree."""
+    problems = [
+        f"{kind} {row['model']} {row['resolution']} px: its jobs ran with different "
+        f"{', '.join(row['disagree'])}"
+        for kind, rows in (("training", section["training"]), ("Grad-CAM", section["cam"]))
+        for row in rows
+        if row["disagree"]
+    ]
+
+    def table(rows: list[dict]) -> pd.DataFrame | None:
+        if not rows:
+            return None
+        frame = pd.DataFrame(rows)
+        if "disagree" in frame:
+            frame["disagree"] = frame["disagree"].map(lambda d: ", ".join(d) if d else "none")
+        return frame
+
+    return {
+        **section,
+        "problems": problems,
+        "training_frame": table(section["training"]),
+        "gan_frame": table([{k: v for k, v in row.items() if k not in GAN_FID} for row in section["gan"]]),
+        "fid_frame": table(
+            [{"gan": r["gan"], "stage": r["stage"], **{k: r[k] for k in GAN_FID}} for r in section["gan"]]
+        ),
+        "cam_frame": table(section["cam"]),
+    }
+
+
 def dag_context(inputs: Inputs) -> dict:
     from mammoflow.report import dag, provenance
 
@@ -263,6 +307,8 @@ def build_report(inputs: Inputs) -> dict:
     write_text(table_markdown(table), out / "table2.md")
     write_text(cells.to_csv(index=False, float_format="%.6g"), out / "cells.csv")
     write_text(comparison.to_csv(index=False, float_format="%.6g"), out / "protocols.csv")
+    ran = shapes.shapes(results, matrix)
+    write_text(json.dumps(ran, indent=2, default=str) + "\n", out / "shapes.json")
 
     first = cells[cells["scored"] == "all"]
     counts = first["status"].value_counts().to_dict()
@@ -295,10 +341,17 @@ def build_report(inputs: Inputs) -> dict:
             dag=dag_context(inputs),
             audit=audit_context(results, matrix),
             provenance=provenance_context(inputs, cells),
+            shapes=shapes_context(ran),
         )
     )
     write_text(html, out / "index.html")
     say(f"report: {status} -> {out / 'index.html'} ({len(html) / 1e6:.1f} MB)")
+    flagged = sum(bool(row["disagree"]) for row in ran["training"] + ran["cam"])
+    say(
+        f"shapes that ran: {len(ran['training'])} model x resolution rows of training cells, "
+        f"{len(ran['gan'])} GAN stages, {len(ran['cam'])} Grad-CAM rows; {flagged} with disagreeing jobs "
+        f"-> {out / 'shapes.json'}"
+    )
     return {"cells": counts, "table_rows": len(table), "comparisons": len(comparison)}
 
 

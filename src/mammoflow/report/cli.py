@@ -34,6 +34,6 @@ def register(sub) -> None:
     p.add_argument(
         "--out",
         default="results/report",
-        help="folder for index.html, table2.md, table2.csv, cells.csv, protocols.csv",
+        help="folder for index.html, table2.md, table2.csv, cells.csv, protocols.csv, shapes.json",
     )
     p.set_defaults(func=cmd_report)
