@@ -144,9 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mammoflow.decode import DataError
     from mammoflow.devices import lease_for_command
-    from mammoflow.folds import FoldError
+    from mammoflow.errors import DataError, FoldError
     from mammoflow.samplesheet import SheetError
 
     args = build_parser().parse_args(argv)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
 from mammoflow.dicom import DecodedImage, DicomError, read_image
+from mammoflow.errors import DataError
 from mammoflow.isolated import imap_with_fallback
 from mammoflow.progress import say
 from mammoflow.samplesheet import SheetError, read_sheet
@@ -38,10 +39,6 @@ from mammoflow.samplesheet import SheetError, read_sheet
 ERROR_COLUMNS = ["image_id", "patient_id", "path", "reason"]
 # Above this share of undecodable files the index step fails the run (decode.max_failed_fraction).
 MAX_FAILED_FRACTION = 0.01
-
-
-class DataError(Exception):
-    """Bad input data set (not a single bad image): the run cannot go on."""
 
 
 def load_train_table(data_dir: str | Path, sheet: str | Path | None = None) -> pd.DataFrame:

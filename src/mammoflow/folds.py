@@ -14,13 +14,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from mammoflow.errors import FoldError
 from mammoflow.progress import say
 
 PROTOCOLS = ("clean", "paper")
-
-
-class FoldError(ValueError):
-    pass
 
 
 def assign_folds(images: pd.DataFrame, k: int, seed: int, protocol: str) -> np.ndarray:

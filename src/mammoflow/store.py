@@ -11,15 +11,19 @@ import multiprocessing as mp
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from mammoflow.atomic import atomic_path, write_parquet, write_text
-from mammoflow.decode import DecodedImages
-from mammoflow.preprocess import Box, Prepared, ProcessOptions, prepare_original, prepare_processed
 from mammoflow.progress import progress, say
+
+if TYPE_CHECKING:
+    from mammoflow.preprocess import Prepared, ProcessOptions
+
+# Building a store needs the decoder's index, preprocessing and OpenCV; reading one (every training cell,
+# Grad-CAM, the GAN) needs none of them, so they are imported where a store is built: a second less per job.
 
 DATASETS = ("original", "processed")
 # train.csv columns carried into every manifest when the data set has them.
@@ -44,6 +48,9 @@ _state: dict = {}
 
 
 def _init_worker(index_path: str, images_path: str, dataset: str, res: int, options: dict) -> None:
+    from mammoflow.decode import DecodedImages
+    from mammoflow.preprocess import ProcessOptions
+
     _state["decoded"] = DecodedImages.open(index_path)
     _state["out"] = np.load(images_path, mmap_mode="r+")
     _state["dataset"], _state["res"] = dataset, res
@@ -51,6 +58,8 @@ def _init_worker(index_path: str, images_path: str, dataset: str, res: int, opti
 
 
 def _prepare_rows(rows: list[int]) -> list[tuple[int, Prepared]]:
+    from mammoflow.preprocess import Prepared, prepare_original, prepare_processed
+
     decoded, out = _state["decoded"], _state["out"]
     done = []
     for row in rows:
@@ -79,6 +88,8 @@ def build_store(
     workers: int = 1,
 ) -> pd.DataFrame:
     """Write ``images.npy``, ``manifest.parquet``, ``contact_sheet.png`` and ``summary.json``."""
+    from mammoflow.preprocess import ProcessOptions
+
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, not {dataset!r}")
     options = options or ProcessOptions()
@@ -157,6 +168,8 @@ def _manifest(
 
 def _lesion_boxes(index: pd.DataFrame, placements: dict[int, Prepared], res: int, lesions_csv):
     """Per image: the union of its lesion boxes in store pixels, and the lesion kinds; None if none."""
+    from mammoflow.preprocess import Box
+
     out: list = [None] * len(index)
     if lesions_csv is None or not Path(lesions_csv).is_file():
         return out
@@ -186,6 +199,8 @@ def write_contact_sheet(
     images: np.ndarray, manifest: pd.DataFrame, path: str | Path, title: str = "", per_class: int = 16
 ) -> None:
     """Up to ``per_class`` positives, then negatives, lesion boxes in red: for a person to look at."""
+    import cv2
+
     positives = manifest.index[manifest["cancer"] == 1][:per_class]
     negatives = manifest.index[manifest["cancer"] == 0][:per_class]
     picks = list(positives) + list(negatives)

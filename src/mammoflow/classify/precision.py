@@ -97,7 +97,10 @@ def configure_backends(device: torch.device, deterministic: bool) -> dict:
     on CUDA ``deterministic`` costs speed: no cuDNN autotuning, deterministic kernels only.
     """
     deterministic = deterministic or device.type != "cuda"
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        # Not on a CPU: its kernels are deterministic at a fixed thread count already (the resume test
+        # checks it), and setting the flag imports torch._inductor, a second of every job.
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     benchmark = device.type == "cuda" and not deterministic
     torch.backends.cudnn.benchmark = benchmark
     torch.backends.cudnn.deterministic = deterministic
