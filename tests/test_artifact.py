@@ -46,6 +46,26 @@ def test_round_trip_in_half_precision(tmp_path, name):
     assert (tmp_path / WEIGHTS_NAME).stat().st_size < 0.55 * fp32
 
 
+def test_a_cell_may_keep_no_weights(tmp_path):
+    """train.keep_weights: false writes model.json alone; loading it says why there is nothing to load, and
+    predict's search for cells passes it over."""
+    from mammoflow import paths
+    from mammoflow.predict.ensemble import find_cells
+
+    model, _ = build_model("resnet18", 32, pretrained=False)
+    for fold, keep in ((0, False), (1, True)):
+        cell = tmp_path / paths.cell_dir("clean", 32, "processed", "resnet18", fold, root="results")
+        described = {"architecture": "resnet18", "resolution": 32, "protocol": "clean", "fold": fold}
+        save_artifact(cell, model, {**described, "dataset": "processed"}, keep_weights=keep)
+        assert (cell / WEIGHTS_NAME).is_file() == keep
+    kept_none = tmp_path / paths.cell_dir("clean", 32, "processed", "resnet18", 0, root="results")
+    assert read_metadata(kept_none)["weights"] is None
+    with pytest.raises(ArtifactError, match=r"this cell kept no weights \(train.keep_weights: false"):
+        load_artifact(kept_none)
+    found = find_cells(tmp_path / "results")
+    assert found["fold"].tolist() == [1]
+
+
 def test_pickled_weights_are_refused(tmp_path):
     """A torch.save checkpoint in place of the safetensors file is never unpickled."""
     model = _saved(tmp_path)

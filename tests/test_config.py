@@ -47,6 +47,18 @@ def test_problems_the_schema_cannot_express():
     ]
 
 
+def test_models_without_weights_cannot_be_explained_or_applied():
+    drop = {"model_settings": {"resnet152": {"keep_weights": False}}}
+    assert _problems({**drop, "cam": {"models": ["resnet18"]}}) == []
+    assert _problems({**drop, "cam": {"models": None}}) == [
+        "cam.models: ['resnet152'] keep no weights (keep_weights: false), so they cannot be explained; "
+        "cam.models is null (every model): list the models to explain"
+    ]
+    assert _problems({**drop, "cam": {"models": ["resnet18"]}, "predict": {"models": ["resnet152"]}}) == [
+        "predict.models: ['resnet152'] keep no weights (keep_weights: false), so they cannot be applied"
+    ]
+
+
 def test_the_old_data_section_says_where_the_key_went():
     found = problems({"data": {"rsna_dir": "/x"}}, SCHEMA)
     assert found == ["data.rsna_dir: moved to the top-level key rsna_dir (snakemake --config rsna_dir=DIR)"]

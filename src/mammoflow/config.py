@@ -143,6 +143,30 @@ def semantic_problems(config: dict) -> list[str]:
         unknown = [m for m in cam_models if m not in config.get("models", [])]
         if unknown:
             found.append(f"cam.models: {unknown} are not in models {config.get('models')}")
+    return found + _weightless_problems(config)
+
+
+def _weightless_problems(config: dict) -> list[str]:
+    """Models whose cells keep no weights (train.keep_weights: false) cannot be explained or applied."""
+    train, own = config.get("train", {}), config.get("model_settings", {})
+    weightless = [
+        m for m in config.get("models", []) if not {**train, **own.get(m, {})}.get("keep_weights", True)
+    ]
+    if not weightless:
+        return []
+    found = []
+    explained = (config.get("cam") or {}).get("models")
+    chosen = [m for m in (config.get("models", []) if explained is None else explained) if m in weightless]
+    if chosen:
+        found.append(
+            f"cam.models: {chosen} keep no weights (keep_weights: false), so they cannot be explained"
+            + ("; cam.models is null (every model): list the models to explain" if explained is None else "")
+        )
+    applied = [m for m in (config.get("predict") or {}).get("models", []) if m in weightless]
+    if applied:
+        found.append(
+            f"predict.models: {applied} keep no weights (keep_weights: false), so they cannot be applied"
+        )
     return found
 
 

@@ -2,6 +2,7 @@
 # parameters and targets. The rule files hold rules only.
 import hashlib
 import json
+import re
 import shlex
 import sys
 import time
@@ -171,6 +172,17 @@ def cell_settings(model):
     return {**config["train"], **config["model_settings"].get(model, {})}
 
 
+def keeps_weights(model):
+    """Whether the model's cells write model.safetensors (train.keep_weights, per model)."""
+    return bool(cell_settings(model)["keep_weights"])
+
+
+def models_matching(keep):
+    """A wildcard pattern for the models whose cells keep (or drop) their weights; one that never matches
+    when there are none."""
+    return "|".join(re.escape(m) for m in config["models"] if keeps_weights(m) == keep) or "(?!x)x"
+
+
 def matrix_datasets():
     return list(config["datasets"])
 
@@ -269,6 +281,7 @@ def predict_inputs(w):
     cells = [
         path
         for model in models
+        if keeps_weights(model)  # 'best'/'all' choose among the models that kept their weights
         for fold in range(config["folds"]["k"])
         for path in (
             paths.cell_artifact(protocol, resolution, dataset, model, fold),

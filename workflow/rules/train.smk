@@ -23,6 +23,8 @@ rule train:
         gpu=1,
         mem_mb=lambda w: 8000 if int(w.res) <= 256 else 16000,
         runtime=lambda w: 60 if int(w.res) <= 256 else 180,
+    wildcard_constraints:
+        model=models_matching(keep=True),
     log:
         "logs/train/{protocol}/{res}/{dataset}/{model}/fold{fold}.log",
     benchmark:
@@ -33,3 +35,14 @@ rule train:
         "python -m mammoflow train --store {params.store:q} {params.synthetic} --folds {input.folds:q}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
         " --settings {params.settings:q} --decode {params.decode:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+
+
+# The same cell for a model with keep_weights: false (model_settings): model.json without model.safetensors.
+use rule train as train_without_weights with:
+    output:
+        metrics=f"{CELL}/metrics.json",
+        predictions=f"{CELL}/predictions.parquet",
+        history=f"{CELL}/history.csv",
+        model=paths.cell_artifact("{protocol}", "{res}", "{dataset}", "{model}", "{fold}"),
+    wildcard_constraints:
+        model=models_matching(keep=False),

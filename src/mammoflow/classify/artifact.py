@@ -74,24 +74,31 @@ def input_spec(architecture: str, resolution: int) -> dict:
     }
 
 
-def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict) -> dict:
-    """Write model.safetensors (fp16) and model.json (``metadata`` + format, input, versions, checksum)."""
+def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_weights: bool = True) -> dict:
+    """Write model.safetensors (fp16) and model.json (``metadata`` + format, input, versions, checksum).
+
+    ``keep_weights=False`` (train.keep_weights, per model through model_settings) writes model.json alone,
+    with ``weights: null``: the cell's thresholds and preparation stay on record, and loading it says why
+    there is nothing to load."""
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / WEIGHTS_NAME
-    with atomic_path(weights_path) as tmp:
-        save_file(half_precision_state(model), str(tmp), metadata={"format": "pt"})
     for key in ("architecture", "resolution"):
         if key not in metadata:
             raise ArtifactError(f"artifact metadata needs {key!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = out_dir / WEIGHTS_NAME
+    weights = None
+    if keep_weights:
+        with atomic_path(weights_path) as tmp:
+            save_file(half_precision_state(model), str(tmp), metadata={"format": "pt"})
+        weights = {"file": WEIGHTS_NAME, "dtype": "float16", "sha256": file_sha256(weights_path)}
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **metadata,
         "input": input_spec(metadata["architecture"], int(metadata["resolution"])),
-        "weights": {"file": WEIGHTS_NAME, "dtype": "float16", "sha256": file_sha256(weights_path)},
+        "weights": weights,
         "versions": versions(),
     }
     write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", out_dir / METADATA_NAME)
@@ -146,6 +153,12 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
     metadata = read_metadata(path)
     folder = Path(metadata["_dir"])
+    if metadata["weights"] is None:
+        raise ArtifactError(
+            f"{folder / METADATA_NAME}: this cell kept no weights (train.keep_weights: false for "
+            f"{metadata['architecture']}); set model_settings.{metadata['architecture']}.keep_weights "
+            "true and rerun the cell to use the model"
+        )
     name = Path(str(metadata["weights"].get("file", "")))
     if name.name != str(name) or not name.name:
         raise ArtifactError(f"{folder / METADATA_NAME}: weights file must be a plain name, not {name!s}")
@@ -175,7 +188,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
 def save_cell_artifact(
     cell, model: nn.Module, train_settings: dict, weights_source: str, res: int, predictions
-):
+):  # train_settings["keep_weights"] (default true) decides whether the weights file is written
     """The artifact of a finished training cell (classify.train.Cell), beside its other outputs."""
     metadata = describe_cell(
         architecture=cell.model,
@@ -189,7 +202,7 @@ def save_cell_artifact(
         decode=getattr(cell, "decode", None),
         predictions=predictions,
     )
-    return save_artifact(cell.out, model, metadata)
+    return save_artifact(cell.out, model, metadata, keep_weights=train_settings.get("keep_weights", True))
 
 
 def describe_cell(

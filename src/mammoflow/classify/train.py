@@ -66,6 +66,7 @@ class TrainSettings:
     micro_batch: int = 0  # images per forward/backward; gradients accumulate to batch_size (0: no split)
     max_steps_per_epoch: int = 0  # optimiser steps per epoch at most (0: no cap; rehearsals, benchmarks)
     deterministic: bool = False  # CUDA: deterministic kernels, no cuDNN autotuning (slower)
+    keep_weights: bool = True  # false: model.json without model.safetensors (disk; no predict/cam then)
 
     @classmethod
     def from_config(cls, section: dict) -> TrainSettings:

@@ -57,13 +57,21 @@ def _describe(folder: Path) -> dict:
 def find_cells(results: Path) -> pd.DataFrame:
     """Every trained cell with an artifact in a run's results tree (paths.cell_dir)."""
     pattern = f"{paths.cell_dir('*', '*', '*', '*', '*', root=results)}/{METADATA_NAME}"
-    rows = []
+    rows, weightless = [], set()
     for found in sorted(glob.glob(pattern)):
         try:
-            paths.parse_cell(found)
+            cell = paths.parse_cell(found)
         except ValueError:
             continue  # not a cell folder (the glob's * matched something else)
+        if read_metadata(found)["weights"] is None:  # train.keep_weights: false
+            weightless.add(cell.model)
+            continue
         rows.append(_describe(Path(found).parent))
+    if weightless:
+        say(
+            f"not considered: {', '.join(sorted(weightless))} "
+            "(their cells kept no weights: train.keep_weights)"
+        )
     return pd.DataFrame(rows, columns=[*KEY_FIELDS, "fold", "cell"])
 
 
