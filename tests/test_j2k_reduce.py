@@ -28,7 +28,7 @@ def _pillow_codestream(stored: np.ndarray, resolutions: int, jp2: bool = False) 
 def test_main_header_facts():
     stored = mammo_like(300, 240, bits=12)
     raw = _pillow_codestream(stored, 7)
-    assert j2k.read_main_header(raw) == j2k.Codestream(240, 300, 1, 16, False, 6)
+    assert j2k.read_main_header(raw) == j2k.Codestream(240, 300, 1, 16, False, 6, reversible=True)
     assert j2k.read_main_header(_pillow_codestream(stored, 4, jp2=True)).levels == 3
     with pytest.raises(j2k.CodestreamError, match="no SOC"):
         j2k.read_main_header(b"\x00" * 64)
@@ -161,9 +161,6 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
 STATE: dict = {}
 
 
-@pytest.mark.xfail(
-    reason="issue 12 bound not met yet: skipping two levels, or a crop box that moves, gives 1-4"
-)
 def test_processed_stores_within_one_grey_level_on_every_image():
     """The issue's done-when on every image; needs the previous test's figures (same module, run first)."""
     assert STATE.get("figures"), "run with test_reduced_and_full_paths_agree_on_real_size_images"

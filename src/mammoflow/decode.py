@@ -101,7 +101,36 @@ def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
 def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
     # The target comes from the header's full size, so a reduced and a full decode give the same shape.
     height, width = working_shape(image.header.rows, image.header.cols, working_size)
+    if image.level:
+        return area_resize_cells(image.pixels, image.level, image.header.rows, image.header.cols, height, width)
     return area_resize(image.pixels, height, width)
+
+
+def area_resize_cells(
+    cells: np.ndarray, level: int, rows: int, cols: int, height: int, width: int
+) -> np.ndarray:
+    """``area_resize`` of a rows x cols image given as the means of its 2**level-pixel square cells.
+
+    Reproduces the full-size resize's geometry exactly (with constant cells): area weights over whole
+    cells are area weights over their pixels, but ``area_resize`` first reduces by the whole factor
+    ``f`` and drops the ``rows % f`` last rows. Where ``f`` is a multiple of the cell, or the resize is a
+    single area step over whole cells, the cells are resized directly; otherwise (e.g. 3328 x 2560 read
+    at half size, f = 3) they are first spread back over their pixels, which costs a few per cent of the
+    reduced decode and moved the stores by up to 1 grey level when left out (measured, README).
+    """
+    k = 1 << level
+    factor = min(rows // height, cols // width)
+    exact = rows == height * factor and cols == width * factor
+    if factor >= 2 and not exact and factor % k == 0:
+        kept_rows, kept_cols = rows // factor, cols // factor
+        cells = cells[: kept_rows * factor // k, : kept_cols * factor // k]
+        if factor > k:
+            cells = cv2.resize(cells, (kept_cols, kept_rows), interpolation=cv2.INTER_AREA)
+        return cv2.resize(cells, (width, height), interpolation=cv2.INTER_AREA)
+    if (factor < 2 or exact) and rows % k == 0 and cols % k == 0:
+        return area_resize(cells, height, width)
+    spread = cv2.resize(cells, (cells.shape[1] * k, cells.shape[0] * k), interpolation=cv2.INTER_NEAREST)
+    return area_resize(spread[:rows, :cols], height, width)
 
 
 def area_resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -351,7 +351,7 @@ def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
     # precision, so only a codestream wider than BitsStored can show them: it is read in full instead.
     if facts.precision > header.bits_stored and int(pixels.max()) > header.max_stored:
         raise NotForThisDecoder("values above BitsStored: decoded in full, where they can be masked")
-    pixels = j2k.match_box_average(pixels, level, (1 << facts.precision) - 1)
+    pixels = j2k.match_box_average(pixels, level, (1 << facts.precision) - 1, facts.reversible)
     return _finish(pixels, header, "pillow-j2k", started, level)
 
 
