@@ -150,21 +150,55 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
     )  # README figures (pytest -s)
     for figure in figures:
         print(" ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in figure))
-    # Where the crop is the same and one level was skipped, the stores agree within a grey level on average.
-    for row, level, res, same_crop, mean, _, original_mean in figures:
-        assert original_mean <= 1.5, (row, res, original_mean)
-        if same_crop and level == 1:
+    # Where the crop box is the same, the processed stores agree within a grey level on average, at both
+    # levels and for the 9/7 (lossy) code too. Row 0's half-disc has a one-pixel step edge, where the crop
+    # threshold can land a mask pixel apart (4 working pixels; README "Performance").
+    for row, _level, res, same_crop, mean, _, original_mean in figures:
+        if same_crop:
             assert mean <= 1.0, (row, res, mean)
-    STATE["figures"] = figures
+        # The original set scales by the image's min and max, which the low-pass's ringing at that step moves.
+        assert original_mean <= 5.0, (row, res, original_mean)
+    assert sum(same for *_, same, _, _, _ in figures) >= 6
 
 
-STATE: dict = {}
+def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
+    """Issue 12's bound on the phantom's three JPEG 2000 scanners at their real detector sizes (4 images
+    each, 5 wavelet levels as the phantom writes them): both paths, then the processed stores at 256 and
+    512, every image within 1 grey level on average (figures with ``pytest -s``, README "Performance")."""
+    from mammoflow.phantom import PhantomSpec, generate
 
-
-def test_processed_stores_within_one_grey_level_on_every_image():
-    """The issue's done-when on every image; needs the previous test's figures (same module, run first)."""
-    assert STATE.get("figures"), "run with test_reduced_and_full_paths_agree_on_real_size_images"
-    assert max(mean for *_, mean, _, _ in STATE["figures"]) <= 1.0
+    generate(tmp_path / "rsna", PhantomSpec(patients=3, size_scale=1.0, prevalence=0.34), progress=False)
+    indexes = {}
+    for reduce in (False, True):
+        shard = tmp_path / f"reduce_{reduce}"
+        decode_shard(tmp_path / "rsna", shard, 0, 1, working_size=1024, reduce=reduce)
+        indexes[reduce] = index_shards(
+            [shard], tmp_path / f"i{reduce}.parquet", tmp_path / f"e{reduce}.parquet"
+        )
+    full, reduced = indexes[False], indexes[True]
+    assert len(full) == 12 and set(full["level"]) == {0}
+    levels = dict(zip(reduced["rows"], reduced["level"], strict=True))
+    assert levels == {3328: 1, 4096: 2, 2294: 1}, levels
+    a, b = DecodedImages(full), DecodedImages(reduced)
+    print("\nsize level res same_crop mean p99")
+    means = []
+    for row in range(len(full)):
+        for res in (256, 512):
+            x = prepare_processed(a.pixels(row), full.iloc[row], res, ProcessOptions())
+            y = prepare_processed(b.pixels(row), reduced.iloc[row], res, ProcessOptions())
+            diff = np.abs(x.image.astype(np.int16) - y.image)
+            means.append(diff.mean())
+            entry = reduced.iloc[row]
+            print(
+                entry.rows,
+                entry.cols,
+                entry.level,
+                res,
+                x.crop == y.crop,
+                f"{diff.mean():.3f}",
+                np.percentile(diff, 99),
+            )
+    assert max(means) <= 1.0, max(means)
 
 
 def test_reduced_decode_is_the_same_bytes_for_any_worker_count(tmp_path):

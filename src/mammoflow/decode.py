@@ -102,7 +102,8 @@ def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
     # The target comes from the header's full size, so a reduced and a full decode give the same shape.
     height, width = working_shape(image.header.rows, image.header.cols, working_size)
     if image.level:
-        return area_resize_cells(image.pixels, image.level, image.header.rows, image.header.cols, height, width)
+        rows, cols = image.header.rows, image.header.cols
+        return area_resize_cells(image.pixels, image.level, rows, cols, height, width)
     return area_resize(image.pixels, height, width)
 
 

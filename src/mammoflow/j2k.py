@@ -183,7 +183,7 @@ def match_box_average(pixels: np.ndarray, level: int, top: int, reversible: bool
         return pixels
     kernel = box_kernel(level, reversible)
     anchor = KERNEL_TAPS.index(0)
-    sharp = cv2.sepFilter2D(
-        pixels.astype(np.float32), -1, kernel, kernel, anchor=(anchor, anchor), borderType=cv2.BORDER_REPLICATE
-    )
+    values = pixels.astype(np.float32)
+    border = cv2.BORDER_REPLICATE
+    sharp = cv2.sepFilter2D(values, -1, kernel, kernel, anchor=(anchor, anchor), borderType=border)
     return np.clip(np.rint(sharp), 0, top).astype(pixels.dtype)
