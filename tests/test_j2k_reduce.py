@@ -37,17 +37,21 @@ def test_main_header_facts():
 @pytest.mark.parametrize(
     ("rows", "cols", "levels", "working", "level"),
     [
-        (4096, 3328, 5, 1024, 2),  # 1024 x 832: exactly the working size
-        (2294, 1914, 5, 1024, 1),  # 1147 x 957; a quarter (574) would be below 1024
+        (4096, 3328, 5, 1024, 2),  # 1024 x 832; an eighth (512) is below 768 = 3/4 of the working size
+        (3328, 2560, 5, 1024, 2),  # 832 x 640 >= 768
+        (2294, 1914, 5, 1024, 1),  # 1147 x 957; a quarter (574) would be below 768
         (5355, 4915, 5, 1024, 2),  # 1339
         (4096, 3328, 1, 1024, 1),  # only one level in the codestream
-        (1000, 800, 5, 1024, 0),  # already smaller than the working size
-        (4096, 3328, 6, 256, 4),
+        (1000, 800, 5, 1024, 0),  # half (500) is below 768
+        (4096, 3328, 6, 256, 4),  # 256 >= 192
     ],
 )
-def test_deepest_level_keeping_the_working_size(rows, cols, levels, working, level):
-    assert j2k.choose_level(rows, cols, levels, working) == level
-    assert max(j2k.reduced_size(rows, level), j2k.reduced_size(cols, level)) >= min(working, max(rows, cols))
+def test_deepest_level_keeping_three_quarters_of_the_working_size(rows, cols, levels, working, level):
+    long_side = j2k.min_long_side(working)
+    assert long_side == working * 3 // 4
+    assert j2k.choose_level(rows, cols, levels, long_side) == level
+    kept = max(j2k.reduced_size(rows, level), j2k.reduced_size(cols, level))
+    assert kept >= min(long_side, max(rows, cols))
 
 
 def test_precision_above_bits_stored_with_high_bits_is_read_in_full(tmp_path):
@@ -75,7 +79,7 @@ REAL = [
     (3518, 2800, 16, "MONOCHROME2", None, None, "pillow-6-levels"),
     (2294, 1914, 12, "MONOCHROME2", [(2000, 3000)], "LINEAR", "openjpeg-lossy"),
 ]
-LEVELS = [2, 1, 1, 1]
+LEVELS = [2, 1, 2, 1]  # 3518 x 2800 at 880 px: above 3/4 of the working size 1024
 
 
 def _real_size_folder(root):
@@ -178,7 +182,7 @@ def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
     full, reduced = indexes[False], indexes[True]
     assert len(full) == 12 and set(full["level"]) == {0}
     levels = dict(zip(reduced["rows"], reduced["level"], strict=True))
-    assert levels == {3328: 1, 4096: 2, 2294: 1}, levels
+    assert levels == {3328: 2, 4096: 2, 2294: 1}, levels  # 832, 1024, 1147 px
     a, b = DecodedImages(full), DecodedImages(reduced)
     print("\nsize level res same_crop mean p99")
     means = []

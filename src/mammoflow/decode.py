@@ -5,8 +5,9 @@ and their number, not the number of images, sets the number of DAG jobs. Each DI
 once here; every resolution and data set is made from these images.
 
 With ``reduce`` (decode.reduce, the default) JPEG 2000 files are decoded at the deepest wavelet level whose
-long side is still >= the working size (decoder ``pillow-j2k``, mammoflow.j2k) and then resized like any
-other image; every other file, and any J2K file that path cannot read exactly, is decoded in full.
+long side is still >= 3/4 of the working size (decoder ``pillow-j2k``, mammoflow.j2k) and then resized to
+it with the full-size resize's geometry; every other file, and any J2K file that path cannot read exactly,
+is decoded in full.
 
 Shard layout (``results/decoded/shard{NNN}/``):
 - ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense);
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mammoflow import j2k
 from mammoflow.atomic import atomic_path, write_parquet, write_text
 from mammoflow.dicom import DecodedImage, DicomError, read_image
 from mammoflow.isolated import imap_with_fallback
@@ -90,7 +92,7 @@ def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
 def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
     """Worker body: decoded + resized image and its header facts, or the reason it failed."""
     try:
-        image = read_image(task.path, task.decoders, reduce_to=task.working_size)
+        image = read_image(task.path, task.decoders, reduce_to=j2k.min_long_side(task.working_size))
     except DicomError as exc:
         return str(exc)
     started = time.perf_counter()
@@ -115,9 +117,9 @@ def area_resize_cells(
     Reproduces the full-size resize's geometry exactly (with constant cells): area weights over whole
     cells are area weights over their pixels, but ``area_resize`` first reduces by the whole factor
     ``f`` and drops the ``rows % f`` last rows. Where ``f`` is a multiple of the cell, or the resize is a
-    single area step over whole cells, the cells are resized directly; otherwise (e.g. 3328 x 2560 read
-    at half size, f = 3) they are first spread back over their pixels, which costs a few per cent of the
-    reduced decode and moved the stores by up to 1 grey level when left out (measured, README).
+    single area step down over whole cells, the cells are resized directly; otherwise (3328 x 2560 read at
+    832 x 640: f = 3, and fewer cells than output pixels) they are first spread back over their pixels
+    (nearest), about 35 ms; resizing the cells directly moved the stores by up to 1 grey level (measured).
     """
     k = 1 << level
     factor = min(rows // height, cols // width)
@@ -128,7 +130,8 @@ def area_resize_cells(
         if factor > k:
             cells = cv2.resize(cells, (kept_cols, kept_rows), interpolation=cv2.INTER_AREA)
         return cv2.resize(cells, (width, height), interpolation=cv2.INTER_AREA)
-    if (factor < 2 or exact) and rows % k == 0 and cols % k == 0:
+    downscale = cells.shape[0] >= height and cells.shape[1] >= width
+    if (factor < 2 or exact) and rows % k == 0 and cols % k == 0 and downscale:
         return area_resize(cells, height, width)
     spread = cv2.resize(cells, (cells.shape[1] * k, cells.shape[0] * k), interpolation=cv2.INTER_NEAREST)
     return area_resize(spread[:rows, :cols], height, width)
