@@ -160,8 +160,9 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
     for row, _level, res, same_crop, mean, _, original_mean in figures:
         if same_crop:
             assert mean <= 1.0, (row, res, mean)
-        # The original set scales by the image's min and max, which the low-pass's ringing at that step moves.
-        assert original_mean <= 5.0, (row, res, original_mean)
+        # The original set scales by the image's min, which the low-pass's ringing at a step would move
+        # without j2k.clamp_dark_ringing (4.5 on row 0).
+        assert original_mean <= 1.0, (row, res, original_mean)
     assert sum(same for *_, same, _, _, _ in figures) >= 6
 
 
@@ -184,8 +185,8 @@ def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
     levels = dict(zip(reduced["rows"], reduced["level"], strict=True))
     assert levels == {3328: 2, 4096: 2, 2294: 1}, levels  # 832, 1024, 1147 px
     a, b = DecodedImages(full), DecodedImages(reduced)
-    print("\nsize level res same_crop mean p99")
-    means = []
+    print("\nsize level res same_crop mean p99 original_mean")
+    means, originals = [], []
     for row in range(len(full)):
         for res in (256, 512):
             x = prepare_processed(a.pixels(row), full.iloc[row], res, ProcessOptions())
@@ -193,16 +194,13 @@ def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
             diff = np.abs(x.image.astype(np.int16) - y.image)
             means.append(diff.mean())
             entry = reduced.iloc[row]
-            print(
-                entry.rows,
-                entry.cols,
-                entry.level,
-                res,
-                x.crop == y.crop,
-                f"{diff.mean():.3f}",
-                np.percentile(diff, 99),
-            )
+            original = prepare_original(a.pixels(row), res).image.astype(np.int16)
+            originals.append(np.abs(original - prepare_original(b.pixels(row), res).image).mean())
+            figures = (entry.rows, entry.cols, entry.level, res, x.crop == y.crop, diff.mean())
+            print(*figures, np.percentile(diff, 99), originals[-1])
     assert max(means) <= 1.0, max(means)
+    # Not issue 12's bound: the original set scales by min and max, extremes of the noise (<= 1.9 measured).
+    assert max(originals) <= 2.5, max(originals)
 
 
 def test_reduced_decode_is_the_same_bytes_for_any_worker_count(tmp_path):
