@@ -28,7 +28,7 @@ def _pillow_codestream(stored: np.ndarray, resolutions: int, jp2: bool = False) 
 def test_main_header_facts():
     stored = mammo_like(300, 240, bits=12)
     raw = _pillow_codestream(stored, 7)
-    assert j2k.read_main_header(raw) == j2k.Codestream(240, 300, 1, 16, False, 6)
+    assert j2k.read_main_header(raw) == j2k.Codestream(240, 300, 1, 16, False, 6, reversible=True)
     assert j2k.read_main_header(_pillow_codestream(stored, 4, jp2=True)).levels == 3
     with pytest.raises(j2k.CodestreamError, match="no SOC"):
         j2k.read_main_header(b"\x00" * 64)
@@ -37,17 +37,21 @@ def test_main_header_facts():
 @pytest.mark.parametrize(
     ("rows", "cols", "levels", "working", "level"),
     [
-        (4096, 3328, 5, 1024, 2),  # 1024 x 832: exactly the working size
-        (2294, 1914, 5, 1024, 1),  # 1147 x 957; a quarter (574) would be below 1024
+        (4096, 3328, 5, 1024, 2),  # 1024 x 832; an eighth (512) is below 768 = 3/4 of the working size
+        (3328, 2560, 5, 1024, 2),  # 832 x 640 >= 768
+        (2294, 1914, 5, 1024, 1),  # 1147 x 957; a quarter (574) would be below 768
         (5355, 4915, 5, 1024, 2),  # 1339
         (4096, 3328, 1, 1024, 1),  # only one level in the codestream
-        (1000, 800, 5, 1024, 0),  # already smaller than the working size
-        (4096, 3328, 6, 256, 4),
+        (1000, 800, 5, 1024, 0),  # half (500) is below 768
+        (4096, 3328, 6, 256, 4),  # 256 >= 192
     ],
 )
-def test_deepest_level_keeping_the_working_size(rows, cols, levels, working, level):
-    assert j2k.choose_level(rows, cols, levels, working) == level
-    assert max(j2k.reduced_size(rows, level), j2k.reduced_size(cols, level)) >= min(working, max(rows, cols))
+def test_deepest_level_keeping_three_quarters_of_the_working_size(rows, cols, levels, working, level):
+    long_side = j2k.min_long_side(working)
+    assert long_side == working * 3 // 4
+    assert j2k.choose_level(rows, cols, levels, long_side) == level
+    kept = max(j2k.reduced_size(rows, level), j2k.reduced_size(cols, level))
+    assert kept >= min(long_side, max(rows, cols))
 
 
 def test_precision_above_bits_stored_with_high_bits_is_read_in_full(tmp_path):
@@ -75,7 +79,7 @@ REAL = [
     (3518, 2800, 16, "MONOCHROME2", None, None, "pillow-6-levels"),
     (2294, 1914, 12, "MONOCHROME2", [(2000, 3000)], "LINEAR", "openjpeg-lossy"),
 ]
-LEVELS = [2, 1, 1, 1]
+LEVELS = [2, 1, 2, 1]  # 3518 x 2800 at 880 px: above 3/4 of the working size 1024
 
 
 def _real_size_folder(root):
@@ -150,24 +154,53 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
     )  # README figures (pytest -s)
     for figure in figures:
         print(" ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in figure))
-    # Where the crop is the same and one level was skipped, the stores agree within a grey level on average.
-    for row, level, res, same_crop, mean, _, original_mean in figures:
-        assert original_mean <= 1.5, (row, res, original_mean)
-        if same_crop and level == 1:
+    # Where the crop box is the same, the processed stores agree within a grey level on average, at both
+    # levels and for the 9/7 (lossy) code too. Row 0's half-disc has a one-pixel step edge, where the crop
+    # threshold can land a mask pixel apart (4 working pixels; README "Performance").
+    for row, _level, res, same_crop, mean, _, original_mean in figures:
+        if same_crop:
             assert mean <= 1.0, (row, res, mean)
-    STATE["figures"] = figures
+        # The original set scales by the image's min, which the low-pass's ringing at a step would move
+        # without j2k.clamp_dark_ringing (4.5 on row 0).
+        assert original_mean <= 1.0, (row, res, original_mean)
+    assert sum(same for *_, same, _, _, _ in figures) >= 6
 
 
-STATE: dict = {}
+def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
+    """Issue 12's bound on the phantom's three JPEG 2000 scanners at their real detector sizes (4 images
+    each, 5 wavelet levels as the phantom writes them): both paths, then the processed stores at 256 and
+    512, every image within 1 grey level on average (figures with ``pytest -s``, README "Performance")."""
+    from mammoflow.phantom import PhantomSpec, generate
 
-
-@pytest.mark.xfail(
-    reason="issue 12 bound not met yet: skipping two levels, or a crop box that moves, gives 1-4"
-)
-def test_processed_stores_within_one_grey_level_on_every_image():
-    """The issue's done-when on every image; needs the previous test's figures (same module, run first)."""
-    assert STATE.get("figures"), "run with test_reduced_and_full_paths_agree_on_real_size_images"
-    assert max(mean for *_, mean, _, _ in STATE["figures"]) <= 1.0
+    generate(tmp_path / "rsna", PhantomSpec(patients=3, size_scale=1.0, prevalence=0.34), progress=False)
+    indexes = {}
+    for reduce in (False, True):
+        shard = tmp_path / f"reduce_{reduce}"
+        decode_shard(tmp_path / "rsna", shard, 0, 1, working_size=1024, reduce=reduce)
+        indexes[reduce] = index_shards(
+            [shard], tmp_path / f"i{reduce}.parquet", tmp_path / f"e{reduce}.parquet"
+        )
+    full, reduced = indexes[False], indexes[True]
+    assert len(full) == 12 and set(full["level"]) == {0}
+    levels = dict(zip(reduced["rows"], reduced["level"], strict=True))
+    assert levels == {3328: 2, 4096: 2, 2294: 1}, levels  # 832, 1024, 1147 px
+    a, b = DecodedImages(full), DecodedImages(reduced)
+    print("\nsize level res same_crop mean p99 original_mean")
+    means, originals = [], []
+    for row in range(len(full)):
+        for res in (256, 512):
+            x = prepare_processed(a.pixels(row), full.iloc[row], res, ProcessOptions())
+            y = prepare_processed(b.pixels(row), reduced.iloc[row], res, ProcessOptions())
+            diff = np.abs(x.image.astype(np.int16) - y.image)
+            means.append(diff.mean())
+            entry = reduced.iloc[row]
+            original = prepare_original(a.pixels(row), res).image.astype(np.int16)
+            originals.append(np.abs(original - prepare_original(b.pixels(row), res).image).mean())
+            figures = (entry.rows, entry.cols, entry.level, res, x.crop == y.crop, diff.mean())
+            print(*figures, np.percentile(diff, 99), originals[-1])
+    assert max(means) <= 1.0, max(means)
+    # Not issue 12's bound: the original set scales by min and max, extremes of the noise (<= 1.9 measured).
+    assert max(originals) <= 2.5, max(originals)
 
 
 def test_reduced_decode_is_the_same_bytes_for_any_worker_count(tmp_path):

@@ -5,8 +5,9 @@ and their number, not the number of images, sets the number of DAG jobs. Each DI
 once here; every resolution and data set is made from these images.
 
 With ``reduce`` (decode.reduce, the default) JPEG 2000 files are decoded at the deepest wavelet level whose
-long side is still >= the working size (decoder ``pillow-j2k``, mammoflow.j2k) and then resized like any
-other image; every other file, and any J2K file that path cannot read exactly, is decoded in full.
+long side is still >= 3/4 of the working size (decoder ``pillow-j2k``, mammoflow.j2k) and then resized to
+it with the full-size resize's geometry; every other file, and any J2K file that path cannot read exactly,
+is decoded in full.
 
 Shard layout (``results/decoded/shard{NNN}/``):
 - ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense);
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mammoflow import j2k
 from mammoflow.atomic import atomic_path, write_parquet, write_text
 from mammoflow.dicom import DecodedImage, DicomError, read_image
 from mammoflow.errors import DataError
@@ -87,7 +89,7 @@ def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
 def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
     """Worker body: decoded + resized image and its header facts, or the reason it failed."""
     try:
-        image = read_image(task.path, task.decoders, reduce_to=task.working_size)
+        image = read_image(task.path, task.decoders, reduce_to=j2k.min_long_side(task.working_size))
     except DicomError as exc:
         return str(exc)
     started = time.perf_counter()
@@ -98,7 +100,38 @@ def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
 def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
     # The target comes from the header's full size, so a reduced and a full decode give the same shape.
     height, width = working_shape(image.header.rows, image.header.cols, working_size)
+    if image.level:
+        rows, cols = image.header.rows, image.header.cols
+        return area_resize_cells(image.pixels, image.level, rows, cols, height, width)
     return area_resize(image.pixels, height, width)
+
+
+def area_resize_cells(
+    cells: np.ndarray, level: int, rows: int, cols: int, height: int, width: int
+) -> np.ndarray:
+    """``area_resize`` of a rows x cols image given as the means of its 2**level-pixel square cells.
+
+    Reproduces the full-size resize's geometry exactly (with constant cells): area weights over whole
+    cells are area weights over their pixels, but ``area_resize`` first reduces by the whole factor
+    ``f`` and drops the ``rows % f`` last rows. Where ``f`` is a multiple of the cell, or the resize is a
+    single area step down over whole cells, the cells are resized directly; otherwise (3328 x 2560 read at
+    832 x 640: f = 3, and fewer cells than output pixels) they are first spread back over their pixels
+    (nearest), about 35 ms; resizing the cells directly moved the stores by up to 1 grey level (measured).
+    """
+    k = 1 << level
+    factor = min(rows // height, cols // width)
+    exact = rows == height * factor and cols == width * factor
+    if factor >= 2 and not exact and factor % k == 0:
+        kept_rows, kept_cols = rows // factor, cols // factor
+        cells = cells[: kept_rows * factor // k, : kept_cols * factor // k]
+        if factor > k:
+            cells = cv2.resize(cells, (kept_cols, kept_rows), interpolation=cv2.INTER_AREA)
+        return cv2.resize(cells, (width, height), interpolation=cv2.INTER_AREA)
+    downscale = cells.shape[0] >= height and cells.shape[1] >= width
+    if (factor < 2 or exact) and rows % k == 0 and cols % k == 0 and downscale:
+        return area_resize(cells, height, width)
+    spread = cv2.resize(cells, (cells.shape[1] * k, cells.shape[0] * k), interpolation=cv2.INTER_NEAREST)
+    return area_resize(spread[:rows, :cols], height, width)
 
 
 def area_resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -351,8 +351,10 @@ def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
     # precision, so only a codestream wider than BitsStored can show them: it is read in full instead.
     if facts.precision > header.bits_stored and int(pixels.max()) > header.max_stored:
         raise NotForThisDecoder("values above BitsStored: decoded in full, where they can be masked")
-    pixels = j2k.match_box_average(pixels, level, (1 << facts.precision) - 1)
-    return _finish(pixels, header, "pillow-j2k", started, level)
+    pixels = j2k.match_box_average(pixels, level, (1 << facts.precision) - 1, facts.reversible)
+    image = _finish(pixels, header, "pillow-j2k", started, level)
+    j2k.clamp_dark_ringing(image.pixels)  # after MONOCHROME1 inversion: dark is the background
+    return image
 
 
 def read_image(

@@ -5,28 +5,37 @@ finest one and return the image at 1/2**level of its size (the low-pass band, a 
 full image) without decoding what a later resize would throw away. Mammograms are written with 5-6
 decomposition levels, so a 4096-px image can be read at 2048, 1024, 512... px.
 
-The rule (README "decode"): the deepest level whose long side is still at or above ``decode.working_size``;
-the image is then resized to the working size exactly as a full decode would be.
+The rule (README "decode"): the deepest level whose long side is still at or above 3/4 of
+``decode.working_size`` (``min_long_side``): at the paper's settings (working size 1024, stores 256 and
+512) 768 px, 1.5 x the largest store; the image is then resized to the working size with the geometry of a
+full decode's resize (``decode.area_resize_cells``), so a level may come out a little below the working
+size (3328 x 2560 read at 832 x 640). The factor is measured, not derived: at 832 px (1.6 x 512) the
+processed stores agree with the full decode's within 0.9 grey levels on every phantom image, at 574 px
+(2294 x 1914 at quarter size, 1.1 x 512) they do not (up to 1.8). Keep the working size >= 2 x the largest
+store (the default) for that safety factor to hold, or set decode.reduce: false.
 
 The route is Pillow's JPEG 2000 plugin (OpenJPEG 2.5 in its wheel; ``Image.reduce`` before ``load``),
 chosen by measurement (bench/decode.py): pylibjpeg-openjpeg and dicomsdl have no resolution factor.
 Pillow returns 9-16 bit samples scaled up to 16 bits (``x << (16 - precision)``); the shift is undone
 here, which is exact because the low bits it adds are zero.
 
-The low-pass band is not the box average a full decode's area resize takes: the 5/3 analysis low-pass
-keeps more of the band up to the new Nyquist frequency, so the reduced image is sharper and noisier.
-``match_box_average`` filters it with the 3-tap kernel that brings its response to the box average's
-(equal at zero and at the reduced grid's Nyquist frequency; computed for the 5/3 filter of lossless
-codes, close for the 9/7 of lossy ones). What remains is how the two filters weigh each pixel's noise:
-README "Performance" gives the measured difference of the two paths' stores.
+The low-pass band is not the box average a full decode's area resize takes, in two ways (measured on
+the phantom, README "Performance"). (1) Its samples sit at full-size pixel ``2**level * n``, the box
+average's at ``2**level * n + (2**level - 1) / 2``: a shift of 1/4 (level 1) to 3/8 (level 2) of a reduced
+pixel, which alone moved the processed stores by 1-4 grey levels. (2) The low-pass passes more of the
+band near the reduced grid's Nyquist frequency. ``match_box_average`` corrects both with one separable
+4-tap kernel on the reduced grid, designed here (``box_kernel``) as the least-squares fit of the box
+average's frequency response, phase included, for the image statistics of mammograms: power falling as
+1/f**3 in 2-D (1/f**2 along one axis; Burgess et al. 2001), for the analysis low-pass the codestream
+uses (5/3 for reversible codes, 9/7 for irreversible ones, read from COD/COC).
 """
 
 from __future__ import annotations
 
 import io
-import math
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -60,6 +69,7 @@ class Codestream:
     precision: int  # bits per sample of component 0
     signed: bool
     levels: int  # decomposition levels available for component 0 (COC overrides COD)
+    reversible: bool = True  # 5/3 reversible wavelet (lossless-capable), else 9/7 irreversible
 
 
 def _codestream_start(data: bytes) -> int:
@@ -78,6 +88,7 @@ def read_main_header(data: bytes) -> Codestream:
     pos = _codestream_start(data) + 2
     siz: tuple[int, int, int, int, bool] | None = None
     levels_cod = levels_coc = None
+    reversible_cod = reversible_coc = None
     while pos + 4 <= len(data):
         marker, length = struct.unpack_from(">HH", data, pos)
         if marker == _SOT:
@@ -89,18 +100,21 @@ def read_main_header(data: bytes) -> Codestream:
             ssiz = body[36]
             siz = (xsiz - xo, ysiz - yo, components, (ssiz & 0x7F) + 1, bool(ssiz & 0x80))
         elif marker == _COD:
-            levels_cod = body[5]  # Scod, progression, layers(2), MCT, then SPcod's levels
+            # Scod, progression, layers(2), MCT, then SPcod: levels, code-block w, h, style, transform.
+            levels_cod, reversible_cod = body[5], body[9] == 1
         elif marker == _COC and siz is not None:
             wide = siz[2] >= 257  # Ccoc is 2 bytes with more than 256 components
             component = struct.unpack_from(">H", body, 0)[0] if wide else body[0]
             if component == 0:
-                levels_coc = body[3 if wide else 2]
+                first = 3 if wide else 2  # SPcoc: levels, code-block w, h, style, transform
+                levels_coc, reversible_coc = body[first], body[first + 4] == 1
         pos += 2 + length
     if siz is None or levels_cod is None:
         raise CodestreamError("codestream main header lacks SIZ or COD")
     width, height, components, precision, signed = siz
     levels = levels_coc if levels_coc is not None else levels_cod
-    return Codestream(width, height, components, precision, signed, levels)
+    reversible = reversible_coc if reversible_coc is not None else reversible_cod
+    return Codestream(width, height, components, precision, signed, levels, bool(reversible))
 
 
 def reduced_size(length: int, level: int) -> int:
@@ -108,12 +122,15 @@ def reduced_size(length: int, level: int) -> int:
     return -(-length // (1 << level))
 
 
-def choose_level(rows: int, cols: int, levels: int, working_size: int) -> int:
-    """Deepest level (<= levels) whose long side stays >= working_size; 0 when none does."""
+def min_long_side(working_size: int) -> int:
+    """The shortest long side a reduced image may have before it is resized to ``working_size``."""
+    return -(-working_size * 3 // 4)
+
+
+def choose_level(rows: int, cols: int, levels: int, long_side: int) -> int:
+    """Deepest level (<= levels) whose long side stays >= long_side; 0 when none does."""
     level = 0
-    while (
-        level < levels and max(reduced_size(rows, level + 1), reduced_size(cols, level + 1)) >= working_size
-    ):
+    while level < levels and max(reduced_size(rows, level + 1), reduced_size(cols, level + 1)) >= long_side:
         level += 1
     return level
 
@@ -134,23 +151,75 @@ def decode_reduced(data: bytes, level: int, precision: int) -> np.ndarray:
     return pixels
 
 
-def _box_over_lowpass(w: float, level: int) -> float:
-    """Response of a 2**level box average over that of ``level`` 5/3 low-pass stages, at frequency w."""
-    ratio = 1.0
-    for k in range(level):
-        v = w * (1 << k)
-        box = (1 + math.cos(v)) / 2
-        lowpass = (6 + 4 * math.cos(v) - 2 * math.cos(2 * v)) / 8
-        ratio *= box / lowpass
-    return ratio
+# Analysis low-pass filters of ISO 15444-1 (Table F.4 and F.5), unit gain at zero frequency: tap j = tap -j.
+LOWPASS_53 = (6 / 8, 2 / 8, -1 / 8)
+LOWPASS_97 = (0.602949018236, 0.266864118443, -0.078223266529, -0.016864118443, 0.026748757411)
+KERNEL_TAPS = (-1, 0, 1, 2)  # reduced-grid neighbours of each output sample: n-1 .. n+2
+SPECTRUM_SLOPE = 2.0  # image power ~ 1/f**2 along one axis (1/f**3 in 2-D, mammographic texture)
 
 
-def match_box_average(pixels: np.ndarray, level: int, top: int) -> np.ndarray:
-    """Filter a level-``level`` low-pass image to the response of the box average of a full decode."""
+@lru_cache(maxsize=16)
+def box_kernel(level: int, reversible: bool = True) -> np.ndarray:
+    """4-tap kernel F (taps n-1..n+2) making ``F * lowpass`` at ``level`` the 2**level box average.
+
+    Least squares over the frequencies of the full-size grid of |F(2**level w) L(w) - B(w)|**2 / w**2,
+    L the cascade of ``level`` analysis low-passes and B the box average over pixels 2**level n ..
+    2**level (n + 1) - 1 (its phase carries the shift), with the taps summing to 1 (mean kept exactly).
+    """
+    lowpass = LOWPASS_53 if reversible else LOWPASS_97
+    k = 1 << level
+    w = np.linspace(np.pi / 4096, np.pi, 4096)
+    cascade = np.ones_like(w)
+    for stage in range(level):
+        v = w * (1 << stage)
+        cascade *= lowpass[0] + 2 * sum(c * np.cos(j * v) for j, c in enumerate(lowpass) if j)
+    box = sum(np.exp(1j * w * p) for p in range(k)) / k
+    weight = w ** (-SPECTRUM_SLOPE / 2)
+    columns = np.array([np.exp(1j * w * k * t) * cascade * weight for t in KERNEL_TAPS]).T
+    target = box * weight
+    # The sum-to-one constraint by substitution: F_0 = 1 - sum(F_1..).
+    a = np.vstack([(columns[:, 1:] - columns[:, :1]).real, (columns[:, 1:] - columns[:, :1]).imag])
+    b = np.concatenate([(target - columns[:, 0]).real, (target - columns[:, 0]).imag])
+    rest = np.linalg.lstsq(a, b, rcond=None)[0]
+    # Rounded so that the kernel, and so every output byte, cannot depend on the BLAS build or threads.
+    return np.round(np.concatenate([[1 - rest.sum()], rest]), 6).astype(np.float32)
+
+
+def match_box_average(pixels: np.ndarray, level: int, top: int, reversible: bool = True) -> np.ndarray:
+    """The level-``level`` low-pass image filtered to the box averages a full decode's area resize takes:
+    sample n then stands for pixels 2**level n .. 2**level (n + 1) - 1 of the full-size image."""
     if level < 1:
         return pixels
-    # Kernel (a, 1 - 2a, a): response 1 at zero frequency, 1 - 4a at the reduced grid's Nyquist.
-    a = (1 - _box_over_lowpass(math.pi / (1 << level), level)) / 4
-    kernel = np.array([a, 1 - 2 * a, a], np.float32)
-    smooth = cv2.sepFilter2D(pixels.astype(np.float32), -1, kernel, kernel, borderType=cv2.BORDER_REFLECT)
-    return np.clip(np.rint(smooth), 0, top).astype(pixels.dtype)
+    kernel = box_kernel(level, reversible)
+    anchor = KERNEL_TAPS.index(0)
+    values = pixels.astype(np.float32)
+    border = cv2.BORDER_REPLICATE
+    sharp = cv2.sepFilter2D(values, -1, kernel, kernel, anchor=(anchor, anchor), borderType=border)
+    return np.clip(np.rint(sharp), 0, top).astype(pixels.dtype)
+
+
+DARK_FLOOR_WINDOW = 9  # reduced pixels: wider than the low-pass's ringing, narrower than any background
+DARK_FLOOR_SIGMAS = 4.0  # the floor lies this many background noise deviations below the darkest mean
+
+
+def clamp_dark_ringing(pixels: np.ndarray) -> np.ndarray:
+    """Lift the samples far below the darkest 9 x 9 local mean, in place (bright = dense).
+
+    Beside a sharp bright object on the background (burned-in text, a marker, a border strip) the
+    low-pass rings below the background, to 0 where OpenJPEG clips it; a box average never does. Those
+    samples set the minimum the `original` data set scales by (9-11 grey levels of difference from the full
+    decode's store on the phantom without this, 0.5-1.9 with it). The floor is the darkest 9 x 9 local mean
+    less 4 noise deviations of the darkest tenth of the image (the median absolute difference to the 3 x 3
+    mean, scaled to a standard deviation), so the background keeps its noise and only ringing below it is
+    lifted; the breast, brighter than the background, is never touched.
+    """
+    floor = float(
+        cv2.blur(pixels, (DARK_FLOOR_WINDOW, DARK_FLOOR_WINDOW), borderType=cv2.BORDER_REPLICATE).min()
+    )
+    local = cv2.blur(pixels, (3, 3), borderType=cv2.BORDER_REPLICATE)
+    # The noise of the darkest tenth of the image (the background where there is one).
+    sample, mean = pixels[::4, ::4].astype(np.int32), local[::4, ::4]
+    dark = mean <= np.percentile(mean, 10)
+    noise = 1.4826 * float(np.median(np.abs(sample[dark] - mean[dark])))
+    floor = max(0, round(floor - DARK_FLOOR_SIGMAS * noise))
+    return np.maximum(pixels, np.asarray(floor, pixels.dtype), out=pixels)
