@@ -281,7 +281,7 @@ def predict_inputs(w):
     cells = [
         path
         for model in models
-        if keeps_weights(model)  # 'best'/'all' choose among the models that kept their weights
+        if keeps_weights(model)  # best and all choose among the models that kept their weights
         for fold in range(config["folds"]["k"])
         for path in (
             paths.cell_artifact(protocol, resolution, dataset, model, fold),

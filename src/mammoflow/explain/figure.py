@@ -111,11 +111,11 @@ def write_figure(
             ax.set_xlim(0, res)
             ax.set_ylim(res, 0)
         axes[r, 1].set_title(_row_title(row), fontsize=8)
-    for ax, name in zip(axes[0], ("original", "Grad-CAM", "box"), strict=True):
+    for ax, name in zip(axes[0], ("original", "CAM (method in the title)", "box"), strict=True):
         ax.set_xlabel(name, fontsize=8)
         ax.xaxis.set_label_position("top")
     handles = [
-        Line2D([], [], color=BOX_COLOUR, lw=1.5, label="Grad-CAM box (+ peak)"),
+        Line2D([], [], color=BOX_COLOUR, lw=1.5, label="CAM box (+ peak)"),
         Line2D([], [], color=LESION_COLOUR, lw=1.2, ls="--", label="lesion box"),
     ]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)

@@ -183,7 +183,7 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
                 cams.append(figure(found[0].read_bytes(), caption))
     parts.append(
         {
-            "heading": f"Figure 6: Grad-CAM of {model}, its highest-scoring validation images",
+            "heading": f"Figure 6: class activation maps of {model}, its highest-scoring validation images",
             "note": "original · CAM overlay · box centred on the map's maximum (the phantom's lesion box "
             "where known)"
             if cams

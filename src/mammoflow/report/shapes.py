@@ -27,8 +27,9 @@ import pandas as pd
 from mammoflow import paths
 from mammoflow.report.table2 import Matrix, cell_dir
 
-# Fields of metrics.json whose disagreement inside one model x resolution row is flagged.
-MUST_AGREE = ("device", "precision", "effective_batch", "micro_batch", "steps_per_epoch", "steps_capped")
+# Fields of metrics.json whose disagreement inside one model x resolution row is flagged. Steps per epoch
+# are not among them: they follow the training set (augmented cells have more images), shown as a range.
+MUST_AGREE = ("device", "precision", "effective_batch", "micro_batch", "steps_capped")
 NOT_RECORDED = "not recorded"
 
 
@@ -59,7 +60,7 @@ def training_cells(results: Path, matrix: Matrix) -> pd.DataFrame:
                 "dataset": dataset,
                 "model": model,
                 "fold": fold,
-                **{k: summary.get(k) for k in MUST_AGREE},
+                **{k: summary.get(k) for k in (*MUST_AGREE, "steps_per_epoch")},
                 "precision_reason": summary.get("precision_reason"),
                 "epochs": _epochs_run(cell, summary),
                 "train_images": summary.get("train_images"),
