@@ -16,20 +16,18 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"}
     subprocess.run(
         ["bash", str(ROOT / "bench/gpu.sh"), "--tiny", "--device", "cpu", "--models", "resnet18",
-         "efficientnet_b0", "--out", str(out)],
+         "--out", str(out)],
         env=env, check=True, timeout=900, capture_output=True, text=True,
     )  # fmt: skip
     result = json.loads(out.read_text())
     assert result["shape"] == "tiny"
     for part in ("train", "gan", "fid", "cam"):
         assert "error" not in result[part], result[part]
-    assert {(r["model"], r["res"]) for r in result["train"]} == {
-        (m, r) for m in ("resnet18", "efficientnet_b0") for r in (32, 64)
-    }
+    assert {(r["model"], r["res"]) for r in result["train"]} == {("resnet18", 32), ("resnet18", 64)}
     assert all(r["cell_img_s"] > 0 and r["bare_img_s"] > 0 and r["precision"] for r in result["train"])
     assert [r["stage"] for r in result["gan"]] == [16, 32] and all(r["kimg_s"] > 0 for r in result["gan"])
     assert result["fid"]["generated"] == 8 and result["fid"]["images_s"] > 0
-    assert len(result["cam"]) == 4 and all(r["images_s"] > 0 for r in result["cam"])
+    assert len(result["cam"]) == 2 and all(r["images_s"] > 0 for r in result["cam"])
 
 
 def test_memory_table_groups_benchmarks_by_kind_of_job(tmp_path):
