@@ -18,10 +18,8 @@ from mammoflow.gan.augment import cutout, diff_augment, translation
 from mammoflow.gan.data import Positives, load_positives, training_positive_ids
 from mammoflow.gan.fid import (
     FeatureExtractor,
-    build_inception,
     frechet_distance,
     gaussian,
-    inception_features,
 )
 from mammoflow.gan.network_io import load_network
 from mammoflow.gan.networks import (
@@ -34,7 +32,7 @@ from mammoflow.gan.networks import (
     layer_plan,
 )
 from mammoflow.gan.sample import ID_BASE, chest_wall_left, generate, synthesize
-from mammoflow.gan.train import Interrupted, TrainSettings, batch_indices, train_stage
+from mammoflow.gan.train import Interrupted, TrainSettings, train_stage
 from mammoflow.store import LESION_COLUMNS
 
 SMALL = dict(cbase=256, cmax=32, syn_layers=3, head_layers=2, z_dim=16, w_dim=32, map_layers=2)
@@ -388,41 +386,3 @@ def test_positives_are_turned_chest_wall_left(store):
     loaded = positives_of(store, protocol="paper", part="all", res=32)
     assert chest_wall_left(loaded.images).all()
     assert positives_of(store, protocol="paper", part="all", res=16).images.shape[1:] == (16, 16)
-
-
-def test_batches_cover_the_data_evenly():
-    rows = np.concatenate([batch_indices(10, 4, step, seed=0) for step in range(5)])  # 2 epochs
-    assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:]) == list(range(10))
-    assert np.array_equal(batch_indices(10, 4, 3, 0), batch_indices(10, 4, 3, 0))
-
-
-# ----------------------------------------------------------------------------------------- FID
-
-
-def test_fid_substitute_is_labelled_and_inception_path_runs():
-    images = breast_like(12, 32, seed=2)
-    report = FeatureExtractor("none").report(images, images)
-    assert report["metric"] == "substitute-FD" and report["comparable_to_fid50k"] is False
-    assert "NOT FID" in report["note"] and abs(report["value"]) < 1e-6
-    mu, sigma = np.zeros(3), np.eye(3)
-    assert frechet_distance(mu, sigma, mu + 1, sigma) == pytest.approx(3.0)
-    # The TF-Inception code path, with random weights in the reference file's layout (1008 classes).
-    from torchvision.models import inception_v3
-
-    torch.manual_seed(0)
-    state = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008).state_dict()
-    model, kind = build_inception(state)
-    assert kind == "tf-inception"
-    assert inception_features(model, kind, images[:2], "cpu").shape == (2, 2048)
-
-
-def test_stage_settings_and_resolutions():
-    gan = {"stages": [16, 32, 256, 512], "kimg": [1, 2, 3, 4], "cbase": 16384, "synthetic_images": 5}
-    assert gan_settings.stage_settings(gan, 32) == {"stages": [16, 32], "kimg": 2, "cbase": 16384}
-    assert gan_settings.source_resolution(16, [256, 512]) == 256
-    assert gan_settings.source_resolution(512, [256, 512]) == 512
-    assert gan_settings.source_resolution(64, [32, 48]) == 48  # none as large: the largest, upsampled
-    assert gan_settings.synthesis_stage(48, [16, 32, 64]) == 64
-    assert gan_settings.needed_stages([256], [16, 32, 256, 512]) == [16, 32, 256]
-    with pytest.raises(ValueError, match="never reach"):
-        gan_settings.synthesis_stage(1024, [16, 32, 256, 512])
