@@ -99,30 +99,29 @@ def training_rows(cells: pd.DataFrame) -> list[dict]:
     """One row per resolution x model: counts, ranges, and the fields its cells disagree on."""
     if cells.empty:
         return []
+    spans = {"protocols": "protocol", "datasets": "dataset"} | {
+        k: k
+        for k in (
+            "device", "precision", "precision_reason", "effective_batch", "micro_batch", "steps_per_epoch",
+            "steps_capped", "epochs", "train_images", "train_images_oversampled", "peak_host_memory_mib",
+            "peak_cuda_memory_mib", "seconds",
+        )
+    }  # fmt: skip
+    return _grouped_rows(cells, "cells", spans, MUST_AGREE)
+
+
+def _grouped_rows(frame: pd.DataFrame, count: str, spans: dict[str, str], must_agree) -> list[dict]:
+    """One row per resolution x model: how many jobs (``count``), each column's values as a span (``spans``:
+    row key -> column), and the ``must_agree`` columns its jobs disagree on."""
     rows = []
-    for (res, model), group in cells.groupby(["resolution", "model"], sort=True):
-        disagree = [k for k in MUST_AGREE if group[k].astype(str).nunique() > 1]
+    for (res, model), group in frame.groupby(["resolution", "model"], sort=True):
         rows.append(
             {
                 "resolution": int(res),
                 "model": model,
-                "cells": len(group),
-                "protocols": _span(group["protocol"]),
-                "datasets": _span(group["dataset"]),
-                "device": _span(group["device"]),
-                "precision": _span(group["precision"]),
-                "precision_reason": _span(group["precision_reason"]),
-                "effective_batch": _span(group["effective_batch"]),
-                "micro_batch": _span(group["micro_batch"]),
-                "steps_per_epoch": _span(group["steps_per_epoch"]),
-                "steps_capped": _span(group["steps_capped"]),
-                "epochs": _span(group["epochs"]),
-                "train_images": _span(group["train_images"]),
-                "train_images_oversampled": _span(group["train_images_oversampled"]),
-                "peak_host_memory_mib": _span(group["peak_host_memory_mib"]),
-                "peak_cuda_memory_mib": _span(group["peak_cuda_memory_mib"]),
-                "seconds": _span(group["seconds"]),
-                "disagree": disagree,
+                count: len(group),
+                **{key: _span(group[column]) for key, column in spans.items()},
+                "disagree": [k for k in must_agree if group[k].astype(str).nunique() > 1],
             }
         )
     return rows
@@ -232,29 +231,9 @@ def cam_rows(results: Path) -> list[dict]:
     if not found:
         return []
     frame = pd.DataFrame(found)
-    rows = []
-    for (res, model), group in frame.groupby(["resolution", "model"], sort=True):
-        rows.append(
-            {
-                "resolution": int(res),
-                "model": model,
-                "jobs": len(group),
-                "datasets": _span(group["dataset"]),
-                "device": _span(group["device"]),
-                "batch": _span(group["batch"]),
-                "target_layer": _span(group["target_layer"]),
-                "method": _span(group["method"]),
-                "feature_map": _span(group["feature_map"]),
-                "images": _span(group["images"]),
-                "seconds": _span(group["seconds"]),
-                "disagree": [
-                    k
-                    for k in ("device", "batch", "target_layer", "method", "feature_map")
-                    if group[k].astype(str).nunique() > 1
-                ],
-            }
-        )
-    return rows
+    spans = {k: k for k in ("device", "batch", "target_layer", "method", "feature_map", "images", "seconds")}
+    spans = {"datasets": "dataset"} | spans
+    return _grouped_rows(frame, "jobs", spans, ("device", "batch", "target_layer", "method", "feature_map"))
 
 
 def shapes(results: Path, matrix: Matrix) -> dict:
