@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from store_factory import write_store
 from torch import nn
 
 from mammoflow.classify.artifact import save_artifact
@@ -51,23 +52,7 @@ def _blob_store(path, n=160, res=96, blob=32, seed=0, boxes=True):
         y, x = rng.integers(0, res - blob + 1, 2)
         images[i, y : y + blob, x : x + blob] = 200
         lesion[i] = (x, y, x + blob, y + blob)
-    path.mkdir(parents=True)
-    np.save(path / "images.npy", images)
-    manifest = pd.DataFrame(
-        {
-            "row": range(n),
-            "image_id": 1000 + np.arange(n),
-            "patient_id": np.arange(n) // 2,
-            "laterality": "L",
-            "view": "CC",
-            "cancer": cancer,
-            "source": "real",
-        }
-    )
-    if boxes:
-        for k, column in enumerate(["lesion_x0", "lesion_y0", "lesion_x1", "lesion_y1"]):
-            manifest[column] = lesion[:, k]
-    manifest.to_parquet(path / "manifest.parquet")
+    write_store(path, images, cancer, lesions=lesion if boxes else None)
     return path
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from store_factory import write_store
 
 from mammoflow.classify.data import epoch_batches, load_cell_data, oversampled, random_hflip
 from mammoflow.classify.models import PAPER_MODELS, build_model
@@ -126,20 +127,7 @@ def _blob_store(path, n=240, res=32, seed=0):
     for i in np.flatnonzero(cancer):
         y, x = rng.integers(2, res - 8, 2)
         images[i, y : y + 6, x : x + 6] = 230
-    path.mkdir()
-    np.save(path / "images.npy", images)
-    manifest = pd.DataFrame(
-        {
-            "row": range(n),
-            "image_id": 1000 + np.arange(n),
-            "patient_id": np.arange(n) // 2,
-            "laterality": "L",
-            "view": "CC",
-            "cancer": cancer,
-            "source": "real",
-        }
-    )
-    manifest.to_parquet(path / "manifest.parquet")
+    manifest = write_store(path, images, cancer)
     make_folds(manifest, 2, 0).to_parquet(path / "folds.parquet")
     return path
 

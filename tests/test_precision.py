@@ -6,9 +6,9 @@ import copy
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from store_factory import write_store
 from torch import nn
 
 from mammoflow.classify import precision as prec
@@ -133,20 +133,8 @@ def test_fp16_loss_scaling_step_matches_fp32():
 
 def _store(path, n=48, res=32):
     rng = np.random.default_rng(0)
-    path.mkdir()
-    np.save(path / "images.npy", rng.integers(0, 255, (n, res, res)).astype(np.uint8))
-    manifest = pd.DataFrame(
-        {
-            "row": range(n),
-            "image_id": 100 + np.arange(n),
-            "patient_id": np.arange(n) // 2,
-            "laterality": "L",
-            "view": "CC",
-            "cancer": (np.arange(n) % 3 == 0).astype(int),
-            "source": "real",
-        }
-    )
-    manifest.to_parquet(path / "manifest.parquet")
+    images = rng.integers(0, 255, (n, res, res)).astype(np.uint8)
+    manifest = write_store(path, images, (np.arange(n) % 3 == 0).astype(int), first_id=100)
     make_folds(manifest, 2, 0).to_parquet(path / "folds.parquet")
     return path
 

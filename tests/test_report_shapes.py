@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from store_factory import write_store
 
 from mammoflow import paths
 from mammoflow.classify.train import Cell, TrainSettings, run_cell
@@ -37,20 +37,7 @@ def _store(path, n=48, res=32):
     rng = np.random.default_rng(0)
     images = rng.integers(60, 140, (n, res, res)).astype(np.uint8)
     cancer = (np.arange(n) % 3 == 0).astype(int)
-    path.mkdir(parents=True)
-    np.save(path / "images.npy", images)
-    manifest = pd.DataFrame(
-        {
-            "row": range(n),
-            "image_id": 1000 + np.arange(n),
-            "patient_id": np.arange(n) // 2,
-            "laterality": "L",
-            "view": "CC",
-            "cancer": cancer,
-            "source": "real",
-        }
-    )
-    manifest.to_parquet(path / "manifest.parquet")
+    manifest = write_store(path, images, cancer)
     make_folds(manifest, 2, 0).to_parquet(path.parents[1] / "folds.parquet")
     return path
 
