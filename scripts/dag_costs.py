@@ -1,0 +1,133 @@
+"""What a configuration's DAG asks of a machine or cluster, from `snakemake -n` itself.
+
+Counts the jobs per rule, which of them ask for a GPU, and adds up the rules' `runtime` limits (minutes,
+what a SLURM job is granted, not what it takes). The docs quote these numbers between markers
+(``<!-- dag-costs:begin -->`` ... ``<!-- dag-costs:end -->``); ``--check PAGE`` fails when a page's block
+differs from what the shipped DAG gives, and ``--write PAGE`` rewrites the block (tests/test_docs_numbers.py
+runs the check).
+
+    python scripts/dag_costs.py                                   # config.yaml, as a Markdown table
+    python scripts/dag_costs.py --configfile presets/demo.yaml
+    python scripts/dag_costs.py --check docs/scale.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- dag-costs:begin -->", "<!-- dag-costs:end -->"
+
+
+@dataclass
+class RuleCost:
+    jobs: int = 0
+    gpu_jobs: int = 0
+    runtime_minutes: int = 0
+    mem_mb: set[int] = field(default_factory=set)
+
+
+def dry_run(configfiles: list[str], extra: list[str]) -> str:
+    """The dry run's text, in an empty folder (nothing exists yet: every job of the DAG is listed)."""
+    snakemake = Path(sys.executable).with_name("snakemake")
+    with tempfile.TemporaryDirectory() as empty:
+        command = [
+            str(snakemake), "-n", "--forceall", "-s", str(REPO / "Snakefile"), "--directory", empty,
+            "--configfile", *[str(REPO / c) for c in configfiles], *extra,
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TERM": "dumb"})
+    if done.returncode:
+        tail = done.stdout[-2000:] + done.stderr[-2000:]
+        raise SystemExit(f"snakemake -n failed ({done.returncode}):\n{tail}")
+    return done.stdout + done.stderr
+
+
+def costs(text: str) -> dict[str, RuleCost]:
+    """Per rule: jobs, GPU jobs, summed runtime limits and the memory requests seen."""
+    out: dict[str, RuleCost] = defaultdict(RuleCost)
+    rule = None
+    for line in text.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if match:
+            rule = match.group(1)
+            if rule != "all":
+                out[rule].jobs += 1
+            continue
+        if rule and rule != "all" and line.strip().startswith("resources:"):
+            resources = dict(re.findall(r"(\w+)=([^,\s]+)", line))
+            if int(resources.get("gpu", 0)):
+                out[rule].gpu_jobs += 1
+            out[rule].runtime_minutes += int(resources.get("runtime", 0))
+            if "mem_mb" in resources:
+                out[rule].mem_mb.add(int(resources["mem_mb"]))
+    return dict(out)
+
+
+def table(found: dict[str, RuleCost]) -> str:
+    rows = ["| rule | jobs | GPU jobs | runtime limits (hours) | mem_mb asked |", "|---|---|---|---|---|"]
+    order = sorted(found.items(), key=lambda item: (-item[1].gpu_jobs, -item[1].jobs, item[0]))
+    for rule, cost in order:
+        memory = "–".join(str(m) for m in sorted({min(cost.mem_mb), max(cost.mem_mb)})) if cost.mem_mb else ""
+        rows.append(
+            f"| `{rule}` | {cost.jobs} | {cost.gpu_jobs} | {cost.runtime_minutes / 60:.0f} | {memory} |"
+        )
+    jobs = sum(c.jobs for c in found.values())
+    gpu_jobs = sum(c.gpu_jobs for c in found.values())
+    gpu_hours = sum(c.runtime_minutes for c in found.values() if c.gpu_jobs) / 60
+    rows.append(f"| **all** | **{jobs}** | **{gpu_jobs}** | **{gpu_hours:.0f}** on GPU rules | |")
+    return "\n".join(rows)
+
+
+def block(configfiles: list[str], extra: list[str]) -> str:
+    shown = " ".join(["--configfile", *configfiles, *extra])
+    found = table(costs(dry_run(configfiles, extra)))
+    return f"{BEGIN}\n`python scripts/dag_costs.py {shown}`:\n\n{found}\n{END}"
+
+
+def page_block(page: Path) -> tuple[str, str, str]:
+    text = page.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{page}: no {BEGIN} ... {END} block")
+    head, rest = text.split(BEGIN, 1)
+    body, tail = rest.split(END, 1)
+    return head, BEGIN + body + END, tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--configfile", nargs="+", default=["config.yaml"], help="relative to the repository")
+    parser.add_argument("--config", nargs="*", default=[], help="passed to snakemake --config")
+    parser.add_argument("--check", type=Path, help="fail when this page's block differs")
+    parser.add_argument("--write", type=Path, help="rewrite this page's block")
+    args = parser.parse_args(argv)
+    extra = ["--config", *args.config] if args.config else []
+    wanted = block(args.configfile, extra)
+    if args.check:
+        _, found, _ = page_block(args.check)
+        if found.strip() != wanted.strip():
+            again = " ".join(["--configfile", *args.configfile])
+            print(
+                f"{args.check}: the DAG's numbers changed; run\n  python scripts/dag_costs.py --write "
+                f"{args.check} {again}\nnow:\n{wanted}\nwas:\n{found}"
+            )
+            return 1
+        return 0
+    if args.write:
+        head, _, tail = page_block(args.write)
+        args.write.write_text(head + wanted + tail)
+        return 0
+    print(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
