@@ -13,7 +13,7 @@ from store_factory import write_store
 from mammoflow import paths
 from mammoflow.classify.train import Cell, TrainSettings, run_cell
 from mammoflow.cli import main
-from mammoflow.explain.stage import CamSettings, run_cam
+from mammoflow.explain.stage import CamJob, CamSettings, run_cam
 from mammoflow.folds import make_folds
 from mammoflow.gan.data import load_positives
 from mammoflow.gan.networks import GeneratorSpec
@@ -71,8 +71,8 @@ def ran(tmp_path_factory):
     )  # fmt: skip
     cell0 = paths.cell_dir("clean", 32, "processed", "resnet18", 0, root=results)
     cam_out = paths.cam_dir("clean", 32, "processed", "resnet18", 0, root=results)
-    run_cam(cell0, store, cam_out, CamSettings(top_k=3, batch_size=2, examples=2), device="cpu",
-            show_progress=False, protocol="clean", dataset="processed", fold=0)  # fmt: skip
+    job = CamJob(Path(cell0), store, Path(cam_out), protocol="clean", dataset="processed", fold=0)
+    run_cam(job, CamSettings(top_k=3, batch_size=2, examples=2), device="cpu", show_progress=False)
     out = results / "report"
     build_report(Inputs(results, root, CONFIG, None, out))
     return results, out

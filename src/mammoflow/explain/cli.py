@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mammoflow.arguments import json_object
 
 
 def cmd_cam(args: argparse.Namespace) -> None:
-    from mammoflow.explain.stage import CamSettings, run_cam
+    from mammoflow.explain.stage import CamJob, CamSettings, run_cam
 
-    run_cam(
-        args.cell,
-        args.store,
-        args.out,
-        CamSettings.from_config(args.settings),
-        synthetic_dir=args.synthetic or None,
-        device=args.device,
-        threads=args.threads,
+    job = CamJob(
+        Path(args.cell),
+        Path(args.store),
+        Path(args.out),
+        synthetic_dir=Path(args.synthetic) if args.synthetic else None,
         protocol=args.protocol,
         dataset=args.dataset,
         fold=args.fold,
     )
+    run_cam(job, CamSettings.from_config(args.settings), device=args.device, threads=args.threads)
 
 
 def register(sub) -> None:
