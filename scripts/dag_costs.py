@@ -8,7 +8,11 @@ runs the check).
 
     python scripts/dag_costs.py                                   # config.yaml, as a Markdown table
     python scripts/dag_costs.py --configfile presets/demo.yaml
-    python scripts/dag_costs.py --check docs/scale.md
+    python scripts/dag_costs.py --check docs/scale.md             # every block of the page
+    python scripts/dag_costs.py --write docs/scale.md             # rewrite them
+
+A block's first line names the config files (and --config values) it was made with; an empty block
+(markers only) is made from config.yaml.
 """
 
 from __future__ import annotations
@@ -92,13 +96,27 @@ def block(configfiles: list[str], extra: list[str]) -> str:
     return f"{BEGIN}\n`python scripts/dag_costs.py {shown}`:\n\n{found}\n{END}"
 
 
-def page_block(page: Path) -> tuple[str, str, str]:
-    text = page.read_text()
-    if BEGIN not in text or END not in text:
+def page_blocks(page: Path) -> list[tuple[str, list[str], list[str]]]:
+    """Each block of a page: its text, and the config files and --config values its first line names."""
+    found = []
+    for body in page.read_text().split(BEGIN)[1:]:
+        if END not in body:
+            raise SystemExit(f"{page}: a {BEGIN} without {END}")
+        text = BEGIN + body.split(END, 1)[0] + END
+        command = re.search(r"`python scripts/dag_costs\.py ([^`]*)`", text)
+        words = command.group(1).split() if command else ["--configfile", "config.yaml"]
+        configfiles, extra, into = [], [], None
+        for word in words:
+            if word in ("--configfile", "--config"):
+                into = configfiles if word == "--configfile" else extra
+                if word == "--config":
+                    extra.append(word)
+                continue
+            into.append(word)
+        found.append((text, configfiles, extra))
+    if not found:
         raise SystemExit(f"{page}: no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    body, tail = rest.split(END, 1)
-    return head, BEGIN + body + END, tail
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,27 +124,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--configfile", nargs="+", default=["config.yaml"], help="relative to the repository")
     parser.add_argument("--config", nargs="*", default=[], help="passed to snakemake --config")
-    parser.add_argument("--check", type=Path, help="fail when this page's block differs")
-    parser.add_argument("--write", type=Path, help="rewrite this page's block")
+    parser.add_argument("--check", type=Path, help="fail when a block of this page differs from the DAG")
+    parser.add_argument("--write", type=Path, help="rewrite every block of this page from the DAG")
     args = parser.parse_args(argv)
-    extra = ["--config", *args.config] if args.config else []
-    wanted = block(args.configfile, extra)
-    if args.check:
-        _, found, _ = page_block(args.check)
+    page = args.check or args.write
+    if page is None:
+        print(block(args.configfile, ["--config", *args.config] if args.config else []))
+        return 0
+    text, stale = page.read_text(), 0
+    for found, configfiles, extra in page_blocks(page):
+        wanted = block(configfiles, extra)
         if found.strip() != wanted.strip():
-            again = " ".join(["--configfile", *args.configfile])
-            print(
-                f"{args.check}: the DAG's numbers changed; run\n  python scripts/dag_costs.py --write "
-                f"{args.check} {again}\nnow:\n{wanted}\nwas:\n{found}"
-            )
-            return 1
-        return 0
+            stale += 1
+            text = text.replace(found, wanted)
+            print(f"{page}: the DAG's numbers changed; now:\n{wanted}\nwas:\n{found}\n")
     if args.write:
-        head, _, tail = page_block(args.write)
-        args.write.write_text(head + wanted + tail)
+        page.write_text(text)
         return 0
-    print(wanted)
-    return 0
+    if stale:
+        print(f"rewrite with: python scripts/dag_costs.py --write {page}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
