@@ -26,7 +26,7 @@ from mammoflow.explain.gradcam import (
 )
 from mammoflow.explain.inputs import gather, load_cell_model, locate, select, store_table
 from mammoflow.progress import progress, say
-from mammoflow.store import ID_COLUMNS, LESION_COLUMNS, open_store
+from mammoflow.store import IMAGE_COLUMNS, LESION_COLUMNS, open_store
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
 BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
@@ -139,7 +139,7 @@ def run_cam(
     dev = pick_device(device)
     predictions_path = cell_dir / "predictions.parquet"
     predictions = pd.read_parquet(predictions_path)
-    missing = [c for c in [*ID_COLUMNS, "probability"] if c not in predictions.columns]
+    missing = [c for c in [*IMAGE_COLUMNS, "probability"] if c not in predictions.columns]
     if missing:
         raise ValueError(f"{predictions_path}: missing column(s) {', '.join(missing)}")
     identity = identity_of(cell_dir, predictions, protocol=protocol, dataset=dataset, fold=fold)
@@ -161,7 +161,7 @@ def run_cam(
         synthetic_table = store_table(synthetic_manifest, Path(synthetic_dir), "synthetic")
     real_table = store_table(real_manifest, store_dir, "real")
     table = locate(
-        predictions[[*ID_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
+        predictions[[*IMAGE_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
     )
     chosen = select(table, settings)
     layer, layer_name, layer_note = explained_layer(model, name, res, settings.min_cells)
@@ -271,7 +271,7 @@ def _records(chunk: pd.DataFrame, cams, aligned: np.ndarray, grid: Grid, setting
         hit_stretched, _ = score(find_peak(cams.maps[i], cams.raw[i]), box, known)
         records.append(
             {
-                **{c: getattr(row, c) for c in [*ID_COLUMNS, "probability", "predicted_positive"]},
+                **{c: getattr(row, c) for c in [*IMAGE_COLUMNS, "probability", "predicted_positive"]},
                 "peak_value": float(cams.raw[i].max()),
                 "peak_x": peak.x,
                 "peak_y": peak.y,

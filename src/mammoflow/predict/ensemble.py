@@ -19,10 +19,10 @@ from torch import nn
 
 from mammoflow import paths
 from mammoflow.classify.artifact import METADATA_NAME, load_artifact, read_metadata
-from mammoflow.classify.metrics import _auc
 from mammoflow.classify.models import normalize_batch
 from mammoflow.classify.precision import logits_fp32, resolve_precision
 from mammoflow.progress import say
+from mammoflow.stats import roc_auc
 
 KEY_FIELDS = ("protocol", "resolution", "dataset", "architecture")
 
@@ -125,7 +125,7 @@ def choose_models(
     scores = {}
     for name, choice in groups.items():
         oof = out_of_fold(choice)
-        scores[name] = _auc(oof["cancer"].to_numpy(), oof["probability"].to_numpy()) if len(oof) else None
+        scores[name] = roc_auc(oof["cancer"].to_numpy(), oof["probability"].to_numpy()) if len(oof) else None
     ranked = sorted(groups, key=lambda n: (scores[n] is not None, scores[n] or 0.0), reverse=True)
     say("out-of-fold AUC: " + ", ".join(f"{n} {scores[n] if scores[n] is None else round(scores[n], 3)}"
                                         for n in ranked))  # fmt: skip
