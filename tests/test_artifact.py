@@ -114,7 +114,8 @@ def test_thresholds():
     assert specificity_threshold(y, p, 0.9) == pytest.approx(0.95)
     t = specificity_threshold(y, p, 0.85)
     assert (p[y == 0] < t).mean() >= 0.85 and t == pytest.approx(0.7)
-    assert f1_optimal_threshold(np.zeros(3), np.ones(3)) is None and specificity_threshold(np.ones(3), p[:3]) is None
+    assert f1_optimal_threshold(np.zeros(3), np.ones(3)) is None
+    assert specificity_threshold(np.ones(3), p[:3]) is None
 
 
 def test_bootstrap_intervals_hold_the_value():

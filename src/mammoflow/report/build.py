@@ -133,7 +133,7 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
             for dataset, group in mine.groupby("dataset", sort=False):
                 label = DATASET_LABELS.get(dataset, dataset)
                 found = [
-                    Path(paths.cell_dir(protocol, resolution, dataset, model, fold, root=results)) / "history.csv"
+                    Path(paths.cell_dir(protocol, resolution, dataset, model, fold, root=results), "history.csv")
                     for fold in group["fold"]
                 ]
                 histories[label] = [pd.read_csv(path) for path in found if path.is_file()]
