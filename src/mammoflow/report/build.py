@@ -132,8 +132,8 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
             histories, confusions = {}, {}
             for dataset, group in mine.groupby("dataset", sort=False):
                 label = DATASET_LABELS.get(dataset, dataset)
-                cells_of = [paths.cell_dir(protocol, resolution, dataset, model, k, root=results) for k in group["fold"]]
-                found = [Path(cell, "history.csv") for cell in cells_of]
+                where = (protocol, resolution, dataset, model)
+                found = [Path(paths.cell_dir(*where, k, root=results), "history.csv") for k in group["fold"]]
                 histories[label] = [pd.read_csv(path) for path in found if path.is_file()]
                 tn, fp, fn, tp = (int(group[c].sum()) for c in ("tn", "fp", "fn", "tp"))
                 confusions[label] = np.array([[tn, fp], [fn, tp]])
