@@ -9,8 +9,9 @@ import pytest
 from conftest import REPO
 from sklearn.metrics import roc_auc_score
 
+from mammoflow.matrix import Matrix
 from mammoflow.report.build import table_markdown
-from mammoflow.report.table2 import PAPER_METRICS, Matrix, build_table, paper_table, table_csv
+from mammoflow.report.table2 import PAPER_METRICS, build_table, paper_table, table_csv
 from mammoflow.stats import _grouped_auc, pooled_auc
 
 SHARED_TABLE = REPO.parent / "shared/paper/table2.csv"

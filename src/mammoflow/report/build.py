@@ -22,9 +22,10 @@ from markupsafe import Markup
 from mammoflow import paths
 from mammoflow.atomic import write_text
 from mammoflow.config import load_yaml, merge
+from mammoflow.matrix import Matrix
 from mammoflow.progress import say
 from mammoflow.report import compare, shapes, table2
-from mammoflow.report.table2 import DATASET_LABELS, PAPER_METRICS, Matrix
+from mammoflow.report.table2 import DATASET_LABELS, PAPER_METRICS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAV = [

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammoflow import paths
-from mammoflow.report.table2 import Matrix
+from mammoflow.matrix import Matrix
 
 # Fields of metrics.json whose disagreement inside one model x resolution row is flagged. Steps per epoch
 # are not among them: they follow the training set (augmented cells have more images), shown as a range.

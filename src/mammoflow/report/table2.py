@@ -14,7 +14,6 @@ where a cell validated synthetic images), a second row beneath the first.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 
 from mammoflow import paths
 from mammoflow.classify.metrics import breast_level
+from mammoflow.matrix import Matrix
 from mammoflow.stats import f1_at_out_of_fold_threshold, pooled_auc
 
 PAPER_METRICS = ("accuracy", "auc", "precision", "recall", "f1")
@@ -39,37 +39,6 @@ DATASET_ORDER = ("original", "processed", "augmented")
 DATASET_LABELS = {"original": "original", "processed": "processed", "augmented": "processed + synthetic"}
 KEYS = ["protocol", "resolution", "dataset", "model", "scored"]
 PAPER_TABLE = Path(__file__).resolve().parent / "paper_table2.csv"
-
-
-@dataclass(frozen=True)
-class Matrix:
-    """The cells the configuration asks for."""
-
-    protocols: list[str]
-    resolutions: list[int]
-    datasets: list[str]
-    models: list[str]
-    k: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> Matrix:
-        return cls(
-            list(config["protocols"]),
-            [int(r) for r in config["resolutions"]],
-            list(config["datasets"]),
-            list(config["models"]),
-            int(config["folds"]["k"]),
-        )
-
-    def cells(self) -> list[tuple]:
-        return [
-            (p, r, d, m, f)
-            for p in self.protocols
-            for r in self.resolutions
-            for d in self.datasets
-            for m in self.models
-            for f in range(self.k)
-        ]
 
 
 def _dig(metrics: dict, path: tuple[str, ...]):
