@@ -9,27 +9,11 @@ import textwrap
 
 import pytest
 from conftest import REPO
+from rule_commands import RULES, rule_commands
 
 from mammoflow.cli import build_parser
 from mammoflow.commands import COMMANDS
 from mammoflow.plan.code import Package
-
-RULES = REPO / "workflow/rules"
-
-
-def rule_commands() -> dict[str, str]:
-    """Each rule of workflow/rules/*.smk that runs `python -m mammoflow <command>`, with its command
-    (a `use rule A as B` rule runs A's)."""
-    commands = {}
-    for path in sorted(RULES.glob("*.smk")):
-        text = path.read_text()
-        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", text, flags=re.M | re.S):
-            found = re.search(r"python -m mammoflow ([\w-]+)", body)
-            if found:
-                commands[name] = found.group(1)
-        for base, name in re.findall(r"^use rule (\w+) as (\w+)", text, flags=re.M):
-            commands[name] = commands[base]
-    return commands
 
 
 def test_every_rule_hashes_the_files_of_its_own_command():
