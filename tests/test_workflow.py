@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from types import SimpleNamespace
 
 import browser
@@ -15,7 +16,6 @@ import pytest
 from conftest import REPO, SNAKEMAKE_ENV
 from rule_commands import rule_commands
 
-from mammoflow.commands import COMMANDS
 from mammoflow.config import problems
 from mammoflow.plan.code import Package
 from mammoflow.store import open_store
@@ -222,48 +222,56 @@ def test_every_job_loads_only_modules_its_code_trigger_hashes(tiny_run):
         assert not outside, f"{record['command']} loaded {sorted(outside)}, which its code trigger misses"
 
 
-def _edits(package: Package) -> dict[str, frozenset]:
-    """One file per set of commands whose closures hold it (files of a set are alike to the triggers), with
-    that set; predict/thresholds' successor mammoflow.stats and a report template among them."""
+def _edits(package: Package, rules: dict[str, str]) -> dict[str, frozenset]:
+    """One file per set of rules whose commands' closures hold it (files of one set are alike to the
+    triggers), with that set; mammoflow.stats (which predict/thresholds.py became) and a report template
+    among them."""
     holders = {}
     for name in sorted(package.known, key=lambda n: (n != "mammoflow.stats", n)):
-        commands = frozenset(c for c in COMMANDS if name in package.command_modules(c))
-        holders.setdefault(commands, package.path_of(name))
-    edits = {path: commands for commands, path in holders.items()}
+        held = frozenset(r for r, c in rules.items() if name in package.command_modules(c))
+        holders.setdefault(held, package.path_of(name))
+    edits = {path: held for held, path in holders.items()}
     edits[package.root / "report/templates/report.html.j2"] = frozenset({"report"})
-    return {str(path.relative_to(package.src.parent)): commands for path, commands in edits.items()}
+    return {str(path): held for path, held in edits.items()}
 
 
 @pytest.mark.slow
 def test_an_edit_reruns_exactly_the_jobs_that_load_the_edited_file(tiny_run, tmp_path):
-    """In a copy of the repository, a comment appended to one file at a time: the dry run on the finished
-    tiny run schedules the jobs whose command's closure holds the file (params changed: code), and only
-    what depends on them beside (input updated). Editing mammoflow.stats re-runs the training cells."""
+    """In a copy of the repository, a comment appended to one file at a time: a dry run on the finished tiny
+    run schedules every job whose command's closure holds the file (params changed: code; downstream of
+    another such job Snakemake gives only that reason), and beside them only what depends on them (input
+    updated). Editing mammoflow.stats re-runs the training cells."""
     copy = tmp_path / "repo"
     copy.mkdir()
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, copy / name)
     for name in ("workflow", "src"):
         shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    configs = ["--configfile", str(TINY), str(tiny_run.workdir / "predict.yaml"), "--", "all", "predict_all"]
-    everything = scheduled(snakemake(tiny_run.workdir, "-n", "--forceall", *configs, repo=copy).stdout)
-    jobs_of = {rule: sum(r == rule for r, _ in everything) for rule, _ in everything}
-    commands = rule_commands()
-    edits = _edits(Package(copy / "src"))
-    assert edits["src/mammoflow/stats.py"] >= {"train", "cam", "report", "predict"}
-    for path, holders in edits.items():
-        original = (copy / path).read_bytes()
-        (copy / path).write_bytes(original + b"\n# an edit that changes nothing but the file\n")
-        jobs = scheduled(snakemake(tiny_run.workdir, "-n", *configs, repo=copy).stdout)
-        (copy / path).write_bytes(original)
-        rerun = {r for r, reason in jobs if reason.startswith("Params have changed")}
-        expected = {r for r in jobs_of if commands.get(r) in holders}
-        assert rerun == expected, f"{path} (in the closures of {sorted(holders)})"
-        assert len([r for r, reason in jobs if r in rerun]) == sum(jobs_of[r] for r in rerun), path
-        others = {reason.split(":")[0] for r, reason in jobs if r not in rerun} - {
-            "Input files updated by another job"
-        }
-        assert not others, f"{path}: {others}"
+    configs = ["--configfile", str(TINY), str(tiny_run.workdir / "predict.yaml")]
+    argv = ["-s", str(copy / "Snakefile"), "--directory", str(tiny_run.workdir), "--cores", "2", "-n",
+            *configs, "--", "all", "predict_all"]  # fmt: skip
+    rules = rule_commands()
+    edits = _edits(Package(copy / "src"), rules)
+    assert edits[str(copy / "src/mammoflow/stats.py")] >= {"train", "train_without_weights", "cam", "report"}
+    runs = [{"argv": ["--forceall", *argv], "edit": None}] + [{"argv": argv, "edit": path} for path in edits]
+    spec = tmp_path / "runs.json"
+    spec.write_text(json.dumps(runs))
+    command = [sys.executable, str(REPO / "tests/dry_runs.py"), str(spec)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=SNAKEMAKE_ENV, check=True)
+    everything, *outputs = json.loads(done.stdout)
+    jobs_of = Counter(rule for rule, _ in scheduled(everything))
+    for (path, held), output in zip(edits.items(), outputs, strict=True):
+        jobs = scheduled(output)
+        # Every job of a rule that loads the file, its code trigger changed (or an input, by one of them);
+        # any other job only because an input was updated by one of them.
+        held_jobs = {rule: n for rule, n in jobs_of.items() if rule in held}
+        count = Counter(rule for rule, _ in jobs)
+        assert {rule: count[rule] for rule in held_jobs} == held_jobs, path
+        changed = {rule for rule, reason in jobs if "Params have changed" in reason}
+        assert changed <= held and bool(changed) == bool(held_jobs), f"{path}: code of {changed}, not {held}"
+        others = {reason for rule, reason in jobs if rule not in held}
+        assert all(reason.startswith("Input files updated by another job") for reason in others), path
+        assert not any("Params have changed" in reason for reason in others), path
 
 
 @pytest.mark.slow
