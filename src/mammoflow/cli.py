@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from mammoflow import __version__
-from mammoflow.commands import COMMANDS, LEASE_MODULE
+from mammoflow.commands import COMMANDS, GPU_COMMANDS, LEASE_MODULE
 from mammoflow.errors import DataError
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     asked = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(asked).parse_args(argv)
     try:
-        if COMMANDS[args.command].gpu:
+        if args.command in GPU_COMMANDS:
             # Several GPU jobs on one machine: each takes a free device before torch touches CUDA.
             devices = importlib.import_module(LEASE_MODULE)
             devices.lease_for_command(args.command, getattr(args, "device", None))
