@@ -11,7 +11,6 @@ from mammoflow.gan.settings import stage_settings, synthesis_stage
 from mammoflow.matrix import Matrix, cam_models, model_settings
 from mammoflow.plan import predict as predict_plan
 from mammoflow.plan.code import Package
-from mammoflow.plan.gan import GanPlan
 from mammoflow.plan import rules as rule_helpers
 from mammoflow.plan.rules import as_json, parent
 
