@@ -16,7 +16,7 @@ from mammoflow.classify.artifact import (
     save_artifact,
 )
 from mammoflow.classify.models import build_model, normalize_batch
-from mammoflow.predict.thresholds import bootstrap_metrics, pf1_threshold, specificity_threshold
+from mammoflow.stats import bootstrap_metrics, f1_optimal_threshold, specificity_threshold
 
 torch.set_num_threads(2)
 
@@ -109,12 +109,13 @@ def test_thresholds():
     y = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 0.7, 0.95])
     # Calling 0.95, 0.9, 0.7: F1 = 2*2/(3+2) = 0.8, the best; the threshold is the lowest called value.
-    assert pf1_threshold(y, p) == pytest.approx(0.7)
+    assert f1_optimal_threshold(y, p) == pytest.approx(0.7)
     # 8 negatives: 90 % specificity allows no false positive, 85 % one (the 0.9).
     assert specificity_threshold(y, p, 0.9) == pytest.approx(0.95)
     t = specificity_threshold(y, p, 0.85)
     assert (p[y == 0] < t).mean() >= 0.85 and t == pytest.approx(0.7)
-    assert pf1_threshold(np.zeros(3), np.ones(3)) is None and specificity_threshold(np.ones(3), p[:3]) is None
+    assert f1_optimal_threshold(np.zeros(3), np.ones(3)) is None
+    assert specificity_threshold(np.ones(3), p[:3]) is None
 
 
 def test_bootstrap_intervals_hold_the_value():

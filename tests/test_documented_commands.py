@@ -93,6 +93,7 @@ def test_the_docs_print_the_commands_this_test_runs():
     )
 
 
+@pytest.mark.slow  # a copy of the workflow and a Snakemake run each
 @pytest.mark.parametrize("where,before,command", COMMANDS, ids=[f"{w}:{c[:60]}" for w, _, c in COMMANDS])
 def test_documented_command_runs(where, before, command, rsna, tmp_path):
     copy = _workflow_copy(tmp_path)

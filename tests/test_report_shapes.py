@@ -23,7 +23,7 @@ from mammoflow.report.build import Inputs, build_report
 
 SMALL_GAN = dict(cbase=256, cmax=32, syn_layers=3, head_layers=2, z_dim=16, w_dim=32, map_layers=2)
 CONFIG = {
-    "data": {"rsna_dir": ""},
+    "rsna_dir": "",
     "protocols": ["clean"],
     "resolutions": [32],
     "datasets": ["processed"],

@@ -23,6 +23,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from mammoflow.matrix import keeps_weights
+
 # The study's models; any other name is looked up in timm's registry (imported only then).
 PAPER_MODELS = ("resnet18", "resnet34", "resnet152", "efficientnet_b0", "maxvit_nano_rw_256")
 
@@ -148,10 +150,7 @@ def semantic_problems(config: dict) -> list[str]:
 
 def _weightless_problems(config: dict) -> list[str]:
     """Models whose cells keep no weights (train.keep_weights: false) cannot be explained or applied."""
-    train, own = config.get("train", {}), config.get("model_settings", {})
-    weightless = [
-        m for m in config.get("models", []) if not {**train, **own.get(m, {})}.get("keep_weights", True)
-    ]
+    weightless = [m for m in config.get("models", []) if not keeps_weights(config, m)]
     if not weightless:
         return []
     found = []

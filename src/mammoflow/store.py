@@ -29,8 +29,8 @@ DATASETS = ("original", "processed")
 # train.csv columns carried into every manifest when the data set has them.
 CARRIED = ["site_id", "machine_id", "age", "density", "prediction_id", "biopsy", "BIRADS", "implant"]
 LESION_COLUMNS = ["lesion_x0", "lesion_y0", "lesion_x1", "lesion_y1"]
-# What identifies an image of a store (and of a cell's predictions); `source` is real or synthetic.
-ID_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "source"]
+# Who an image of a store is and its label (also in a cell's predictions); `source` is real or synthetic.
+IMAGE_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "source"]
 
 
 def open_store(store_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:

@@ -9,6 +9,7 @@ rule phantom:
     params:
         spec=as_json(config["phantom"]),
         out=parent("csv"),
+        code=code_digest("phantom"),
     threads: config["phantom"]["threads"]
     resources:
         mem_mb=4000,
@@ -38,6 +39,7 @@ rule decode:
         decoders=config["decode"]["decoders"],
         strict="--strict" if config["decode"]["strict"] else "",
         reduce="--reduce" if config["decode"]["reduce"] else "--no-reduce",
+        code=code_digest("decode"),
     threads: config["decode"]["threads"]
     resources:
         mem_mb=3000,
@@ -64,6 +66,7 @@ rule decode_index:
     params:
         shard_dirs=lambda w, input: [str(Path(p).parent) for p in input.meta],
         max_failed=config["decode"]["max_failed_fraction"],
+        code=code_digest("index"),
     resources:
         mem_mb=2000,
         runtime=10,
@@ -98,6 +101,7 @@ rule preprocess:
         options=lambda w: as_json(config["preprocess"]) if w.dataset == "processed" else "{}",
         lesions=lambda w, input: ["--lesions", input.lesions] if input.lesions else [],
         out=parent("images"),
+        code=code_digest("preprocess"),
     threads: config["preprocess"]["threads"]
     resources:
         mem_mb=4000,
@@ -125,6 +129,7 @@ rule folds:
         seed=config["folds"]["seed"],
         # Each `clean` fold's GAN trains on that fold's training positives: there must be some.
         positives="--require-positive-training" if GAN_ON and "clean" in config["protocols"] else "",
+        code=code_digest("folds"),
     resources:
         mem_mb=2000,
         runtime=10,

@@ -24,6 +24,7 @@ rule gan_stage:
         store=parent("images"),
         out=parent("network"),
         previous=lambda w, input: str(input.previous[0]) if input.previous else "",
+        code=code_digest("gan-stage"),
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -56,6 +57,7 @@ rule gan_fid:
         batch=GAN["fid_batch"],
         inception=GAN["inception"],
         seed=GAN["seed"],
+        code=code_digest("gan-fid"),
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -93,6 +95,7 @@ rule synthesize:
         seed=GAN["seed"],
         folds=config["folds"]["k"],
         out=parent("images"),
+        code=code_digest("synthesize"),
     threads: GAN["threads"]
     resources:
         gpu=1,

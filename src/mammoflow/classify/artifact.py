@@ -26,6 +26,7 @@ from torch import nn
 from mammoflow import __version__, paths
 from mammoflow.atomic import atomic_path, file_sha256, write_text
 from mammoflow.classify.models import GRAY_MEAN, GRAY_STD, _size_kwargs, build_model
+from mammoflow.stats import choose_thresholds
 
 FORMAT = "mammoflow-model"
 FORMAT_VERSION = 1
@@ -221,7 +222,6 @@ def describe_cell(
     """The metadata of a finished cell: its data set's preparation (from the store's summary.json) and
     the thresholds chosen on its own validation predictions (real images only), image and breast level."""
     from mammoflow.classify.metrics import breast_level
-    from mammoflow.predict.thresholds import choose_thresholds
 
     summary_path = Path(store) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

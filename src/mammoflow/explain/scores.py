@@ -11,7 +11,7 @@ import pandas as pd
 
 from mammoflow.explain.boxes import chance_hit_rate, find_peak, fixed_box, score, threshold_box
 from mammoflow.progress import say
-from mammoflow.store import ID_COLUMNS, LESION_COLUMNS
+from mammoflow.store import IMAGE_COLUMNS, LESION_COLUMNS
 
 if TYPE_CHECKING:
     from mammoflow.explain.gradcam import Grid
@@ -61,7 +61,7 @@ def records(chunk: pd.DataFrame, cams, aligned: np.ndarray, grid: Grid, settings
         hit_stretched, _ = score(find_peak(cams.maps[i], cams.raw[i]), box, known)
         records.append(
             {
-                **{c: getattr(row, c) for c in [*ID_COLUMNS, "probability", "predicted_positive"]},
+                **{c: getattr(row, c) for c in [*IMAGE_COLUMNS, "probability", "predicted_positive"]},
                 "peak_value": float(cams.raw[i].max()),
                 "peak_x": peak.x,
                 "peak_y": peak.y,

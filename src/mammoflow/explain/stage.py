@@ -26,7 +26,7 @@ from mammoflow.explain.gradcam import (
 from mammoflow.explain.inputs import gather, load_cell_model, locate, select, store_table
 from mammoflow.explain.scores import COLUMNS, records, summarise
 from mammoflow.progress import progress, say
-from mammoflow.store import ID_COLUMNS, open_store
+from mammoflow.store import IMAGE_COLUMNS, open_store
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
 
@@ -138,7 +138,7 @@ def _open_sized(store_dir: Path, res: int) -> tuple[np.ndarray, pd.DataFrame]:
 def _load_inputs(job: CamJob, settings: CamSettings) -> _Inputs:
     predictions_path = Path(job.cell_dir) / "predictions.parquet"
     predictions = pd.read_parquet(predictions_path)
-    missing = [c for c in [*ID_COLUMNS, "probability"] if c not in predictions.columns]
+    missing = [c for c in [*IMAGE_COLUMNS, "probability"] if c not in predictions.columns]
     if missing:
         raise ValueError(f"{predictions_path}: missing column(s) {', '.join(missing)}")
     identity = identity_of(
@@ -154,7 +154,7 @@ def _load_inputs(job: CamJob, settings: CamSettings) -> _Inputs:
         stores["synthetic"], synthetic_manifest = _open_sized(Path(job.synthetic_dir), res)
         synthetic_table = store_table(synthetic_manifest, Path(job.synthetic_dir), "synthetic")
     table = locate(
-        predictions[[*ID_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
+        predictions[[*IMAGE_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
     )
     tables = (real_table, synthetic_table)
     has_boxes = any(t is not None and bool(t["lesion_x0"].notna().any()) for t in tables)

@@ -308,9 +308,3 @@ def generated_batches(generator, n: int, seed: int, batch: int = 64, device="cpu
     z = latents(n, generator.spec.z_dim, seed)  # n x z_dim floats: 13 MB for 50,000, the only O(n) array
     for start in range(0, n, batch):
         yield to_uint8(generator(z[start : start + batch].to(device), truncation=1.0, noise_mode="const"))
-
-
-def fid_report(
-    generated: np.ndarray, real: np.ndarray, setting: str, device: str | torch.device = "cpu"
-) -> dict:
-    return FeatureExtractor(setting, device).report(generated, real)

@@ -44,8 +44,8 @@ from mammoflow.predict.ensemble import (
 from mammoflow.predict.explain import explain_breasts
 from mammoflow.predict.inputs import read_inputs
 from mammoflow.predict.prepare import Preparation, prepare_images
-from mammoflow.predict.thresholds import bootstrap_metrics, choose_thresholds
 from mammoflow.progress import say
+from mammoflow.stats import bootstrap_metrics, choose_thresholds
 
 BREAST_KEYS = ["prediction_id", "patient_id", "laterality"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammoflow import paths
-from mammoflow.report.table2 import Matrix, cell_dir
+from mammoflow.matrix import Matrix
 
 # Fields of metrics.json whose disagreement inside one model x resolution row is flagged. Steps per epoch
 # are not among them: they follow the training set (augmented cells have more images), shown as a range.
@@ -45,7 +45,7 @@ def training_cells(results: Path, matrix: Matrix) -> pd.DataFrame:
     """One row per finished cell of the matrix: how it ran, as its metrics.json says."""
     rows = []
     for protocol, res, dataset, model, fold in matrix.cells():
-        cell = cell_dir(results, protocol, res, dataset, model, fold)
+        cell = Path(paths.cell_dir(protocol, res, dataset, model, fold, root=results))
         path = cell / "metrics.json"
         if not path.is_file():
             continue  # missing and failed cells are counted by the Table 2 section
