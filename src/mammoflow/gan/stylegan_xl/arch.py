@@ -248,24 +248,24 @@ class StemConfig:
     conv_clamp: float | None = CONV_CLAMP
 
 
-def stem_arch(config: StemConfig) -> ArchSpec:
-    """The layer table of StyleGAN-XL's stem (``--cfg stylegan3-t --syn_layers N``, unconditional)."""
-    if config.syn_layers <= NUM_CRITICAL:
+def _stem_layers(
+    resolution: int, syn_layers: int, channel_base: int, channel_max: int, img_channels: int, **layer_kwargs
+) -> tuple[InputSpec, list[LayerSpec]]:
+    """The Fourier input and the layers of StyleGAN-XL's stem (its SynthesisNetwork's layer specs)."""
+    if syn_layers <= NUM_CRITICAL:
         raise ValueError(
-            f"syn_layers {config.syn_layers}: StyleGAN-XL's stem needs more layers than its "
+            f"syn_layers {syn_layers}: StyleGAN-XL's stem needs more layers than its "
             f"{NUM_CRITICAL} critically sampled ones (at least {NUM_CRITICAL + 1})"
         )
-    res = int(config.resolution)
-    if res < 4 or res & (res - 1):
-        raise ValueError(f"stem resolution {res}: a power of two of at least 4")
-    channel_base, channel_max = doubled_widths(config.cbase, config.cmax)
+    if resolution < 4 or resolution & (resolution - 1):
+        raise ValueError(f"stem resolution {resolution}: a power of two of at least 4")
     cutoffs, stopbands, rates = _band_plan(
-        FIRST_CUTOFF, FIRST_STOPBAND, res, config.syn_layers, LAST_STOPBAND_REL
+        FIRST_CUTOFF, FIRST_STOPBAND, resolution, syn_layers, LAST_STOPBAND_REL
     )
     sizes = rates + MARGIN_SIZE * 2
-    sizes[-2:] = res
+    sizes[-2:] = resolution
     channels = _rint_channels(channel_base, channel_max, cutoffs)
-    channels[-1] = config.img_channels
+    channels[-1] = img_channels
     plan = {
         "cutoffs": cutoffs,
         "rates": rates,
@@ -273,20 +273,55 @@ def stem_arch(config: StemConfig) -> ArchSpec:
         "sizes": sizes,
         "channels": channels,
     }
-    layers = _layers(
-        0, res, plan, NUM_FP16_RES, magnitude_ema_beta=config.magnitude_ema_beta, conv_clamp=config.conv_clamp
+    source = InputSpec(int(channels[0]), int(sizes[0]), float(rates[0]), float(cutoffs[0]))
+    return source, _layers(0, resolution, plan, NUM_FP16_RES, **layer_kwargs)
+
+
+def stem_arch(config: StemConfig) -> ArchSpec:
+    """The layer table of StyleGAN-XL's stem (``--cfg stylegan3-t --syn_layers N``, unconditional)."""
+    res = int(config.resolution)
+    channel_base, channel_max = doubled_widths(config.cbase, config.cmax)
+    source, layers = _stem_layers(
+        res,
+        config.syn_layers,
+        channel_base,
+        channel_max,
+        config.img_channels,
+        magnitude_ema_beta=config.magnitude_ema_beta,
+        conv_clamp=config.conv_clamp,
     )
     return ArchSpec(
         z_dim=config.z_dim,
         w_dim=config.w_dim,
         img_resolution=res,
         img_channels=config.img_channels,
-        input=InputSpec(int(channels[0]), int(sizes[0]), float(rates[0]), float(cutoffs[0])),
+        input=source,
         layers=tuple(layers),
         channel_base=channel_base,
         channel_max=channel_max,
         mapping_layers=config.map_layers,
         stages=(Stage(res, config.syn_layers),),
+    )
+
+
+def network_stem_arch(like: ArchSpec, resolution: int, syn_layers: int) -> ArchSpec:
+    """The stem ``like``'s network would have had at ``resolution`` px with ``syn_layers`` layers (its own,
+    already doubled, widths): how a read network's growth is recovered."""
+    source, layers = _stem_layers(
+        resolution,
+        syn_layers,
+        like.channel_base,
+        like.channel_max,
+        like.img_channels,
+        conv_kernel=like.conv_kernel,
+    )
+    return replace(
+        like,
+        img_resolution=resolution,
+        input=source,
+        layers=tuple(layers),
+        head_layer_names=(),
+        stages=(Stage(resolution, syn_layers),),
     )
 
 
