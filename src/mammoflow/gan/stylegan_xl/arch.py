@@ -396,4 +396,3 @@ def arch_for_stages(config: StemConfig, stages: list[int], head_layers: int) -> 
     for res in stages[1:]:
         arch = grow_arch(arch, int(res), head_layers)
     return arch
-
