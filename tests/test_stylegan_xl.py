@@ -128,14 +128,18 @@ def test_filtered_lrelu_matches_the_reference_steps(up, down, padding, radial):
 
 
 def test_filtered_lrelu_gradients():
-    """The in-place activation chain keeps autograd's gradients right (clamp and ReLU included)."""
+    """The in-place activation (its own backward) keeps gradients right, clamp and ReLU included, to the
+    second order."""
     torch.manual_seed(1)
     fu, fd = lowpass_filter(12, 3.0, 2.0, 32).double(), lowpass_filter(12, 3.5, 2.0, 32).double()
-    x = (torch.randn(1, 2, 8, 8, dtype=torch.float64) * 2).requires_grad_(True)
-    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x, b: filtered_lrelu(x, fu, fd, b, 2, 2, (5, 4, 5, 4), math.sqrt(2), 0.2, 1.5), (x, b)
-    )
+    x = (torch.randn(1, 1, 6, 6, dtype=torch.float64) * 2).requires_grad_(True)
+    b = torch.randn(1, dtype=torch.float64, requires_grad=True)
+
+    def op(x, b):
+        return filtered_lrelu(x.clone(), fu, fd, b, 2, 2, (8, 7, 8, 7), math.sqrt(2), 0.2, 1.5)
+
+    assert torch.autograd.gradcheck(op, (x, b), fast_mode=True)
+    assert torch.autograd.gradgradcheck(op, (x, b), fast_mode=True)  # path-length regularisation: twice
 
 
 def test_lowpass_filter_is_kaiser_firwin():

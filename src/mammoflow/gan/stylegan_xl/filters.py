@@ -96,13 +96,39 @@ def filtered_lrelu(
 ) -> torch.Tensor:
     """Bias, upsample (filtered), gain, leaky ReLU (``slope`` 1: none), clamp, downsample (filtered)."""
     x = _upsample(x + bias.to(x.dtype).view(1, -1, 1, 1), up_filter, up, padding)
-    # In place on the fresh tensor the padding made (these element-wise passes cost as much as the
-    # filters on a CPU). lrelu(x)·gain clamped to ±c equals lrelu of x·gain clamped to [-c/slope, c]
-    # (gain > 0, 0 < slope <= 1), which leaves the clamp before the ReLU, where autograd allows it in place.
-    if gain != 1:
-        x = x.mul_(gain)
-    if clamp is not None:
-        x = x.clamp_(-clamp / slope, clamp)
-    if slope != 1:
-        x = F.leaky_relu_(x, slope)
+    if slope != 1 or gain != 1 or clamp is not None:
+        x = _GainLeakyClamp.apply(x, gain, slope, clamp)
     return _downsample(x, down_filter, down)
+
+
+class _GainLeakyClamp(torch.autograd.Function):
+    """leaky ReLU(x)·gain clamped to ±clamp, in place on ``x`` (a fresh tensor), keeping only its output
+    for the backward pass: the gradient is the incoming one where the output is inside (-clamp, clamp),
+    times gain, times slope where the output is negative. Autograd's own version of these three ops keeps
+    a copy of the input for the clamp and spends two passes on its masks; on a CPU these element-wise
+    passes cost about as much as the filters. The backward is made of differentiable ops, so gradients of
+    gradients (path-length regularisation) flow through it."""
+
+    @staticmethod
+    def forward(ctx, x, gain: float, slope: float, clamp: float | None):
+        if slope != 1:
+            x = F.leaky_relu_(x, slope)
+        if gain != 1:
+            x = x.mul_(gain)
+        if clamp is not None:
+            x = x.clamp_(-clamp, clamp)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.gain, ctx.slope, ctx.clamp = gain, slope, clamp
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        if ctx.clamp is not None:  # zero where the output sits on a bound (it was clamped)
+            grad = torch.ops.aten.hardtanh_backward(grad, y, -ctx.clamp, ctx.clamp)
+        if ctx.slope != 1:  # the output has the input's sign
+            grad = torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True)
+        if ctx.gain != 1:
+            grad = grad * ctx.gain
+        return grad, None, None, None
