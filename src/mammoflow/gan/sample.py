@@ -11,8 +11,10 @@ so the training cells read it the same way:
 - ``paper`` only: ``fold``, a seeded, balanced fold per image, because the study added the synthetic
   images before its split and so scored some of them in validation.
 
-The generator draws with the chest wall on the left (it was trained that way, see data.py); half of the
-images, chosen by the seed, are mirrored, and each image's laterality is then read off the image.
+A stage's generator draws with the chest wall on the left (it was trained that way, see data.py); a
+published network (``gan.network``) draws both sides. Half of the images, chosen by the seed, are
+mirrored, and each image's laterality is then read off the image. ``summary.json`` names the network
+(file, kind, SHA-256) that made the store.
 """
 
 from __future__ import annotations
