@@ -10,6 +10,8 @@ the reference's steps (tests/test_stylegan_xl.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.signal
 import scipy.special
@@ -82,19 +84,35 @@ def _downsample(x: torch.Tensor, f: torch.Tensor | None, down: int) -> torch.Ten
     return F.conv2d(x, k[None, None].expand(channels, 1, taps, taps), stride=down, groups=channels)
 
 
+@dataclass(frozen=True)
+class Resampling:
+    """A layer's up and down factors and the padding around its upsampled signal (x0, x1, y0, y1)."""
+
+    up: int
+    down: int
+    padding: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Leaky ReLU slope (1: none), gain, and the clamp of the result (None: none)."""
+
+    gain: float
+    slope: float
+    clamp: float | None
+
+
 def filtered_lrelu(
     x: torch.Tensor,
+    bias: torch.Tensor,
     up_filter: torch.Tensor | None,
     down_filter: torch.Tensor | None,
-    bias: torch.Tensor,
-    up: int,
-    down: int,
-    padding: tuple[int, int, int, int],
-    gain: float,
-    slope: float,
-    clamp: float | None,
+    resampling: Resampling,
+    activation: Activation,
 ) -> torch.Tensor:
-    """Bias, upsample (filtered), gain, leaky ReLU (``slope`` 1: none), clamp, downsample (filtered)."""
+    """Bias, upsample (filtered), leaky ReLU, gain, clamp, downsample (filtered)."""
+    up, down, padding = resampling.up, resampling.down, resampling.padding
+    gain, slope, clamp = activation.gain, activation.slope, activation.clamp
     x = _upsample(x + bias.to(x.dtype).view(1, -1, 1, 1), up_filter, up, padding)
     if slope != 1 or gain != 1 or clamp is not None:
         x = _GainLeakyClamp.apply(x, gain, slope, clamp)
