@@ -28,6 +28,7 @@ COMMANDS: dict[str, Command] = {
     "gan-stage": Command("mammoflow.gan.cli", "cmd_gan_stage", gpu=True),
     "gan-fid": Command("mammoflow.gan.cli", "cmd_gan_fid", gpu=True),
     "synthesize": Command("mammoflow.gan.cli", "cmd_synthesize", gpu=True),
+    "gan": Command("mammoflow.gan.cli", "cmd_gan_generate", gpu=True),  # `mammoflow gan generate`
     "cam": Command("mammoflow.explain.cli", "cmd_cam", gpu=True),
     "report": Command("mammoflow.report.cli", "cmd_report"),
     "test-layout": Command("mammoflow.predict.cli", "cmd_test_layout"),

@@ -62,12 +62,15 @@ def shard_outputs(name):
 gan_source_store = GAN_PLAN.source_store
 gan_previous_network = GAN_PLAN.previous_network
 gan_stage_minutes = GAN_PLAN.stage_minutes
+synthesis_network = GAN_PLAN.synthesis_network
+published_fid = GAN_PLAN.published_fid
+GAN_NETWORKS = GAN_PLAN.networks
 
 
 def gan_targets():
     if not GAN_ON:
         return []
-    targets = []
+    targets = [published_fid(res) for res in sorted(GAN_NETWORKS)]
     for protocol in config["protocols"]:
         for part in GAN_PLAN.parts(protocol):
             for stage in GAN_PLAN.stages:

@@ -4,12 +4,17 @@ resources).
 The `augmented` data set is processed + synthetic positives from the GAN stages. `clean`: a GAN per fold,
 trained only on that fold's training positives, its images used only in that fold's training set. `paper`:
 one GAN on all positives, its images split into the folds (so they reach validation).
+
+``gan.network``: a published StyleGAN-XL pickle (or a stage's network.pt), one path or a path per resolution,
+that the synthetic positives are drawn from instead of trained stages (then no stage runs).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mammoflow import paths
-from mammoflow.gan.settings import needed_stages, source_resolution
+from mammoflow.gan.settings import needed_stages, source_resolution, synthesis_stage
 
 
 class GanPlan:
@@ -18,9 +23,38 @@ class GanPlan:
         self.resolutions = list(config["resolutions"])
         self.k = int(config["folds"]["k"])
         self.on = "augmented" in config["datasets"]
-        # ValueError (stages that never reach a resolution) is the config's problem: the driver says so.
-        self.stages = needed_stages(self.resolutions, self.gan["stages"]) if self.on else []
+        # ValueError (stages that never reach a resolution, a published network that is not there) is the
+        # config's problem: the driver says so.
+        self.networks = self._published() if self.on else {}
+        trained = self.on and not self.networks
+        self.stages = needed_stages(self.resolutions, self.gan["stages"]) if trained else []
         self.fid_stages = self.stages or list(self.gan["stages"])
+
+    def _published(self) -> dict[int, str]:
+        given = self.gan.get("network") or {}
+        if not given:
+            return {}
+        given = given if isinstance(given, dict) else dict.fromkeys(self.resolutions, given)
+        networks = {int(res): str(path) for res, path in given.items()}
+        if sorted(networks) != sorted(self.resolutions):
+            named = sorted(networks)
+            raise ValueError(f"gan.network names resolutions {named}, the run has {self.resolutions}")
+        for path in sorted(set(networks.values())):
+            if not Path(path).is_file():
+                raise ValueError(f"gan.network: {path} is not a file")
+        return networks
+
+    def synthesis_network(self, w) -> str:
+        """The network a synthetic store is drawn from: the published one, or the stage serving its size."""
+        if self.networks:
+            return self.networks[int(w.res)]
+        stage = synthesis_stage(int(w.res), self.gan["stages"])
+        return f"{paths.gan_stage_dir(w.protocol, w.part, stage)}/network.pt"
+
+    @staticmethod
+    def published_fid(res) -> str:
+        """FID of the published network at one resolution (against every positive of its store)."""
+        return f"{paths.gan_dir('published', f'{res}px')}/fid.json"
 
     def parts(self, protocol: str) -> list[str]:
         """The GANs of a protocol: one per fold (clean) or one on all positives (paper)."""
