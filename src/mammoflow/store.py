@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, write_text
 from mammoflow.progress import progress, say
+from mammoflow.store_integrity import open_verified, write_manifest
 
 if TYPE_CHECKING:
     from mammoflow.preprocess import Prepared, ProcessOptions
@@ -34,12 +35,9 @@ ID_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "source"
 
 
 def open_store(store_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
-    store_dir = Path(store_dir)
-    images = np.load(store_dir / "images.npy", mmap_mode="r")
-    manifest = pd.read_parquet(store_dir / "manifest.parquet")
-    if len(manifest) != len(images):
-        raise ValueError(f"{store_dir}: manifest has {len(manifest)} rows but images.npy {len(images)}")
-    return images, manifest
+    """Images (memory-mapped, read-only) and manifest, once both match the checksum the manifest records:
+    a changed, truncated or relabelled store is refused by name (store_integrity.StoreError)."""
+    return open_verified(store_dir)
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -121,7 +119,7 @@ def build_store(
             _state.clear()
     seconds = time.perf_counter() - started
     manifest = _manifest(index, placements, dataset, res, lesions_csv)
-    write_parquet(manifest, out_dir / "manifest.parquet")
+    write_manifest(manifest, out_dir)  # with the checksum of images.npy (store_integrity.py)
     images = np.load(out_dir / "images.npy", mmap_mode="r")
     write_contact_sheet(images, manifest, out_dir / "contact_sheet.png", title=f"{dataset} {res}px")
     summary = {

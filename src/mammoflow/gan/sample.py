@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, write_text
 from mammoflow.devices import pick_device
 from mammoflow.gan.data import resize
 from mammoflow.gan.network_io import load_network, to_uint8
 from mammoflow.progress import progress, say
 from mammoflow.store import LESION_COLUMNS, write_contact_sheet
+from mammoflow.store_integrity import write_manifest
 
 ID_BASE = 9_000_000_000
 PART_STRIDE = 100_000_000
@@ -127,7 +128,7 @@ def synthesize(
 
     with atomic_path(out_dir / "images.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, images)
-    write_parquet(manifest, out_dir / "manifest.parquet")
+    write_manifest(manifest, out_dir)  # with the checksum of images.npy, as every store
     title = f"synthetic {protocol} {part} {res}px (stage {generator.resolution}, psi {truncation})"
     write_contact_sheet(images, manifest, out_dir / "contact_sheet.png", title=title)
     summary = {
