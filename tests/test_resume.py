@@ -1,0 +1,126 @@
+"""A killed Snakemake driver, resumed by the commands docs/troubleshooting.md prints, as they stand there.
+
+The driver alone is killed (SIGKILL) while the `decode_index` job runs: the job goes on without it and
+finishes its outputs, so the dead driver leaves its lock and an incomplete mark on complete files, the two
+things a second run trips over. The test checks that it trips over exactly what the page says, types the
+page's commands (with the tiny configuration's options and targets added, as the page says to add yours),
+and compares every output with an uninterrupted run of the same command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, SNAKEMAKE_ENV
+
+PAGE = REPO / "docs/troubleshooting.md"
+CELLS = [f"results/train/clean/32/processed/resnet18/fold{k}" for k in (0, 1)]
+# The command that is killed: the tiny configuration, up to two training cells (a few minutes on 2 cores).
+OPTIONS = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "tests/config/tiny.yaml")]
+TARGETS = ["--", *(f"{cell}/metrics.json" for cell in CELLS)]
+
+
+def documented_commands() -> list[list[str]]:
+    """The commands of the page's section on stopping and resuming, split into arguments."""
+    text = PAGE.read_text()
+    section = text[text.index("## Stopping and resuming a run") :]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [shlex.split(line) for line in block.splitlines() if line.startswith("snakemake ")]
+
+
+def _snakemake(workdir: Path, arguments: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    cores = [a if a != "all" else "2" for a in arguments]  # the page's `--cores all`: this machine's 2
+    command = [sys.executable, "-m", "snakemake", *cores, "--directory", str(workdir), *OPTIONS, *TARGETS]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=SNAKEMAKE_ENV)
+    if check:
+        assert done.returncode == 0, f"{shlex.join(arguments)}:\n{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def _kill_driver_during_decode_index(workdir: Path) -> None:
+    """Start the run, SIGKILL the driver (only) as soon as decode_index starts, wait for its orphaned job."""
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "--directory",
+        str(workdir),
+        *OPTIONS,
+        *TARGETS,
+    ]
+    log = workdir / "logs/decode_index.log"
+    driver = subprocess.Popen(command, cwd=REPO, env=SNAKEMAKE_ENV, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not log.exists():
+        assert driver.poll() is None, "the run ended before decode_index started"
+        assert time.monotonic() < deadline, "decode_index did not start in 10 minutes"
+        time.sleep(0.02)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    # The jobs it started are still in its process group: wait until they are done (the page's step 1).
+    while True:
+        try:
+            os.killpg(driver.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the killed driver's jobs did not end"
+        time.sleep(0.2)
+    assert (workdir / "results/decoded/index.parquet").is_file()  # finished by the orphaned job
+
+
+def _same_results(reference: Path, resumed: Path) -> None:
+    for store in ("results/data/32/processed",):
+        for name in ("images.npy",):
+            assert (reference / store / name).read_bytes() == (resumed / store / name).read_bytes(), store
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(reference / store / "manifest.parquet"),
+            pd.read_parquet(resumed / store / "manifest.parquet"),
+        )
+    for table in ("results/decoded/index.parquet", "results/data/folds.parquet"):
+        a, b = pd.read_parquet(reference / table), pd.read_parquet(resumed / table)
+        pd.testing.assert_frame_equal(
+            a.drop(columns=["seconds"], errors="ignore"), b.drop(columns=["seconds"], errors="ignore")
+        )
+    for cell in CELLS:
+        a = pd.read_parquet(reference / cell / "predictions.parquet")
+        b = pd.read_parquet(resumed / cell / "predictions.parquet")
+        pd.testing.assert_frame_equal(a, b)
+        assert (reference / cell / "model.safetensors").read_bytes() == (
+            resumed / cell / "model.safetensors"
+        ).read_bytes()
+        assert np.isfinite(a["probability"]).all()
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_by_the_documented_commands(tmp_path):
+    unlock, again = documented_commands()
+    assert "--unlock" in unlock and again == [a for a in unlock if a != "--unlock"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    _snakemake(reference, ["--cores", "2"])
+
+    _kill_driver_during_decode_index(killed)
+    # What the page says a plain re-run meets: the lock, then (unlocked, without the default profile's
+    # rerun-incomplete) the incomplete mark on the files the orphaned job finished.
+    locked = _snakemake(killed, again[1:], check=False)
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr
+    _snakemake(killed, unlock[1:])
+    bare = _snakemake(killed, ["-n", "--workflow-profile", "none", *again[1:]], check=False)
+    assert bare.returncode != 0 and "IncompleteFilesException" in bare.stdout + bare.stderr
+    assert "results/decoded/index.parquet" in bare.stdout + bare.stderr
+
+    resumed = _snakemake(killed, again[1:])
+    assert "Using workflow specific profile profiles/default" in resumed.stderr
+    _same_results(reference, killed)
