@@ -1,7 +1,9 @@
 """Packed image stores: ``images.npy`` (N x res x res uint8, memory-mappable) + ``manifest.parquet``.
 
 Training reads a store with ``np.load(..., mmap_mode="r")`` and indexes whole batches at once; no per-image
-files exist anywhere after decoding. The manifest's ``row`` is the image's index in ``images.npy``.
+files exist anywhere after decoding. The manifest's ``row`` is the image's index in ``images.npy``. The
+manifest also records a checksum of the pixels, which ``open_store`` verifies before any reader sees them
+(store_integrity.py).
 """
 
 from __future__ import annotations
