@@ -121,7 +121,13 @@ def _check_cell_folder(metadata: dict, where: Path) -> None:
     }
     folder = {"protocol": cell.protocol, "resolution": cell.res, "dataset": cell.dataset,
               "architecture": cell.model, "fold": cell.fold}  # fmt: skip
-    wrong = [f"{k} {stated[k]!r} (the folder: {folder[k]!r})" for k in folder if stated[k] != folder[k]]
+    # Only contradictions: an artifact that does not know a value ("unknown": a store without summary.json)
+    # is not refused for it here.
+    wrong = [
+        f"{k} {stated[k]!r} (the folder: {folder[k]!r})"
+        for k in folder
+        if stated[k] not in (None, "unknown") and stated[k] != folder[k]
+    ]
     if wrong:
         raise ArtifactError(
             f"{where}: this is not the artifact of the cell its folder names: model.json says "
