@@ -26,7 +26,7 @@ from conftest import REPO, SNAKEMAKE_ENV
 PAGE = REPO / "docs/troubleshooting.md"
 CELLS = ["results/train/clean/32/processed/resnet18/fold0"]
 # The command that is killed: the tiny configuration, up to one training cell (phantom, decoding, folds,
-# one store, one cell: eight jobs).
+# one store, one cell).
 OPTIONS = ["-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "tests/config/tiny.yaml")]
 TARGETS = ["--", *(f"{cell}/metrics.json" for cell in CELLS)]
 
