@@ -47,6 +47,18 @@ def test_round_trip_in_half_precision(tmp_path, name):
     assert (tmp_path / WEIGHTS_NAME).stat().st_size < 0.55 * fp32
 
 
+def test_one_model_gives_one_file(tmp_path):
+    """Byte for byte: the header's metadata (two keys) is written sorted, not in safetensors' hash-map
+    order, which differed between two runs of one training cell."""
+    model, _ = build_model("resnet18", 32, pretrained=False)
+    described = {"architecture": "resnet18", "resolution": 32, "protocol": "clean", "fold": 0}
+    files = set()
+    for k in range(8):
+        save_artifact(tmp_path / str(k), model, described)
+        files.add((tmp_path / str(k) / WEIGHTS_NAME).read_bytes())
+    assert len(files) == 1
+
+
 def test_a_cell_may_keep_no_weights(tmp_path):
     """train.keep_weights: false writes model.json alone; loading it says why there is nothing to load, and
     predict's search for cells passes it over."""

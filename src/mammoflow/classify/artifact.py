@@ -85,7 +85,7 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
     for key in ("architecture", "resolution"):
         if key not in metadata:
             raise ArtifactError(f"artifact metadata needs {key!r}")
-    from mammoflow.classify.artifact_checks import IDENTITY_KEY, weights_identity
+    from mammoflow.classify.artifact_checks import IDENTITY_KEY, sort_header, weights_identity
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +103,7 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
         header = {"format": "pt", IDENTITY_KEY: weights_identity(document)}
         with atomic_path(weights_path) as tmp:
             save_file(half_precision_state(model), str(tmp), metadata=header)
+            sort_header(tmp)
         document["weights"] = {"file": WEIGHTS_NAME, "dtype": "float16", "sha256": file_sha256(weights_path)}
     write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", out_dir / METADATA_NAME)
     return document

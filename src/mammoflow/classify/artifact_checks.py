@@ -46,6 +46,19 @@ def weights_identity(document: dict) -> str:
     return json.dumps(kept, sort_keys=True, allow_nan=False)
 
 
+def sort_header(path: Path) -> None:
+    """Rewrite a safetensors header with its keys sorted. safetensors writes the header's metadata in
+    hash-map order, which changes from run to run once there are two keys: sorted, one model gives one file,
+    byte for byte (same length and offsets; the format allows trailing spaces in the header)."""
+    with open(path, "r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= size:  # always: the same content, compact, as safetensors writes it
+            handle.seek(8)
+            handle.write(text + b" " * (size - len(text)))
+
+
 def check_artifact(path: str | Path) -> dict:
     """The artifact's metadata once every check has passed; ArtifactError naming the file otherwise."""
     metadata = read_metadata(path)
