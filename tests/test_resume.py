@@ -1,10 +1,14 @@
-"""A killed Snakemake driver, resumed by the commands docs/troubleshooting.md prints, as they stand there.
+"""Recovery: a killed Snakemake driver, resumed by the commands docs/troubleshooting.md prints; a damaged
+store, rebuilt by the command its refusal names.
 
 The driver alone is killed (SIGKILL) while the `decode_index` job runs: the job goes on without it and
 finishes its outputs, so the dead driver leaves its lock and an incomplete mark on complete files, the two
 things a second run trips over. The test checks that it trips over exactly what the page says, types the
 page's commands (with the tiny configuration's options and targets added, as the page says to add yours),
 and compares every output with an uninterrupted run of the same command.
+
+The same uninterrupted run then has one store damaged in place (the issue's inverted store): its cell
+refuses it by name, and the command the message gives rebuilds store and cell to the same results.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,13 +123,19 @@ def _same_results(reference: Path, resumed: Path) -> None:
     assert np.isfinite(pd.read_parquet(resumed / CELLS[0] / "predictions.parquet")["probability"]).all()
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The command run once, never interrupted."""
+    workdir = tmp_path_factory.mktemp("reference")
+    _snakemake(workdir, ["--cores", "2"])
+    return workdir
+
+
 @pytest.mark.slow
-def test_a_killed_driver_resumes_by_the_documented_commands(tmp_path):
+def test_a_killed_driver_resumes_by_the_documented_commands(reference, tmp_path):
     unlock, again = documented_commands()
     assert "--unlock" in unlock and again == [a for a in unlock if a != "--unlock"]
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    _snakemake(reference, again[1:])  # the same command, never interrupted
-
+    killed = tmp_path / "killed"
     _kill_driver_during_decode_index(killed)
     # What the page says a plain re-run meets: the lock, then (unlocked, without the default profile's
     # rerun-incomplete) the incomplete mark on the files the orphaned job finished.
@@ -138,3 +149,24 @@ def test_a_killed_driver_resumes_by_the_documented_commands(tmp_path):
     resumed = _snakemake(killed, again[1:])
     assert "Using workflow specific profile profiles/default" in resumed.stderr
     _same_results(reference, killed)
+
+
+@pytest.mark.slow
+def test_a_damaged_store_stops_its_cell_and_the_named_command_rebuilds_it(reference, tmp_path):
+    """The issue's case through Snakemake: a store's pixels inverted in place. The newer file makes
+    Snakemake re-run the cell, which refuses the store by name; the command its message gives rebuilds the
+    store and the cell, to the results of the undamaged run."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(reference, copy, symlinks=True)
+    images = np.load(copy / "results/data/32/processed/images.npy", mmap_mode="r+")
+    images[:] = 255 - images
+    images.flush()
+    del images
+    failed = _snakemake(copy, ["--cores", "2"], check=False)
+    assert failed.returncode != 0
+    log = (copy / "logs/train/clean/32/processed/resnet18/fold0.log").read_text()
+    (line,) = [x for x in log.splitlines() if x.startswith("mammoflow train: error: store ")]
+    assert "results/data/32/processed: images.npy differs from the checksum its manifest records" in line
+    (command,) = re.findall(r"\(e\.g\. `(snakemake [^`]+)`\)", line)
+    _snakemake(copy, shlex.split(command)[1:])
+    _same_results(reference, copy)
