@@ -82,11 +82,11 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
     there is nothing to load."""
     from safetensors.torch import save_file
 
+    from mammoflow.classify.artifact_checks import IDENTITY_KEY, sort_header, weights_identity
+
     for key in ("architecture", "resolution"):
         if key not in metadata:
             raise ArtifactError(f"artifact metadata needs {key!r}")
-    from mammoflow.classify.artifact_checks import IDENTITY_KEY, sort_header, weights_identity
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / WEIGHTS_NAME
