@@ -7,7 +7,9 @@ Two files in the cell folder:
 - ``model.json``: what the weights need around them: the timm architecture and its arguments, the input
   (channels, scaling, normalisation), the resolution, the data set kind, the decode and preprocess
   settings its store was built with, protocol and fold, the thresholds chosen on the cell's own validation
-  predictions, the versions, and the weights file's SHA-256.
+  predictions, the versions, and the weights file's SHA-256. The weights file's header carries the rest
+  of model.json in turn, so that neither can be swapped or edited alone (artifact_checks.py checks both,
+  and the architecture against the weights' shapes, before anything is loaded).
 
 ``load_artifact`` needs neither the training config nor the store: a folder with these two files is a
 model that can be handed to someone else. Half precision halves the disk (a resnet152 cell: 233 MB as
