@@ -16,15 +16,15 @@ truncated file is named as truncated, not as numpy's "mmap length is greater tha
 the manifest, then every block, hashed in parallel threads (hashlib releases the GIL; the blocks are read
 through the memory map the reader then uses, so nothing is copied and the page cache is warm afterwards).
 
-Why all of it, every time: SHA-256 ran at 1.2 GiB/s on one core of this project's 2-core machine (SHA-NI;
-1.9 GiB/s on both), and open_store verified a 1 GiB store through its memory map at 0.7-0.9 GiB/s with the
-machine shared by other work (bench/store_checksum.py). The paper's largest store (54,706 x 512 x 512 bytes,
-13.4 GiB) therefore takes 11-19 s on one core, and the pool of up to 8 threads divides that where the cores
-and the disk allow (not measured here). The cheapest cell that reads such a store, resnet18 at 512 px, is
-estimated at about 5 GPU-minutes (docs/cluster.md), and every epoch reads the whole store anyway: a few per
-cent, once per job. Verifying lazily, batch by batch, would save nothing (batches are drawn from the whole
-store, so the first few touch nearly every block) and would catch a damaged block only after training had
-begun on the others.
+Why all of it, every time: SHA-256 ran at 0.9-1.2 GiB/s on one core of this project's 2-core machine (SHA-NI;
+1.6-1.9 GiB/s on both), and open_store verified a 1 GiB store through its memory map in 1.2-1.8 s (0.6-0.8
+GiB/s) with the machine shared by other work (bench/store_checksum.py). The paper's largest store (54,706 x
+512 x 512 bytes, 13.4 GiB) therefore takes 15-23 s here, and the pool of up to 8 threads divides that where
+the cores and the disk allow (not measured: no GPU machine was at hand). The cheapest cell that reads such a
+store, resnet18 at 512 px, is estimated at about 5 GPU-minutes (docs/cluster.md), and every epoch reads the
+whole store anyway: at most a few per cent, once per job. Verifying lazily, batch by batch, would save
+nothing (batches are drawn from the whole store, so the first few touch nearly every block) and would catch
+a damaged block only after training had begun on the others.
 """
 
 from __future__ import annotations
