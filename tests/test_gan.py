@@ -34,6 +34,7 @@ from mammoflow.gan.networks import (
 from mammoflow.gan.sample import ID_BASE, chest_wall_left, generate, synthesize
 from mammoflow.gan.train import Interrupted, TrainSettings, train_stage
 from mammoflow.store import LESION_COLUMNS
+from mammoflow.store_integrity import write_manifest
 
 SMALL = dict(cbase=256, cmax=32, syn_layers=3, head_layers=2, z_dim=16, w_dim=32, map_layers=2)
 
@@ -84,7 +85,7 @@ def store(tmp_path_factory):
     )
     (root / "32").mkdir()
     np.save(root / "32/images.npy", images)
-    manifest.to_parquet(root / "32/manifest.parquet")
+    write_manifest(manifest, root / "32")
     make_folds(manifest, k=2, seed=3).to_parquet(root / "folds.parquet")
     return root
 

@@ -21,6 +21,7 @@ from mammoflow.decode import decode_shard, index_shards
 from mammoflow.folds import make_folds
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.store import build_store
+from mammoflow.store_integrity import write_manifest
 
 torch.set_num_threads(2)
 
@@ -74,7 +75,7 @@ def test_labels_shifted_by_one_patient_stay_at_chance(easy: Path, tmp_path: Path
     shutil.copytree(easy / "store", shifted)
     manifest = pd.read_parquet(shifted / "manifest.parquet")
     manifest["cancer"] = np.roll(manifest["cancer"].to_numpy(), 4)
-    manifest.to_parquet(shifted / "manifest.parquet")
+    write_manifest(manifest, shifted)  # a new store, with its own checksum
     folds = pd.read_parquet(easy / "folds.parquet")
     cancer = manifest.set_index("image_id")["cancer"]
     folds["cancer"] = cancer.loc[folds["image_id"]].to_numpy()

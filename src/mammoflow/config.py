@@ -18,6 +18,7 @@ mammoflow's other dependencies can run it.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import jsonschema
@@ -109,8 +110,25 @@ def problems(config: dict, schema_path: str | Path) -> list[str]:
         moved.append("data.rsna_dir: moved to the top-level key rsna_dir (snakemake --config rsna_dir=DIR)")
         config.pop("data")
     coerce(config, schema)
-    found = moved + schema_problems(config, schema)
+    infinite = non_finite_problems(config)
+    named = {p.split(":")[0] for p in infinite}
+    found = moved + infinite + [p for p in schema_problems(config, schema) if p.split(":")[0] not in named]
     return found or semantic_problems(config)
+
+
+def non_finite_problems(value, where: str = "") -> list[str]:
+    """Every NaN and infinity in the config (YAML's ``.nan``, ``.inf``). JSON Schema's ``number`` admits them
+    and no range excludes NaN (every comparison with it is false), so ``lr: .nan`` would reach a training
+    cell, after Snakemake had removed the cell's old outputs."""
+    if isinstance(value, dict):
+        return [
+            p for k, v in value.items() for p in non_finite_problems(v, f"{where}.{k}" if where else str(k))
+        ]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_finite_problems(v, f"{where}.{i}")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where}: {value} is not a finite number"]
+    return []
 
 
 def semantic_problems(config: dict) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammoflow.arguments import json_object
+from mammoflow.arguments import COUNT, FRACTION, NON_NEGATIVE, json_object, whole_number
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -68,16 +68,16 @@ def register(sub) -> None:
     p = sub.add_parser("phantom", help="generate the built-in phantom data set in the RSNA layout")
     p.add_argument("--out", required=True, help="folder to write train.csv, train_images/, lesions.csv")
     p.add_argument("--spec", type=json_object, default={}, help="phantom settings as a JSON object")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=COUNT, default=1)
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("decode", help="decode one shard of the DICOMs to working-size 16-bit images")
     p.add_argument("--data-dir", required=True, help="RSNA-layout folder (train.csv, train_images/)")
     p.add_argument("--out", required=True, help="shard folder")
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--shards", type=int, required=True)
-    p.add_argument("--working-size", type=int, default=1024, help="long side of the decoded images")
-    p.add_argument("--workers", type=int, default=1, help="decoder processes")
+    p.add_argument("--shard", type=NON_NEGATIVE, required=True)
+    p.add_argument("--shards", type=COUNT, required=True)
+    p.add_argument("--working-size", type=COUNT, default=1024, help="long side of the decoded images")
+    p.add_argument("--workers", type=COUNT, default=1, help="decoder processes")
     p.add_argument("--decoders", nargs="+", default=["dicomsdl", "pydicom"], choices=["dicomsdl", "pydicom"])
     p.add_argument("--strict", action="store_true", help="fail on the first file that cannot be decoded")
     p.add_argument(
@@ -96,7 +96,7 @@ def register(sub) -> None:
     p.add_argument("--errors", required=True)
     p.add_argument(
         "--max-failed-fraction",
-        type=float,
+        type=FRACTION,
         default=0.01,
         help="fail when more than this share of the files could not be decoded (after writing the list)",
     )
@@ -105,11 +105,11 @@ def register(sub) -> None:
     p = sub.add_parser("preprocess", help="build the packed store of one data set at one resolution")
     p.add_argument("--index", required=True, help="decoded index.parquet")
     p.add_argument("--dataset", required=True, choices=["original", "processed"])
-    p.add_argument("--res", type=int, required=True)
+    p.add_argument("--res", type=COUNT, required=True)
     p.add_argument("--out", required=True, help="store folder")
     p.add_argument("--options", type=json_object, default={}, help="preprocess settings as a JSON object")
     p.add_argument("--lesions", default="", help="optional lesion-box sidecar CSV (phantom data)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=COUNT, default=1)
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("folds", help="assign cross-validation folds for each protocol")
@@ -117,8 +117,8 @@ def register(sub) -> None:
     source.add_argument("--sheet", help="the sample sheet (train.csv): folds before decoding")
     source.add_argument("--index", help="a decoded index.parquet instead")
     p.add_argument("--out", required=True)
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--k", type=whole_number(2), default=5)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=42)
     p.add_argument("--protocols", nargs="+", default=["clean", "paper"], choices=["clean", "paper"])
     p.add_argument(
         "--require-positive-training",

@@ -1,7 +1,9 @@
 """Packed image stores: ``images.npy`` (N x res x res uint8, memory-mappable) + ``manifest.parquet``.
 
 Training reads a store with ``np.load(..., mmap_mode="r")`` and indexes whole batches at once; no per-image
-files exist anywhere after decoding. The manifest's ``row`` is the image's index in ``images.npy``.
+files exist anywhere after decoding. The manifest's ``row`` is the image's index in ``images.npy``. The
+manifest also records a checksum of the pixels, which ``open_store`` verifies before any reader sees them
+(store_integrity.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, write_text
 from mammoflow.progress import progress, say
+from mammoflow.store_integrity import open_verified, write_manifest
 
 if TYPE_CHECKING:
     from mammoflow.preprocess import Prepared, ProcessOptions
@@ -34,12 +37,9 @@ IMAGE_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "sour
 
 
 def open_store(store_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
-    store_dir = Path(store_dir)
-    images = np.load(store_dir / "images.npy", mmap_mode="r")
-    manifest = pd.read_parquet(store_dir / "manifest.parquet")
-    if len(manifest) != len(images):
-        raise ValueError(f"{store_dir}: manifest has {len(manifest)} rows but images.npy {len(images)}")
-    return images, manifest
+    """Images (memory-mapped, read-only) and manifest, once both match the checksum the manifest records:
+    a changed, truncated or relabelled store is refused by name (store_integrity.StoreError)."""
+    return open_verified(store_dir)
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -121,7 +121,7 @@ def build_store(
             _state.clear()
     seconds = time.perf_counter() - started
     manifest = _manifest(index, placements, dataset, res, lesions_csv)
-    write_parquet(manifest, out_dir / "manifest.parquet")
+    write_manifest(manifest, out_dir)  # with the checksum of images.npy (store_integrity.py)
     images = np.load(out_dir / "images.npy", mmap_mode="r")
     write_contact_sheet(images, manifest, out_dir / "contact_sheet.png", title=f"{dataset} {res}px")
     summary = {

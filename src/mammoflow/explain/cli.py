@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammoflow.arguments import json_object
+from mammoflow.arguments import NON_NEGATIVE, json_object
 
 
 def cmd_cam(args: argparse.Namespace) -> None:
@@ -32,7 +32,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--protocol", default=None, help="for the summary (default: read off the cell path)")
     p.add_argument("--dataset", default=None, help="for the summary (default: read off the cell path)")
-    p.add_argument("--fold", type=int, default=None, help="for the summary (default: read off the cell path)")
+    p.add_argument(
+        "--fold", type=NON_NEGATIVE, default=None, help="for the summary (default: read off the cell path)"
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument(
+        "--threads", type=NON_NEGATIVE, default=0, help="CPU threads for torch (0: torch's default)"
+    )
     p.set_defaults(func=cmd_cam)

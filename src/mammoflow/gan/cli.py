@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from mammoflow.arguments import json_object
+from mammoflow.arguments import COUNT, NON_NEGATIVE, finite_number, json_object, whole_number
 
 
 def _torch_setup(threads: int) -> None:
@@ -148,9 +148,11 @@ def register_generate(sub) -> None:
         "--latents", type=Path, required=True, help=".npy of z, shape (N, z_dim); z_dim is 64 here"
     )
     p.add_argument("--out", type=Path, required=True, help=".npy to write (N, C, H, W) float32")
-    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1: none)")
-    p.add_argument("--batch", type=int, default=8, help="latents drawn at once")
-    p.add_argument("--threads", type=int, default=4, help="CPU threads for torch")
+    p.add_argument(
+        "--truncation", type=finite_number(0.0, low_open=True), default=1.0, help="truncation psi (1: none)"
+    )
+    p.add_argument("--batch", type=COUNT, default=8, help="latents drawn at once")
+    p.add_argument("--threads", type=COUNT, default=4, help="CPU threads for torch")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.set_defaults(func=cmd_gan_generate)
 
@@ -161,13 +163,13 @@ def register(sub) -> None:
     p.add_argument("--folds", type=Path, required=True, help="folds.parquet")
     p.add_argument("--protocol", required=True, choices=["clean", "paper"])
     p.add_argument("--part", required=True, help="fold<k> (clean: trained without fold k) or all (paper)")
-    p.add_argument("--stage", type=int, required=True, help="this stage's resolution")
+    p.add_argument("--stage", type=COUNT, required=True, help="this stage's resolution")
     p.add_argument("--previous", default="", help="the previous stage's network.pt (none for the first)")
     p.add_argument("--out", type=Path, required=True, help="stage folder")
     p.add_argument(
         "--settings", type=json_object, required=True, help="the stage's settings as a JSON object"
     )
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--threads", type=COUNT, default=1, help="CPU threads for torch")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.set_defaults(func=cmd_gan_stage)
 
@@ -179,31 +181,33 @@ def register(sub) -> None:
     p.add_argument("--folds", type=Path, required=True)
     p.add_argument("--protocol", required=True, choices=["clean", "paper"])
     p.add_argument("--part", required=True)
-    p.add_argument("--images", type=int, default=50_000, help="generated images (50000: FID50k)")
-    p.add_argument("--batch", type=int, default=64, help="images generated and featurised at once")
+    p.add_argument("--images", type=whole_number(2), default=50_000, help="generated images (50000: FID50k)")
+    p.add_argument("--batch", type=COUNT, default=64, help="images generated and featurised at once")
     p.add_argument("--inception", default="auto", help="auto | none | path to Inception-v3 weights")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument(
-        "--resolution", type=int, default=None, help="compare at this size (default: the network's)"
+        "--resolution", type=COUNT, default=None, help="compare at this size (default: the network's)"
     )
     p.add_argument(
         "--out", type=Path, nargs="+", default=None, help="fid.json per network (default: beside it)"
     )
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=COUNT, default=1)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_gan_fid)
 
     p = sub.add_parser("synthesize", help="write a store of synthetic positives from a trained stage")
     p.add_argument("--network", type=Path, required=True)
-    p.add_argument("--res", type=int, required=True)
-    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--res", type=COUNT, required=True)
+    p.add_argument("--count", type=NON_NEGATIVE, required=True)
     p.add_argument("--out", type=Path, required=True, help="store folder")
     p.add_argument("--protocol", required=True, choices=["clean", "paper"])
     p.add_argument("--part", required=True)
-    p.add_argument("--folds", type=int, required=True, help="number of folds (paper: the fold column)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truncation", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--folds", type=whole_number(2), required=True, help="number of folds (paper: the fold column)"
+    )
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument("--truncation", type=finite_number(0.0, low_open=True), default=1.0)
+    p.add_argument("--threads", type=COUNT, default=1)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_synthesize)
 

@@ -27,12 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, write_text
 from mammoflow.devices import pick_device
 from mammoflow.gan.data import resize
 from mammoflow.gan.network_io import PICKLE_KIND, draw, load_network, to_uint8, z_dim
 from mammoflow.progress import progress, say
 from mammoflow.store import LESION_COLUMNS, write_contact_sheet
+from mammoflow.store_integrity import write_manifest
 
 ID_BASE = 9_000_000_000
 PART_STRIDE = 100_000_000
@@ -134,7 +135,7 @@ def synthesize(
 
     with atomic_path(out_dir / "images.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, images)
-    write_parquet(manifest, out_dir / "manifest.parquet")
+    write_manifest(manifest, out_dir)  # with the checksum of images.npy, as every store
     made_by = f"{source['file']}" if published else f"stage {generator.resolution}"
     title = f"synthetic {protocol} {part} {res}px ({made_by}, psi {truncation})"
     write_contact_sheet(images, manifest, out_dir / "contact_sheet.png", title=title)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from mammoflow import paths
-from mammoflow.classify.artifact import METADATA_NAME, load_artifact, read_metadata
+from mammoflow.classify.artifact import METADATA_NAME, ArtifactError, load_artifact, read_metadata
+from mammoflow.classify.artifact_checks import check_artifact
 from mammoflow.classify.models import normalize_batch
 from mammoflow.classify.precision import logits_fp32, resolve_precision
 from mammoflow.predict.choice import pick
@@ -172,6 +173,25 @@ def probabilities(
             logits = logits_fp32(model, x, precision)
         out.append(torch.sigmoid(logits).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.empty(0)
+
+
+def checked_artifacts(choices: list[ModelChoice]) -> list[dict]:
+    """Every chosen cell's artifact checked in full (classify/artifact_checks.py), before anything is decoded,
+    and each model's folds distinct: the metadata, cell by cell in the choices' order."""
+    metadatas = []
+    for choice in choices:
+        folds: dict[int, Path] = {}
+        for cell in choice.cells:
+            metadata = check_artifact(cell)
+            fold = metadata.get("fold")
+            if fold in folds:
+                raise ArtifactError(
+                    f"{cell}: {choice.label} fold {fold} again (also {folds[fold]}): an ensemble averages "
+                    "each fold's model once; give each fold's artifact once"
+                )
+            folds[fold] = cell
+            metadatas.append(metadata)
+    return metadatas
 
 
 def load_folds(choice: ModelChoice, device: torch.device) -> list[tuple[nn.Module, dict]]:

@@ -21,6 +21,7 @@ Written to ``--out``:
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,11 +32,12 @@ import pandas as pd
 import torch
 
 from mammoflow.atomic import atomic_path, write_json, write_parquet
-from mammoflow.classify.artifact import load_artifact, read_metadata
+from mammoflow.classify.artifact import load_artifact
 from mammoflow.decode import decoder_chain
 from mammoflow.devices import pick_device
 from mammoflow.predict.ensemble import (
     cells_of,
+    checked_artifacts,
     choose_models,
     ensemble_out_of_fold,
     find_cells,
@@ -153,6 +155,24 @@ def _write_table(frame: pd.DataFrame, stem: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+# Everything a prediction writes into --out. A second prediction into the same folder removes the first's
+# before it starts: an unlabelled folder writes no external.json and may flag other breasts, and the report
+# reads every results/predict/*/external.json it finds.
+OUTPUTS = ("images.parquet", "images.csv", "breasts.parquet", "breasts.csv", "submission.csv", "failed.csv",
+           "summary.json", "external.json")  # fmt: skip
+
+
+def _clear_previous(out_dir: Path) -> None:
+    removed = [name for name in OUTPUTS if (out_dir / name).is_file()]
+    for name in removed:
+        (out_dir / name).unlink()
+    if (out_dir / "cam").is_dir():
+        shutil.rmtree(out_dir / "cam")
+        removed.append("cam/")
+    if removed:
+        say(f"{out_dir}: removed the previous prediction's {', '.join(removed)}")
+
+
 def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptions) -> dict:
     started = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -160,13 +180,15 @@ def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptio
     if options.threads:
         torch.set_num_threads(options.threads)
     device = pick_device(options.device)
-    images, layout = read_inputs(data_dir)
-    labelled = layout == "rsna-train"
     cells = cells_of(options.artifacts) if options.artifacts else find_cells(Path(options.results))
     choices = choose_models(cells, options.protocol, options.resolution, options.dataset, options.models)
-    metadatas = [read_metadata(c) for choice in choices for c in choice.cells]
+    # Every artifact checked in full first: seconds, where decoding a large folder takes hours.
+    metadatas = checked_artifacts(choices)
     working_size, decoders = _decode_settings(metadatas, options.working_size)
     preparations = list(dict.fromkeys(Preparation.of(m) for m in metadatas))
+    images, layout = read_inputs(data_dir)
+    labelled = layout == "rsna-train"
+    _clear_previous(out_dir)
     say(
         f"predict {data_dir} ({layout}, {len(images)} images): "
         + "; ".join(f"{c.label} ({len(c.cells)} folds)" for c in choices)
