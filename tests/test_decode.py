@@ -90,7 +90,7 @@ def test_decode_shards_index_and_errors(tmp_path):
     assert "no pixel data" in reasons[9004]
     assert set(index.columns) >= {"site_id", "offset", "height", "width", "window_centers", "decoder"}
 
-    images = DecodedImages(index)
+    images = DecodedImages(index, tmp_path)
     for row, entry in index.iterrows():
         pixels = images.pixels(row)
         assert pixels.shape == (entry.height, entry.width) == working_shape(entry.rows, entry.cols, 128)

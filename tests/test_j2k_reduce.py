@@ -127,7 +127,7 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
     for column in ("height", "width", "rows", "cols", "window_centers", "inverted", "bits_stored"):
         assert full[column].astype(str).tolist() == reduced[column].astype(str).tolist(), column
 
-    a, b = DecodedImages(full), DecodedImages(reduced)
+    a, b = DecodedImages(full, tmp_path), DecodedImages(reduced, tmp_path)
     figures = []
     for row in range(len(full)):
         for res in (256, 512):
@@ -184,7 +184,7 @@ def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
     assert len(full) == 12 and set(full["level"]) == {0}
     levels = dict(zip(reduced["rows"], reduced["level"], strict=True))
     assert levels == {3328: 2, 4096: 2, 2294: 1}, levels  # 832, 1024, 1147 px
-    a, b = DecodedImages(full), DecodedImages(reduced)
+    a, b = DecodedImages(full, tmp_path), DecodedImages(reduced, tmp_path)
     print("\nsize level res same_crop mean p99 original_mean")
     means, originals = [], []
     for row in range(len(full)):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mammoflow import __version__
-from mammoflow.arguments import json_object
+from mammoflow.arguments import add_limit_arguments, json_object
 from mammoflow.classify import cli as classify_cli
 from mammoflow.explain import cli as explain_cli
 from mammoflow.gan import cli as gan_cli
@@ -23,6 +23,7 @@ def cmd_phantom(args: argparse.Namespace) -> None:
 
 def cmd_decode(args: argparse.Namespace) -> None:
     from mammoflow.decode import decode_shard
+    from mammoflow.limits import DecodeLimits
 
     decode_shard(
         args.data_dir,
@@ -36,13 +37,20 @@ def cmd_decode(args: argparse.Namespace) -> None:
         reduce=args.reduce,
         sheet=args.sheet or None,
         images=args.images,
+        limits=DecodeLimits(args.max_megapixels, args.max_memory_mb, args.timeout_s),
     )
 
 
 def cmd_index(args: argparse.Namespace) -> None:
     from mammoflow.decode import index_shards
 
-    index_shards(args.shard_dirs, args.index, args.errors, max_failed_fraction=args.max_failed_fraction)
+    index_shards(
+        args.shard_dirs,
+        args.index,
+        args.errors,
+        max_failed_fraction=args.max_failed_fraction,
+        failure_list=args.failure_list or None,
+    )
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -98,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sheet", default="", help="the sample sheet (default: DATA_DIR/train.csv)")
     p.add_argument("--images", default="train_images", help="image folder under DATA_DIR (RSNA layout)")
+    add_limit_arguments(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("index", help="join decoded shards into one index and one error list")
@@ -109,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.01,
         help="fail when more than this share of the files could not be decoded (after writing the list)",
+    )
+    p.add_argument(
+        "--failure-list",
+        default="",
+        help="also write the list of failures here as CSV, a file that stays when the job fails (a log)",
     )
     p.set_defaults(func=cmd_index)
 
@@ -145,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from mammoflow.devices import lease_for_command
-    from mammoflow.errors import DataError, FoldError
+    from mammoflow.errors import DataError, DiskFullError, FoldError
     from mammoflow.samplesheet import SheetError
 
     args = build_parser().parse_args(argv)
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         # Several GPU jobs on one machine: each takes a free device before torch touches CUDA.
         lease_for_command(args.command, getattr(args, "device", None))
         args.func(args)
-    except (DataError, FoldError, SheetError, ValueError, FileNotFoundError) as exc:
+    except (DataError, DiskFullError, FoldError, SheetError, ValueError, FileNotFoundError) as exc:
         print(f"mammoflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

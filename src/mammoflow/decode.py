@@ -22,8 +22,9 @@ Shard layout (``results/decoded/shard{NNN}/``):
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -31,10 +32,11 @@ import numpy as np
 import pandas as pd
 
 from mammoflow import j2k
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import atomic_path, write_csv, write_parquet, write_text
 from mammoflow.dicom import DecodedImage, DicomError, read_image
 from mammoflow.errors import DataError
-from mammoflow.isolated import imap_with_fallback
+from mammoflow.isolated import ChildLimits, imap_with_fallback
+from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
 from mammoflow.progress import say
 from mammoflow.samplesheet import SheetError, read_sheet
 
@@ -79,6 +81,12 @@ class DecodeTask:
     path: str
     working_size: int
     decoders: tuple[str, ...]  # tried in order; a crash moves the file on to the next one
+    limits: DecodeLimits = DEFAULT_LIMITS
+
+
+def child_limits(limits: DecodeLimits) -> ChildLimits:
+    """The decoder processes' share of the limits: memory and time (the size is checked in the task)."""
+    return ChildLimits(limits.max_memory_mb or None, limits.timeout_s or None)
 
 
 def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
@@ -89,7 +97,8 @@ def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
 def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
     """Worker body: decoded + resized image and its header facts, or the reason it failed."""
     try:
-        image = read_image(task.path, task.decoders, reduce_to=j2k.min_long_side(task.working_size))
+        reduce_to = j2k.min_long_side(task.working_size)
+        image = read_image(task.path, task.decoders, reduce_to, task.limits.max_pixels)
     except DicomError as exc:
         return str(exc)
     started = time.perf_counter()
@@ -197,9 +206,10 @@ def decode_shard(
     reduce: bool = True,
     sheet: str | Path | None = None,
     images: str = "train_images",
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> tuple[int, int]:
     """Decode one shard of the sheet (``data_dir/train.csv`` by default, images under ``data_dir/images``);
-    returns (images decoded, files that failed)."""
+    returns (images decoded, files that failed). Files over ``limits`` are failures with their reason."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = shard_rows(load_train_table(data_dir, sheet), shard, shards)
@@ -208,6 +218,7 @@ def decode_shard(
             str(image_path(data_dir, r.patient_id, r.image_id, images)),
             working_size,
             decoder_chain(decoders, reduce),
+            limits,
         )
         for r in rows.itertuples()
     ]
@@ -221,8 +232,9 @@ def decode_shard(
             dict(enumerate(tasks)),
             workers,
             lambda task: task.decoders,
-            lambda task, left: DecodeTask(task.path, working_size, left),
+            lambda task, left: replace(task, decoders=left),
             f"decode shard {shard}",
+            child_limits(limits),
         )
         for i, result in results:
             if isinstance(result, str):
@@ -270,33 +282,45 @@ def index_shards(
     index_path: str | Path,
     errors_path: str | Path,
     max_failed_fraction: float = MAX_FAILED_FRACTION,
+    failure_list: str | Path | None = None,
 ) -> pd.DataFrame:
     """Join the shards' meta and errors into one index (with a ``shard_dir`` column) and one error list.
 
+    ``shard_dir`` is recorded relative to the index's own folder (``shard000`` beside ``index.parquet``), so
+    a run that is copied, moved or run with ``--directory`` reads its own shards and never another run's.
     The error list and a summary (``summary.json`` beside the index) are written first; then, when more than
     ``max_failed_fraction`` of the files could not be decoded, the run fails naming the count and the list.
+    Snakemake deletes a failed job's outputs, ``errors_path`` among them: the list the message names is
+    ``failure_list`` (a CSV the rule declares as a log, which survives), and every failure is in the log too.
     """
     metas, errors = [], []
+    index_dir = Path(index_path).parent
     for shard_dir in shard_dirs:
         meta = pd.read_parquet(Path(shard_dir) / "meta.parquet")
-        meta["shard_dir"] = str(Path(shard_dir).resolve())
+        meta["shard_dir"] = Path(os.path.relpath(Path(shard_dir).absolute(), index_dir.absolute())).as_posix()
         metas.append(meta)
         errors.append(pd.read_parquet(Path(shard_dir) / "errors.parquet"))
     index = pd.concat(metas, ignore_index=True).sort_values(["patient_id", "image_id"], kind="stable")
     index = index.reset_index(drop=True)
     all_errors = pd.concat(errors, ignore_index=True).sort_values("image_id").reset_index(drop=True)
+    total = len(index) + len(all_errors)
+    failing = index.empty or len(all_errors) > max_failed_fraction * total
     write_parquet(all_errors, errors_path)
-    summary = decode_summary(index, all_errors, errors_path)
+    if failure_list is not None:
+        write_csv(all_errors, failure_list)
+    kept = failure_list if failing and failure_list is not None else errors_path
+    summary = decode_summary(index, all_errors, kept)
     summary["line"] = summary_line(summary)
     write_text(json.dumps(summary, indent=2) + "\n", Path(index_path).with_name("summary.json"))
     say(summary["line"])
-    total = summary["decoded"] + summary["failed"]
+    for entry in all_errors.itertuples():
+        say(f"  cannot decode {entry.path}: {entry.reason}")
     if index.empty:
-        raise DataError(f"no image could be decoded ({summary['failed']} failed); the reasons: {errors_path}")
-    if summary["failed"] > max_failed_fraction * total:
+        raise DataError(f"no image could be decoded ({summary['failed']} failed); the reasons: {kept}")
+    if failing:
         raise DataError(
             f"{summary['failed']} of {total} files ({summary['failed'] / total:.1%}) could not be decoded, "
-            f"more than decode.max_failed_fraction={max_failed_fraction:g}; the list: {errors_path}"
+            f"more than decode.max_failed_fraction={max_failed_fraction:g}; the list: {kept}"
         )
     write_parquet(index, index_path)
     return index
@@ -320,15 +344,26 @@ def summary_line(summary: dict) -> str:
 
 
 class DecodedImages:
-    """Zero-copy access to the decoded images listed in an index (memory-mapped shards)."""
+    """Zero-copy access to the decoded images listed in an index (memory-mapped shards).
 
-    def __init__(self, index: pd.DataFrame) -> None:
+    The index's ``shard_dir`` values are relative to ``index_dir``, the folder that holds the index file.
+    """
+
+    def __init__(self, index: pd.DataFrame, index_dir: str | Path) -> None:
         self.index = index.reset_index(drop=True)
+        self.index_dir = Path(index_dir)
         self._maps: dict[str, np.memmap] = {}
+        absolute = sorted({d for d in self.index["shard_dir"].unique() if Path(d).is_absolute()})
+        if absolute:
+            # An index from before relocatable runs: it may point into another run's folder.
+            raise DataError(
+                f"{self.index_dir}: the decoded index names shard folders by absolute path ({absolute[0]}), "
+                "which may be another run's; rebuild it: snakemake --forcerun decode_index"
+            )
 
     @classmethod
     def open(cls, index_path: str | Path) -> DecodedImages:
-        return cls(pd.read_parquet(index_path))
+        return cls(pd.read_parquet(index_path), Path(index_path).parent)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -337,6 +372,7 @@ class DecodedImages:
         entry = self.index.iloc[row]
         shard_dir = entry["shard_dir"]
         if shard_dir not in self._maps:
-            self._maps[shard_dir] = np.memmap(Path(shard_dir) / "pixels.u16", dtype="<u2", mode="r")
+            shard_pixels = self.index_dir / shard_dir / "pixels.u16"
+            self._maps[shard_dir] = np.memmap(shard_pixels, dtype="<u2", mode="r")
         start, height, width = int(entry["offset"]), int(entry["height"]), int(entry["width"])
         return self._maps[shard_dir][start : start + height * width].reshape(height, width)

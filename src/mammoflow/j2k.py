@@ -83,6 +83,33 @@ def _codestream_start(data: bytes) -> int:
     raise CodestreamError("not a JPEG 2000 codestream (no SOC marker)")
 
 
+@dataclass(frozen=True)
+class DeclaredSize:
+    """What a codestream's SIZ marker declares: a decoder allocates by this, not by the DICOM header."""
+
+    width: int
+    height: int
+    components: int
+    tiles: int
+
+
+def read_siz(data: bytes) -> DeclaredSize:
+    """The image and tile sizes of the SIZ marker segment, which ISO 15444-1 A.5.1 puts right after SOC;
+    ``data`` need only hold the codestream's first bytes."""
+    pos = _codestream_start(data) + 2
+    if len(data) < pos + 4 + 38:
+        raise CodestreamError("the codestream ends before its SIZ marker")
+    marker = struct.unpack_from(">H", data, pos)[0]
+    if marker != _SIZ:
+        raise CodestreamError(f"no SIZ marker after SOC (0x{marker:04X} instead)")
+    xsiz, ysiz, xo, yo, xt, yt, xto, yto = struct.unpack_from(">8I", data, pos + 6)
+    components = struct.unpack_from(">H", data, pos + 38)[0]
+    if xsiz <= xo or ysiz <= yo or not xt or not yt or xto > xo or yto > yo:
+        raise CodestreamError(f"SIZ declares an empty image or tile ({xsiz} x {ysiz}, tiles {xt} x {yt})")
+    tiles = -(-(xsiz - xto) // xt) * -(-(ysiz - yto) // yt)
+    return DeclaredSize(xsiz - xo, ysiz - yo, components, tiles)
+
+
 def read_main_header(data: bytes) -> Codestream:
     """Parse SIZ, COD and COC of the main header (up to the first tile part)."""
     pos = _codestream_start(data) + 2

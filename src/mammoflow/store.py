@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import allocate_npy, atomic_path, write_parquet, write_text
 from mammoflow.progress import progress, say
 
 if TYPE_CHECKING:
@@ -99,7 +99,8 @@ def build_store(
     started = time.perf_counter()
     placements: dict[int, Prepared] = {}
     with atomic_path(out_dir / "images.npy") as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(index), res, res))
+        # Reserved on disk up front: a full disk fails here with one line, not as SIGBUS in a worker.
+        images = allocate_npy(tmp, (len(index), res, res), np.uint8)
         del images  # workers write through their own maps
         chunks = [list(range(i, min(i + 32, len(index)))) for i in range(0, len(index), 32)]
         init_args = (str(index_path), str(tmp), dataset, res, asdict(options))

@@ -106,6 +106,12 @@ def shard_outputs(name):
     return [f"{paths.shard_dir(s)}/{name}" for s in SHARDS]
 
 
+def decode_limit_arguments():
+    """decode.max_megapixels, max_memory_mb and timeout_s as the command-line options of decode and predict."""
+    d = config["decode"]
+    return f"--max-megapixels {d['max_megapixels']} --max-memory-mb {d['max_memory_mb']} --timeout-s {d['timeout_s']}"
+
+
 # ------------------------------------------------------------------------------------------------- GAN
 # The `augmented` data set is processed + synthetic positives from the GAN stages. `clean`: a GAN per fold,
 # trained only on that fold's training positives, its images used only in that fold's training set.
