@@ -42,7 +42,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from mammoflow.decode import index_shards
+    from mammoflow.decoded import index_shards
 
     index_shards(
         args.shard_dirs,

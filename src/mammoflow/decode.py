@@ -21,28 +21,30 @@ Shard layout (``results/decoded/shard{NNN}/``):
 
 from __future__ import annotations
 
-import json
-import os
+import itertools
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from mammoflow import j2k
-from mammoflow.atomic import atomic_path, write_csv, write_parquet, write_text
-from mammoflow.dicom import DecodedImage, DicomError, read_image
+from mammoflow.atomic import atomic_path, write_parquet
+from mammoflow.decoded import DecodedImages, index_shards
+from mammoflow.dicom import DecodedImage, DicomError, NotForThisDecoder, read_image, read_j2k_reduced
 from mammoflow.errors import DataError
 from mammoflow.isolated import ChildLimits, imap_with_fallback
 from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
+from mammoflow.preprocess import MASK_LONG_SIDE, mask_grid
 from mammoflow.progress import say
 from mammoflow.samplesheet import SheetError, read_sheet
 
+__all__ = ["DecodedImages", "decode_shard", "index_shards"]  # the stage's results, re-exported from decoded
+
 ERROR_COLUMNS = ["image_id", "patient_id", "path", "reason"]
-# Above this share of undecodable files the index step fails the run (decode.max_failed_fraction).
-MAX_FAILED_FRACTION = 0.01
 
 
 def load_train_table(data_dir: str | Path, sheet: str | Path | None = None) -> pd.DataFrame:
@@ -94,8 +96,14 @@ def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
     return (REDUCED_DECODER, *decoders) if reduce else tuple(decoders)
 
 
-def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
-    """Worker body: decoded + resized image and its header facts, or the reason it failed."""
+class WorkingImage(NamedTuple):
+    pixels: np.ndarray  # uint16 at the working size, bright = dense
+    meta: dict  # the header facts preprocessing needs, decoder, level, seconds
+    mask_source: np.ndarray | None  # the copy the breast is found on (``mask_source``), or None
+
+
+def decode_to_working_size(task: DecodeTask) -> WorkingImage | str:
+    """Worker body: decoded + resized image, its header facts and its mask source, or why it failed."""
     try:
         reduce_to = j2k.min_long_side(task.working_size)
         image = read_image(task.path, task.decoders, reduce_to, task.limits.max_pixels)
@@ -103,7 +111,38 @@ def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
         return str(exc)
     started = time.perf_counter()
     pixels = _resize(image, task.working_size)
-    return pixels, _meta_of(image, pixels, time.perf_counter() - started)
+    meta = _meta_of(image, pixels, time.perf_counter() - started)
+    source = mask_source(task.path, image, pixels.shape, task.limits.max_pixels)
+    meta["mask_source_level"] = source[1] if source else 0
+    return WorkingImage(pixels, meta, source[0] if source else None)
+
+
+def mask_source(path: str, image: DecodedImage, shape: tuple[int, int], max_pixels: int):
+    """(copy, level): the low-resolution copy a JPEG 2000 image's breast is found on (``preprocess.mask_grid``
+    of the working ``shape``), decoded at the deepest wavelet level whose long side is still >=
+    ``MASK_LONG_SIDE``; None for other files and where that level cannot be read exactly.
+
+    Made from the codestream, not from the working image, so that it is the same whichever path decoded
+    the image (decode.reduce): the full and the reduced images differ a little, and on a sharp, noisy skin
+    line that moved the crop box by a whole mask pixel (4 working pixels) and the store by 1.6 grey levels.
+    Costs a decode at 1/16 of the size or less (about 10 % of the reduced decode, 1 % of a full one).
+    """
+    grid, scale = mask_grid(shape)
+    if image.header.transfer_syntax not in j2k.J2K_SYNTAXES or scale >= 1:
+        return None
+    # OpenJPEG (2.5, in Pillow) cannot read some codestreams at some levels (2294 x 1914 at 3, 4 of 5, where
+    # 2 and 5 read): the next shallower level is taken then, the same in both paths.
+    for shallower in itertools.count():
+        try:
+            small = read_j2k_reduced(path, MASK_LONG_SIDE, max_pixels, shallower)
+            break
+        except NotForThisDecoder:  # no level left to skip: the mask is found on the working image
+            return None
+        except DicomError:
+            continue
+    cells = small.pixels.astype(np.float32)
+    copy = cv2.resize(cells, grid[::-1], interpolation=cv2.INTER_AREA)
+    return np.rint(copy).astype(np.uint16), small.level
 
 
 def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
@@ -111,7 +150,9 @@ def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
     height, width = working_shape(image.header.rows, image.header.cols, working_size)
     if image.level:
         rows, cols = image.header.rows, image.header.cols
-        return area_resize_cells(image.pixels, image.level, rows, cols, height, width)
+        resized = area_resize_cells(image.pixels, image.level, rows, cols, height, width)
+        # On the working grid, where the full decode's maximum is taken (j2k.clamp_bright_ringing).
+        return j2k.clamp_bright_ringing(resized)
     return area_resize(image.pixels, height, width)
 
 
@@ -242,10 +283,16 @@ def decode_shard(
                 if strict:
                     raise DataError(f"{tasks[i].path}: {result}")
                 continue
-            pixels, meta = result
+            pixels, meta, source = result
             sink.write(pixels.astype("<u2", copy=False).tobytes())
             metas[i] = {**meta, "offset": offset}
             offset += pixels.size
+            # The mask source follows its image in the same file (index: mask_source_offset/_height/_width).
+            height, width = source.shape if source is not None else (0, 0)
+            metas[i].update(mask_source_offset=offset, mask_source_height=height, mask_source_width=width)
+            if source is not None:
+                sink.write(source.astype("<u2", copy=False).tobytes())
+                offset += source.size
     _write_meta(rows, tasks, metas, out_dir)
     _write_errors(rows, tasks, errors, out_dir)
     say(f"shard {shard}/{shards}: decoded {len(metas)} images, {len(errors)} could not be decoded")
@@ -275,104 +322,3 @@ def _write_errors(rows: pd.DataFrame, tasks: list[DecodeTask], errors: dict[int,
         columns=ERROR_COLUMNS,
     )
     write_parquet(frame, out_dir / "errors.parquet")
-
-
-def index_shards(
-    shard_dirs: list[str | Path],
-    index_path: str | Path,
-    errors_path: str | Path,
-    max_failed_fraction: float = MAX_FAILED_FRACTION,
-    failure_list: str | Path | None = None,
-) -> pd.DataFrame:
-    """Join the shards' meta and errors into one index (with a ``shard_dir`` column) and one error list.
-
-    ``shard_dir`` is recorded relative to the index's own folder (``shard000`` beside ``index.parquet``), so
-    a run that is copied, moved or run with ``--directory`` reads its own shards and never another run's.
-    The error list and a summary (``summary.json`` beside the index) are written first; then, when more than
-    ``max_failed_fraction`` of the files could not be decoded, the run fails naming the count and the list.
-    Snakemake deletes a failed job's outputs, ``errors_path`` among them: the list the message names is
-    ``failure_list`` (a CSV the rule declares as a log, which survives), and every failure is in the log too.
-    """
-    metas, errors = [], []
-    index_dir = Path(index_path).parent
-    for shard_dir in shard_dirs:
-        meta = pd.read_parquet(Path(shard_dir) / "meta.parquet")
-        meta["shard_dir"] = Path(os.path.relpath(Path(shard_dir).absolute(), index_dir.absolute())).as_posix()
-        metas.append(meta)
-        errors.append(pd.read_parquet(Path(shard_dir) / "errors.parquet"))
-    index = pd.concat(metas, ignore_index=True).sort_values(["patient_id", "image_id"], kind="stable")
-    index = index.reset_index(drop=True)
-    all_errors = pd.concat(errors, ignore_index=True).sort_values("image_id").reset_index(drop=True)
-    total = len(index) + len(all_errors)
-    failing = index.empty or len(all_errors) > max_failed_fraction * total
-    write_parquet(all_errors, errors_path)
-    if failure_list is not None:
-        write_csv(all_errors, failure_list)
-    kept = failure_list if failing and failure_list is not None else errors_path
-    summary = decode_summary(index, all_errors, kept)
-    summary["line"] = summary_line(summary)
-    write_text(json.dumps(summary, indent=2) + "\n", Path(index_path).with_name("summary.json"))
-    say(summary["line"])
-    for entry in all_errors.itertuples():
-        say(f"  cannot decode {entry.path}: {entry.reason}")
-    if index.empty:
-        raise DataError(f"no image could be decoded ({summary['failed']} failed); the reasons: {kept}")
-    if failing:
-        raise DataError(
-            f"{summary['failed']} of {total} files ({summary['failed'] / total:.1%}) could not be decoded, "
-            f"more than decode.max_failed_fraction={max_failed_fraction:g}; the list: {kept}"
-        )
-    write_parquet(index, index_path)
-    return index
-
-
-def decode_summary(index: pd.DataFrame, errors: pd.DataFrame, errors_path: str | Path) -> dict:
-    """What a run decoded, in numbers, for the console and the report."""
-    lossy = int(index["lossy"].astype(bool).sum()) if "lossy" in index.columns else 0
-    return {
-        "decoded": len(index),
-        "failed": len(errors),
-        "lossy": lossy,
-        "errors": str(errors_path),
-    }
-
-
-def summary_line(summary: dict) -> str:
-    line = f"decode: {summary['decoded']} images decoded, {summary['failed']} could not be decoded"
-    line += f", {summary['lossy']} lossy-compressed"
-    return line + (f"; the list with reasons: {summary['errors']}" if summary["failed"] else "")
-
-
-class DecodedImages:
-    """Zero-copy access to the decoded images listed in an index (memory-mapped shards).
-
-    The index's ``shard_dir`` values are relative to ``index_dir``, the folder that holds the index file.
-    """
-
-    def __init__(self, index: pd.DataFrame, index_dir: str | Path) -> None:
-        self.index = index.reset_index(drop=True)
-        self.index_dir = Path(index_dir)
-        self._maps: dict[str, np.memmap] = {}
-        absolute = sorted({d for d in self.index["shard_dir"].unique() if Path(d).is_absolute()})
-        if absolute:
-            # An index from before relocatable runs: it may point into another run's folder.
-            raise DataError(
-                f"{self.index_dir}: the decoded index names shard folders by absolute path ({absolute[0]}), "
-                "which may be another run's; rebuild it: snakemake --forcerun decode_index"
-            )
-
-    @classmethod
-    def open(cls, index_path: str | Path) -> DecodedImages:
-        return cls(pd.read_parquet(index_path), Path(index_path).parent)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def pixels(self, row: int) -> np.ndarray:
-        entry = self.index.iloc[row]
-        shard_dir = entry["shard_dir"]
-        if shard_dir not in self._maps:
-            shard_pixels = self.index_dir / shard_dir / "pixels.u16"
-            self._maps[shard_dir] = np.memmap(shard_pixels, dtype="<u2", mode="r")
-        start, height, width = int(entry["offset"]), int(entry["height"]), int(entry["width"])
-        return self._maps[shard_dir][start : start + height * width].reshape(height, width)

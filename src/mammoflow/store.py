@@ -48,7 +48,7 @@ _state: dict = {}
 
 
 def _init_worker(index_path: str, images_path: str, dataset: str, res: int, options: dict) -> None:
-    from mammoflow.decode import DecodedImages
+    from mammoflow.decoded import DecodedImages
     from mammoflow.preprocess import ProcessOptions
 
     _state["decoded"] = DecodedImages.open(index_path)
@@ -68,7 +68,8 @@ def _prepare_rows(rows: list[int]) -> list[tuple[int, Prepared]]:
             prepared = prepare_original(pixels, _state["res"])
         else:
             meta = decoded.index.iloc[row]
-            prepared = prepare_processed(pixels, meta, _state["res"], _state["options"])
+            source = decoded.mask_source(row)
+            prepared = prepare_processed(pixels, meta, _state["res"], _state["options"], source)
         out[row] = prepared.image
         done.append((row, Prepared(np.empty(0, np.uint8), prepared.placement, prepared.crop)))
     out.flush()

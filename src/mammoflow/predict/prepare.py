@@ -46,10 +46,11 @@ class Preparation:
         pairs = tuple(sorted(vars(options).items())) if options else ()
         return cls(dataset, int(metadata["resolution"]), pairs)
 
-    def process(self, pixels: np.ndarray, meta: dict) -> np.ndarray:
+    def process(self, pixels: np.ndarray, meta: dict, mask_source: np.ndarray | None = None) -> np.ndarray:
         if self.dataset == "original":
             return prepare_original(pixels, self.resolution).image
-        return prepare_processed(pixels, meta, self.resolution, ProcessOptions(**dict(self.options))).image
+        options = ProcessOptions(**dict(self.options))
+        return prepare_processed(pixels, meta, self.resolution, options, mask_source).image
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,12 @@ def prepare_one(task: PrepareTask) -> tuple[list[np.ndarray], dict] | str:
     result = decode_to_working_size(task.decode)
     if isinstance(result, str):
         return result
-    pixels, meta = result
+    pixels, meta, mask_source = result
     # The header facts as the decode stage's index gives them to preprocessing (plus the laterality,
     # which decides on which side the chest wall is kept when padding).
     meta = {**meta, "laterality": task.laterality}
     try:
-        return [p.process(pixels, meta) for p in task.preparations], meta
+        return [p.process(pixels, meta, mask_source) for p in task.preparations], meta
     except Exception as exc:  # e.g. a constant or degenerate image: this file's failure, not the run's
         return f"preprocessing failed: {type(exc).__name__}: {exc}"
 
