@@ -21,7 +21,6 @@ Shard layout (``results/decoded/shard{NNN}/``):
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,11 +33,11 @@ import pandas as pd
 from mammoflow import j2k
 from mammoflow.atomic import atomic_path, write_parquet
 from mammoflow.decoded import DecodedImages, index_shards
-from mammoflow.dicom import DecodedImage, DicomError, NotForThisDecoder, read_image, read_j2k_reduced
+from mammoflow.dicom import DecodedImage, DicomError, read_image, read_j2k_reduced
 from mammoflow.errors import DataError
 from mammoflow.isolated import ChildLimits, imap_with_fallback
 from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
-from mammoflow.preprocess import MASK_LONG_SIDE, mask_grid
+from mammoflow.preprocess import mask_grid
 from mammoflow.progress import say
 from mammoflow.samplesheet import SheetError, read_sheet
 
@@ -84,6 +83,9 @@ class DecodeTask:
     working_size: int
     decoders: tuple[str, ...]  # tried in order; a crash moves the file on to the next one
     limits: DecodeLimits = DEFAULT_LIMITS
+    # Off when the file is given again after a crash: the crash may have been the mask source's decode,
+    # and the reduced path's retry (after its reduced reader crashed) has none either.
+    mask_source: bool = True
 
 
 def child_limits(limits: DecodeLimits) -> ChildLimits:
@@ -109,40 +111,41 @@ def decode_to_working_size(task: DecodeTask) -> WorkingImage | str:
         image = read_image(task.path, task.decoders, reduce_to, task.limits.max_pixels)
     except DicomError as exc:
         return str(exc)
+    # Before the resize, which may clamp the reduced image in place (j2k.clamp_bright_ringing).
+    source = mask_source(task, image, working_shape(image.header.rows, image.header.cols, task.working_size))
     started = time.perf_counter()
     pixels = _resize(image, task.working_size)
     meta = _meta_of(image, pixels, time.perf_counter() - started)
-    source = mask_source(task.path, image, pixels.shape, task.limits.max_pixels)
     meta["mask_source_level"] = source[1] if source else 0
     return WorkingImage(pixels, meta, source[0] if source else None)
 
 
-def mask_source(path: str, image: DecodedImage, shape: tuple[int, int], max_pixels: int):
+def mask_source(task: DecodeTask, image: DecodedImage, shape: tuple[int, int]):
     """(copy, level): the low-resolution copy a JPEG 2000 image's breast is found on (``preprocess.mask_grid``
-    of the working ``shape``), decoded at the deepest wavelet level whose long side is still >=
-    ``MASK_LONG_SIDE``; None for other files and where that level cannot be read exactly.
+    of the working ``shape``), made from the reduced decode (decode.reduce's level); None for other files
+    and where that level cannot be read exactly.
 
-    Made from the codestream, not from the working image, so that it is the same whichever path decoded
-    the image (decode.reduce): the full and the reduced images differ a little, and on a sharp, noisy skin
-    line that moved the crop box by a whole mask pixel (4 working pixels) and the store by 1.6 grey levels.
-    Costs a decode at 1/16 of the size or less (about 10 % of the reduced decode, 1 % of a full one).
+    The same copy whichever path decoded the image: the full and the reduced images differ a little, and
+    on a sharp, noisy skin line a mask found on each moved the crop box by a whole mask pixel (4 working
+    pixels) and the processed store by 1.6 grey levels. The reduced path has that decode already (a resize
+    here); the full path makes it too, for JPEG 2000 files (about a fifth of a full decode's time).
     """
     grid, scale = mask_grid(shape)
-    if image.header.transfer_syntax not in j2k.J2K_SYNTAXES or scale >= 1:
+    if image.header.transfer_syntax not in j2k.J2K_SYNTAXES or scale >= 1 or not task.mask_source:
         return None
-    # OpenJPEG (2.5, in Pillow) cannot read some codestreams at some levels (2294 x 1914 at 3, 4 of 5, where
-    # 2 and 5 read): the next shallower level is taken then, the same in both paths.
-    for shallower in itertools.count():
+    if image.decoder == REDUCED_DECODER:
+        reduced = image
+    elif REDUCED_DECODER in task.decoders:
+        return None  # the reduced reader was tried on this file and declined it or failed
+    else:
         try:
-            small = read_j2k_reduced(path, MASK_LONG_SIDE, max_pixels, shallower)
-            break
-        except NotForThisDecoder:  # no level left to skip: the mask is found on the working image
+            reduced = read_j2k_reduced(
+                task.path, j2k.min_long_side(task.working_size), task.limits.max_pixels
+            )
+        except DicomError:  # NotForThisDecoder too: as in the reduced path, no mask source
             return None
-        except DicomError:
-            continue
-    cells = small.pixels.astype(np.float32)
-    copy = cv2.resize(cells, grid[::-1], interpolation=cv2.INTER_AREA)
-    return np.rint(copy).astype(np.uint16), small.level
+    copy = cv2.resize(reduced.pixels.astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA)
+    return np.rint(copy).astype(np.uint16), reduced.level
 
 
 def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
@@ -273,7 +276,7 @@ def decode_shard(
             dict(enumerate(tasks)),
             workers,
             lambda task: task.decoders,
-            lambda task, left: replace(task, decoders=left),
+            lambda task, left: replace(task, decoders=left, mask_source=False),
             f"decode shard {shard}",
             child_limits(limits),
         )

@@ -273,10 +273,9 @@ def _pydicom_array_with(ds, plugin: str) -> np.ndarray:
 
 
 def read_j2k_reduced(
-    path: str | Path, reduce_to: int, max_pixels: int = limits.DEFAULT_MAX_PIXELS, shallower: int = 0
+    path: str | Path, reduce_to: int, max_pixels: int = limits.DEFAULT_MAX_PIXELS
 ) -> DecodedImage:
-    """JPEG 2000 at the deepest level whose long side is >= reduce_to (mammoflow.j2k), with Pillow; or
-    ``shallower`` levels above that one.
+    """JPEG 2000 at the deepest level whose long side is >= reduce_to (mammoflow.j2k), with Pillow.
 
     Raises NotForThisDecoder when the file is not one the reduced path can read exactly (another syntax,
     no level to skip, codestream facts that disagree with the header); the full decoders then take it.
@@ -296,8 +295,8 @@ def read_j2k_reduced(
         raise NotForThisDecoder(f"codestream not readable here: {_one_line(exc)}") from exc
     if (facts.width, facts.height) != (header.cols, header.rows) or facts.components != 1 or facts.signed:
         raise NotForThisDecoder(f"codestream {facts} disagrees with the header")
-    level = j2k.choose_level(header.rows, header.cols, facts.levels, reduce_to) - shallower
-    if level <= 0:
+    level = j2k.choose_level(header.rows, header.cols, facts.levels, reduce_to)
+    if level == 0:
         raise NotForThisDecoder("no resolution level to skip")
     try:
         pixels = j2k.decode_reduced(codestream, level, facts.precision)

@@ -113,7 +113,7 @@ def prepare_images(
         tasks,
         workers,
         lambda task: task.decode.decoders,
-        lambda task, left: replace(task, decode=replace(task.decode, decoders=left)),
+        lambda task, left: replace(task, decode=replace(task.decode, decoders=left, mask_source=False)),
         "decode + preprocess",
         child_limits(limits),
     )
