@@ -4,19 +4,20 @@ memory and time of the decoder process that reads it (``mammoflow.isolated`` enf
 A DICOM's pixel data is described twice: by the header (Rows x Columns) and, in a compressed file, by the
 codestream's own header (JPEG 2000 SIZ, JPEG SOF), and a decoder allocates by the second. A 38 KB file can
 declare 60000 x 60000 in both: dicomsdl or OpenJPEG then asks for 6.7 GiB at once, or, at 20000 x 20000,
-gets its 2.9 GB and returns an "image". So before any decoder runs, both declarations are read (the header
-without its pixel data, and the first bytes of the first fragment) and the file is refused, with its
-reason, when either is over ``decode.max_megapixels`` or when they disagree.
+gets its 2.4 GB (measured) and returns an "image". So before any decoder runs, both declarations are
+read (the header without its pixel data, and the first bytes of the first fragment) and the file is
+refused, with its reason, when either is over ``decode.max_megapixels`` or when they disagree.
 
 Default 100 megapixels: the largest mammograms are well under half of it. Full-field detectors write at
-most 24 x 30 cm at 50 um (4800 x 6000 = 28.8 MP; Hologic 3328 x 4096 = 13.6 MP; the largest RSNA image
-is 5355 x 4915 = 26.3 MP) and computed-radiography plates at 43.75 um 5486 x 6857 = 37.6 MP. 20000 x 20000
-(400 MP, 800 MB as 16-bit and about three times that inside a decoder) is refused.
+most 24 x 30 cm at 50 um (4800 x 6000 = 28.8 MP; Hologic 3328 x 4096 = 13.6 MP; the largest RSNA scanner
+size in this project's tests, 5355 x 4915 = 26.3 MP), computed-radiography plates at 43.75 um about
+5486 x 6857 = 37.6 MP. 20000 x 20000 (400 MP, 800 MB as 16-bit, more inside a decoder) is refused.
 
 The decoder process gets ``decode.max_memory_mb`` of address space above what it holds when it starts
-(default 4096: a 100-megapixel lossless JPEG 2000 peaks at about 1.3 GB in pydicom's decoder, measured)
-and ``decode.timeout_s`` seconds per file and decoder (default 120: a 26-megapixel file takes about 2 s).
-Either exceeded is that file's failure, recorded with its reason like any bad file.
+(default 4096: a 100-megapixel lossless JPEG 2000 peaks at 0.84 GB in dicomsdl, 0.93 GB in pydicom,
+measured) and ``decode.timeout_s`` seconds per file and decoder (default 300: a real-size mammogram takes
+0.5-5 s, the 100-megapixel file 147 s on two cores shared by a dozen processes). Either exceeded is that
+file's failure, recorded with its reason like any bad file.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 # Imported by every command line (mammoflow.arguments): OpenCV and pydicom are imported where used.
 DEFAULT_MAX_MEGAPIXELS = 100.0
 DEFAULT_MAX_MEMORY_MB = 4096
-DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MAX_PIXELS = int(DEFAULT_MAX_MEGAPIXELS * 1_000_000)
 
 JPEG_SYNTAXES = frozenset(
