@@ -6,8 +6,8 @@ say which file was to blame. Here each worker takes one item at a time over its 
 always knows which item a dead worker held: it reports that item as crashed, starts a new worker and goes
 on. Results come back in input order, so the output does not depend on the number of workers.
 
-``ChildLimits`` bound each item: the worker's address space may grow by ``memory_mb`` over what it held
-when it started (RLIMIT_AS, set in the worker; a decoder that asks for more gets MemoryError or dies), and
+``ChildLimits`` bound each item: the worker's data may grow by ``memory_mb`` over what it held when it
+started (RLIMIT_DATA, set in the worker; a decoder that asks for more gets MemoryError or dies), and
 the parent stops a worker that holds one item longer than ``timeout_s`` (SIGKILL) and reports ``TimedOut``.
 """
 
@@ -29,7 +29,7 @@ Task = TypeVar("Task")
 
 @dataclass(frozen=True)
 class ChildLimits:
-    """Per worker: address space it may add (MiB); per item: seconds. None or 0: no bound."""
+    """Per worker: memory (data) it may add, MiB; per item: seconds. None or 0: no bound."""
 
     memory_mb: int | None = None
     timeout_s: float | None = None
@@ -67,27 +67,30 @@ _memory_budget_mb: int | None = None  # in a worker: the bound it was given
 
 
 def memory_budget_mb() -> int | None:
-    """In a worker, the MiB its address space may still grow by (None: unbounded, or not a worker)."""
+    """In a worker, the MiB its data may grow by (None: unbounded, or not a worker)."""
     return _memory_budget_mb
 
 
 def _limit_memory(memory_mb: int | None) -> None:
-    """RLIMIT_AS at the worker's size now plus ``memory_mb`` (Linux; elsewhere the bound is not set).
+    """RLIMIT_DATA at the worker's data size now plus ``memory_mb`` (Linux; elsewhere no bound is set).
 
+    The data limit counts the heap and private writable mappings (every large array), not address space
+    that is only reserved: a thread's malloc arena (64 MB each, one per OpenCV thread on a many-core
+    machine) or CUDA's reservations in a process that has touched a GPU would take an address-space bound.
     Relative to the worker's own size, because a forked worker starts as large as its parent: a few hundred
-    MB after pandas and OpenCV, gigabytes of address space in a process that has loaded torch."""
+    MB after pandas and OpenCV, more in a process that has loaded torch."""
     global _memory_budget_mb
     if not memory_mb:
         return
     import resource
 
     try:
-        with open("/proc/self/statm") as handle:
-            size = int(handle.read().split()[0]) * resource.getpagesize()
-    except OSError:
+        with open("/proc/self/status") as handle:
+            data_kb = next(int(line.split()[1]) for line in handle if line.startswith("VmData:"))
+    except (OSError, StopIteration, ValueError):
         return
-    limit = size + memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    limit = data_kb * 1024 + memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     _memory_budget_mb = memory_mb
 
 

@@ -13,7 +13,7 @@ most 24 x 30 cm at 50 um (4800 x 6000 = 28.8 MP; Hologic 3328 x 4096 = 13.6 MP; 
 size in this project's tests, 5355 x 4915 = 26.3 MP), computed-radiography plates at 43.75 um about
 5486 x 6857 = 37.6 MP. 20000 x 20000 (400 MP, 800 MB as 16-bit, more inside a decoder) is refused.
 
-The decoder process gets ``decode.max_memory_mb`` of address space above what it holds when it starts
+The decoder process gets ``decode.max_memory_mb`` of memory (data) above what it holds when it starts
 (default 4096: a 100-megapixel lossless JPEG 2000 peaks at 0.84 GB in dicomsdl, 0.93 GB in pydicom,
 measured) and ``decode.timeout_s`` seconds per file and decoder (default 300: a real-size mammogram takes
 0.5-5 s, the 100-megapixel file 147 s on two cores shared by a dozen processes). Either exceeded is that
