@@ -41,6 +41,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, final)
+    except DiskFullError:
+        raise  # named already, by an inner write
     except Exception as exc:
         # Measured before the partial file is removed: that is what filled the disk.
         if out_of_space(exc, final.parent):

@@ -1,21 +1,28 @@
 """The decode stage: one shard of the data set's DICOMs to working-size 16-bit images.
 
 A shard holds every ``shards``-th row of train.csv (sorted by patient and image), so shards are balanced
-and their number, not the number of images, sets the number of DAG jobs. Each DICOM is decoded exactly
-once here; every resolution and data set is made from these images.
+and their number, not the number of images, sets the number of DAG jobs. Each DICOM is decoded once here
+(a JPEG 2000 file with ``reduce`` off, twice: see the mask source below); every resolution and data set is
+made from these images.
 
 With ``reduce`` (decode.reduce, the default) JPEG 2000 files are decoded at the deepest wavelet level whose
 long side is still >= 3/4 of the working size (decoder ``pillow-j2k``, mammoflow.j2k) and then resized to
 it with the full-size resize's geometry; every other file, and any J2K file that path cannot read exactly,
-is decoded in full.
+is decoded in full. Either way a JPEG 2000 image gets a *mask source* made from that reduced decode, the
+copy preprocessing finds the breast on (``mask_source``), so that the crop box does not depend on the path.
+
+Before any decoder runs, the file's declared size is checked, and the decoders run in child processes
+under a memory and a time limit (mammoflow.limits, decode.max_megapixels / max_memory_mb / timeout_s).
 
 Shard layout (``results/decoded/shard{NNN}/``):
-- ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense);
+- ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense), each followed
+  by its mask source when it has one;
 - ``meta.parquet``: one row per decoded image: the train.csv columns, ``offset``/``height``/``width`` into
   pixels.u16, the header facts preprocessing needs (windows, VOI LUT function, VOI LUT and Modality LUT
   Sequence tables, bits, photometric, ...), ``lossy``, the original size (``rows``/``cols``), the JPEG 2000
   ``level`` decoded and the decoded size (``decoded_height``/``decoded_width``: rows/cols / 2**level),
-  the decoder used and the seconds it took;
+  the decoder used and the seconds it took, and the mask source's ``mask_source_offset``/``_height``/
+  ``_width`` (0 x 0: none) and ``mask_source_level``;
 - ``errors.parquet``: image_id, patient_id, path, reason for each file that could not be decoded.
 """
 
