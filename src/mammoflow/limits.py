@@ -14,10 +14,11 @@ size in this project's tests, 5355 x 4915 = 26.3 MP), computed-radiography plate
 5486 x 6857 = 37.6 MP. 20000 x 20000 (400 MP, 800 MB as 16-bit, more inside a decoder) is refused.
 
 The decoder process gets ``decode.max_memory_mb`` of memory (data) above what it holds when it starts
-(default 4096: a 100-megapixel lossless JPEG 2000 peaks at 0.84 GB in dicomsdl, 0.93 GB in pydicom,
-measured) and ``decode.timeout_s`` seconds per file and decoder (default 300: a real-size mammogram takes
-0.5-5 s, the 100-megapixel file 147 s on two cores shared by a dozen processes). Either exceeded is that
-file's failure, recorded with its reason like any bad file.
+(default 2048: a 100-megapixel lossless JPEG 2000 peaks at 0.84 GB in dicomsdl, 0.93 GB in pydicom,
+measured; the decode job asks its scheduler for 1000 MB + this per decoder process) and
+``decode.timeout_s`` seconds per file and decoder (default 300: a real-size mammogram takes 0.5-5 s, the
+100-megapixel file 147 s on two cores shared by a dozen processes). Either exceeded is that file's
+failure, recorded with its reason like any bad file.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 # Imported by every command line (mammoflow.arguments): OpenCV and pydicom are imported where used.
 DEFAULT_MAX_MEGAPIXELS = 100.0
-DEFAULT_MAX_MEMORY_MB = 4096
+DEFAULT_MAX_MEMORY_MB = 2048
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MAX_PIXELS = int(DEFAULT_MAX_MEGAPIXELS * 1_000_000)
 

@@ -41,7 +41,8 @@ rule decode:
         limits=decode_limit_arguments(),
     threads: config["decode"]["threads"]
     resources:
-        mem_mb=3000,
+        # Each decoder process may use decode.max_memory_mb: asked for, so that bound is what stops a file.
+        mem_mb=lambda w, threads: 1000 + threads * (config["decode"]["max_memory_mb"] or 2000),
         runtime=600,
     log:
         "logs/decode/shard{shard}.log",
