@@ -44,7 +44,7 @@ def test_a_job_imports_the_command_line_and_its_own_stage_only():
     done = subprocess.run([sys.executable, "-c", probe % argv], capture_output=True, text=True, check=True)
     loaded = set(done.stdout.split())
     assert loaded == {"mammoflow", "mammoflow.cli", "mammoflow.commands", "mammoflow.errors",
-                      "mammoflow.data_cli", "mammoflow.arguments"}  # fmt: skip
+                      "mammoflow.data_cli", "mammoflow.arguments", "mammoflow.limits"}  # fmt: skip
     assert loaded <= Package(REPO / "src").command_modules("decode")
 
 

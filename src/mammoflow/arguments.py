@@ -69,3 +69,27 @@ def finite_number(low: float | None = None, high: float | None = None, low_open:
 COUNT = whole_number(1)  # workers, shards, sizes, batch sizes, resolutions
 NON_NEGATIVE = whole_number(0)  # fold indices, seeds, thread counts where 0 means "torch's default"
 FRACTION = finite_number(0.0, 1.0)
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bounds on decoding one file (mammoflow.limits), for every command that decodes DICOMs."""
+    from mammoflow import limits
+
+    parser.add_argument(
+        "--max-megapixels",
+        type=finite_number(0.0, low_open=True),
+        default=limits.DEFAULT_MAX_MEGAPIXELS,
+        help="refuse, before decoding, a file whose header or codestream declares more pixels than this",
+    )
+    parser.add_argument(
+        "--max-memory-mb",
+        type=NON_NEGATIVE,
+        default=limits.DEFAULT_MAX_MEMORY_MB,
+        help="memory a decoder process may use above its size at start (0: no limit)",
+    )
+    parser.add_argument(
+        "--timeout-s",
+        type=finite_number(0.0),
+        default=limits.DEFAULT_TIMEOUT_S,
+        help="seconds a decoder process may spend on one file (0: no limit)",
+    )

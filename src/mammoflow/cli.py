@@ -13,7 +13,7 @@ import sys
 
 from mammoflow import __version__
 from mammoflow.commands import COMMANDS, GPU_COMMANDS, LEASE_MODULE
-from mammoflow.errors import DataError
+from mammoflow.errors import DataError, DiskFullError
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
             devices = importlib.import_module(LEASE_MODULE)
             devices.lease_for_command(args.command, getattr(args, "device", None))
         args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as exc:  # SheetError and FoldError are ValueErrors
+    except (
+        DataError,
+        DiskFullError,
+        ValueError,
+        FileNotFoundError,
+    ) as exc:  # SheetError and FoldError are ValueErrors
         print(f"mammoflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammoflow.arguments import COUNT, FRACTION, NON_NEGATIVE, json_object, whole_number
+from mammoflow.arguments import COUNT, FRACTION, NON_NEGATIVE, add_limit_arguments, json_object, whole_number
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -17,6 +17,7 @@ def cmd_phantom(args: argparse.Namespace) -> None:
 
 def cmd_decode(args: argparse.Namespace) -> None:
     from mammoflow.decode import decode_shard
+    from mammoflow.limits import DecodeLimits
 
     decode_shard(
         args.data_dir,
@@ -30,13 +31,20 @@ def cmd_decode(args: argparse.Namespace) -> None:
         reduce=args.reduce,
         sheet=args.sheet or None,
         images=args.images,
+        limits=DecodeLimits(args.max_megapixels, args.max_memory_mb, args.timeout_s),
     )
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from mammoflow.decode import index_shards
+    from mammoflow.decoded import index_shards
 
-    index_shards(args.shard_dirs, args.index, args.errors, max_failed_fraction=args.max_failed_fraction)
+    index_shards(
+        args.shard_dirs,
+        args.index,
+        args.errors,
+        max_failed_fraction=args.max_failed_fraction,
+        failure_list=args.failure_list or None,
+    )
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -88,6 +96,7 @@ def register(sub) -> None:
     )
     p.add_argument("--sheet", default="", help="the sample sheet (default: DATA_DIR/train.csv)")
     p.add_argument("--images", default="train_images", help="image folder under DATA_DIR (RSNA layout)")
+    add_limit_arguments(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("index", help="join decoded shards into one index and one error list")
@@ -99,6 +108,11 @@ def register(sub) -> None:
         type=FRACTION,
         default=0.01,
         help="fail when more than this share of the files could not be decoded (after writing the list)",
+    )
+    p.add_argument(
+        "--failure-list",
+        default="",
+        help="also write the list of failures here as CSV, a file that stays when the job fails (a log)",
     )
     p.set_defaults(func=cmd_index)
 

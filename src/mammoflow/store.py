@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mammoflow.atomic import atomic_path, write_text
+from mammoflow.atomic import allocate_npy, atomic_path, write_text
 from mammoflow.progress import progress, say
 from mammoflow.store_integrity import open_verified, write_manifest
 
@@ -48,7 +48,7 @@ _state: dict = {}
 
 
 def _init_worker(index_path: str, images_path: str, dataset: str, res: int, options: dict) -> None:
-    from mammoflow.decode import DecodedImages
+    from mammoflow.decoded import DecodedImages
     from mammoflow.preprocess import ProcessOptions
 
     _state["decoded"] = DecodedImages.open(index_path)
@@ -68,7 +68,8 @@ def _prepare_rows(rows: list[int]) -> list[tuple[int, Prepared]]:
             prepared = prepare_original(pixels, _state["res"])
         else:
             meta = decoded.index.iloc[row]
-            prepared = prepare_processed(pixels, meta, _state["res"], _state["options"])
+            source = decoded.mask_source(row)
+            prepared = prepare_processed(pixels, meta, _state["res"], _state["options"], source)
         out[row] = prepared.image
         done.append((row, Prepared(np.empty(0, np.uint8), prepared.placement, prepared.crop)))
     out.flush()
@@ -99,7 +100,8 @@ def build_store(
     started = time.perf_counter()
     placements: dict[int, Prepared] = {}
     with atomic_path(out_dir / "images.npy") as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(index), res, res))
+        # Reserved on disk up front: a full disk fails here with one line, not as SIGBUS in a worker.
+        images = allocate_npy(tmp, (len(index), res, res), np.uint8)
         del images  # workers write through their own maps
         chunks = [list(range(i, min(i + 32, len(index)))) for i in range(0, len(index), 32)]
         init_args = (str(index_path), str(tmp), dataset, res, asdict(options))

@@ -58,6 +58,12 @@ def shard_outputs(name):
     return [f"{paths.shard_dir(s)}/{name}" for s in SHARDS]
 
 
+def decode_limit_arguments():
+    """decode.max_megapixels, max_memory_mb and timeout_s as the command-line options of decode and predict."""
+    d = config["decode"]
+    return f"--max-megapixels {d['max_megapixels']} --max-memory-mb {d['max_memory_mb']} --timeout-s {d['timeout_s']}"
+
+
 # ------------------------------------------------------------------------------------------------- GAN
 gan_source_store = GAN_PLAN.source_store
 gan_previous_network = GAN_PLAN.previous_network

@@ -40,9 +40,11 @@ rule decode:
         strict="--strict" if config["decode"]["strict"] else "",
         reduce="--reduce" if config["decode"]["reduce"] else "--no-reduce",
         code=code_digest("decode"),
+        limits=decode_limit_arguments(),
     threads: config["decode"]["threads"]
     resources:
-        mem_mb=3000,
+        # Each decoder process may use decode.max_memory_mb: asked for, so that bound is what stops a file.
+        mem_mb=lambda w, threads: 1000 + threads * (config["decode"]["max_memory_mb"] or 2000),
         runtime=600,
     log:
         "logs/decode/shard{shard}.log",
@@ -53,7 +55,8 @@ rule decode:
     shell:
         "python -m mammoflow decode --data-dir {params.data_dir:q} --sheet {input.sheet:q} --out {params.out:q}"
         " --shard {wildcards.shard} --shards {params.shards} --working-size {params.working_size}"
-        " --workers {threads} --decoders {params.decoders:q} {params.strict} {params.reduce} > {log:q} 2>&1"
+        " --workers {threads} --decoders {params.decoders:q} {params.strict} {params.reduce} {params.limits}"
+        " > {log:q} 2>&1"
 
 
 rule decode_index:
@@ -71,12 +74,15 @@ rule decode_index:
         mem_mb=2000,
         runtime=10,
     log:
-        "logs/decode_index.log",
+        # Snakemake deletes a failed job's outputs (errors.parquet) but keeps its logs: the list the
+        # failure message names is this CSV.
+        main="logs/decode_index.log",
+        failed="logs/decode_failed.csv",
     conda:
         "../../envs/data.yaml"
     shell:
         "python -m mammoflow index {params.shard_dirs:q} --index {output.index:q} --errors {output.errors:q}"
-        " --max-failed-fraction {params.max_failed} > {log:q} 2>&1"
+        " --max-failed-fraction {params.max_failed} --failure-list {log.failed:q} > {log.main:q} 2>&1"
 
 
 rule preprocess:

@@ -32,6 +32,7 @@ rule predict:
         bootstrap=config["predict"]["bootstrap"],
         cam_max=config["predict"]["cam_max"],
         code=code_digest("predict"),
+        limits=decode_limit_arguments(),
     threads: config["predict"]["threads"]
     resources:
         gpu=1,
@@ -48,7 +49,7 @@ rule predict:
         " --protocol {params.choice[0]} --resolution {params.choice[1]} --dataset {params.choice[2]}"
         " --models {params.models} --name {wildcards.name} --aggregation {params.aggregation}"
         " --submission {params.submission:q} --bootstrap {params.bootstrap}"
-        " --cam-max {params.cam_max} --workers {threads} --threads {threads} > {log:q} 2>&1"
+        " --cam-max {params.cam_max} --workers {threads} --threads {threads} {params.limits} > {log:q} 2>&1"
 
 
 rule predict_all:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from mammoflow.arguments import COUNT, NON_NEGATIVE
+from mammoflow.arguments import COUNT, NON_NEGATIVE, add_limit_arguments
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from mammoflow.limits import DecodeLimits
     from mammoflow.predict.run import PredictOptions, run_predict
 
     options = PredictOptions(
@@ -28,6 +29,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         seed=args.seed,
         cam_max=args.cam_max,
         working_size=args.working_size,
+        decode_limits=DecodeLimits(args.max_megapixels, args.max_memory_mb, args.timeout_s),
     )
     run_predict(args.data, args.out, options)
 
@@ -94,4 +96,5 @@ def register(sub) -> None:
     )
     p.add_argument("--working-size", type=COUNT, default=None,
                    help="decode size, only for artifacts that do not record it")  # fmt: skip
+    add_limit_arguments(p)  # the decode stage's bounds on one file: size, memory, time
     p.set_defaults(func=cmd_predict)

@@ -35,6 +35,7 @@ from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.classify.artifact import load_artifact
 from mammoflow.decode import decoder_chain
 from mammoflow.devices import pick_device
+from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
 from mammoflow.predict.ensemble import (
     cells_of,
     checked_artifacts,
@@ -71,6 +72,7 @@ class PredictOptions:
     seed: int = 0
     cam_max: int = 20  # Grad-CAM panels for at most this many flagged breasts (highest first)
     working_size: int | None = None  # only for artifacts that do not record their decode settings
+    decode_limits: DecodeLimits = DEFAULT_LIMITS  # size, memory and time bounds on decoding one file
 
 
 def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, tuple[str, ...]]:
@@ -198,7 +200,7 @@ def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptio
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as work:
         prepare_started = time.perf_counter()
         arrays, status = prepare_images(
-            images, preparations, Path(work), working_size, decoders, options.workers
+            images, preparations, Path(work), working_size, decoders, options.workers, options.decode_limits
         )
         prepare_seconds = time.perf_counter() - prepare_started
         table = pd.concat([images.drop(columns=["header_error"]), status], axis=1)
