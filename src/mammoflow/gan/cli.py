@@ -17,21 +17,34 @@ def _torch_setup(threads: int) -> None:
 
 
 def specs_from_settings(settings: dict):
-    """(GeneratorSpec, TrainSettings) from a stage's settings (see settings.stage_settings)."""
+    """(GeneratorSpec, StageSettings) from a stage's settings (see settings.stage_settings)."""
     from mammoflow.gan.networks import GeneratorSpec
-    from mammoflow.gan.train import TrainSettings
+    from mammoflow.gan.settings import StageSettings
 
     arch = {k: v for k, v in settings.items() if k in GeneratorSpec.__dataclass_fields__ and k != "stages"}
-    train = {k: v for k, v in settings.items() if k in TrainSettings.__dataclass_fields__}
-    return GeneratorSpec(stages=tuple(settings["stages"]), **arch), TrainSettings(**train)
+    return GeneratorSpec(stages=tuple(settings["stages"]), **arch), StageSettings.from_stage(settings)
+
+
+def name_and_path(text: str) -> tuple[str, Path]:
+    """argparse type: NAME=PATH (a feature network and its weights file)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=PATH, e.g. tf_efficientnet_lite0=weights.safetensors"
+        )
+    return name, Path(path)
 
 
 def cmd_gan_stage(args: argparse.Namespace) -> None:
     from mammoflow.gan.data import load_positives
+    from mammoflow.gan.stage_runtime import RunOptions
     from mammoflow.gan.train import Interrupted, train_stage
 
     _torch_setup(args.threads)
     spec, settings = specs_from_settings(args.settings)
+    weights = dict(args.feature_weights)
+    if len(weights) != len(args.feature_weights):
+        raise ValueError(f"--feature-weights names a network twice: {[n for n, _ in args.feature_weights]}")
     if spec.resolution != args.stage:
         raise ValueError(f"--stage {args.stage} but the settings' stages end at {spec.resolution}")
     positives = load_positives(args.store, args.folds, args.protocol, args.part, args.stage)
@@ -43,8 +56,9 @@ def cmd_gan_stage(args: argparse.Namespace) -> None:
         "data": positives.note,
         "label": f"{args.protocol} {args.part}",
     }
+    options = RunOptions(device=args.device, meta=meta)
     try:
-        train_stage(positives, spec, settings, args.out, args.previous or None, device=args.device, meta=meta)
+        train_stage(positives, spec, settings, args.out, args.previous or None, weights, options)
     except Interrupted as exc:
         raise SystemExit(f"mammoflow gan-stage: {exc}; run it again to resume") from exc
 
@@ -112,6 +126,10 @@ def register(sub) -> None:
     p.add_argument(
         "--settings", type=json_object, required=True, help="the stage's settings as a JSON object"
     )
+    p.add_argument(
+        "--feature-weights", type=name_and_path, action="append", default=[], metavar="NAME=PATH",
+        help="projected discriminator: feature network NAME's weights file (timm's format), one per network",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.set_defaults(func=cmd_gan_stage)
