@@ -139,6 +139,17 @@ def gan_previous_network(w):
     return [f"{paths.gan_stage_dir(w.protocol, w.part, GAN['stages'][i - 1])}/network.pt"] if i else []
 
 
+def gan_feature_weights():
+    """{feature network: its weights file} for the projected discriminator; none for residual or random.
+
+    TODO(weights step, branch train-recipe): return the paths that the weights package's torch-free lookup
+    gives for the `weights` rule's folder (the function the train rule gets its backbone files from); the
+    layout below is a stand-in until then."""
+    if GAN["discriminator"] != "projected" or GAN["feature_weights"] == "random":
+        return {}
+    return {name: f"resources/weights/timm/{name}/model.safetensors" for name in GAN["feature_networks"]}
+
+
 def gan_stage_minutes(w):
     """A generous SLURM limit; a stage that hits it resumes from its last checkpoint when re-run."""
     stage = int(w.stage)

@@ -151,6 +151,17 @@ def _widths(spec: dict, stage: int) -> tuple[int, str]:
     return channels(stage, spec["cbase"], spec["cmax"]), settings
 
 
+def discriminator_label(stage_dir: Path, meta: dict | None = None) -> str:
+    """Which discriminator a stage trained against (projected, on which feature networks, RANDOM ones
+    said so; or residual), from network.pt's metadata or else stats.jsonl's last tick."""
+    recorded = (meta or {}).get("discriminator") or {}
+    if recorded.get("label"):
+        return recorded["label"]
+    stats = Path(stage_dir) / "stats.jsonl"
+    lines = stats.read_text().splitlines() if stats.is_file() else []
+    return (json.loads(lines[-1]).get("discriminator") if lines else None) or NOT_RECORDED
+
+
 def _batch_from_ticks(ticks: list[dict]):
     """The batch from stats.jsonl where network.pt could not be read: its last tick's kimg (images shown,
     to the image) over its steps."""
@@ -183,6 +194,7 @@ def gan_rows(results: Path) -> list[dict]:
             {
                 "gan": f"{stage_dir.parents[1].name} {stage_dir.parent.name}",
                 "stage": stage,
+                "discriminator": discriminator_label(stage_dir, meta),
                 "batch": settings.get("batch") or _batch_from_ticks(ticks),
                 "kimg": meta.get("kimg", ticks[-1]["kimg"] if ticks else NOT_RECORDED),
                 "steps": ticks[-1]["step"] if ticks else NOT_RECORDED,
