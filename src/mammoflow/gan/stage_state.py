@@ -98,8 +98,10 @@ class StageState:
     @classmethod
     def build(
         cls, spec, settings: StageSettings, previous: Path | None, features: dict[str, Path | None],
-        identity: str, n_real: int, device: torch.device, autocast: Callable,
+        positives: Positives, device: torch.device, autocast: Callable,
     ) -> StageState:  # fmt: skip
+        """The stage's networks, optimisers and loss, before training (``restore`` may then resume)."""
+        identity = stage_identity(spec, settings, previous, positives, features)
         torch.manual_seed(settings.seed)
         stem = gen.is_stem(spec)
         G = gen.stage_generator(spec, previous, head_only=settings.freeze and not stem)
@@ -118,7 +120,8 @@ class StageState:
         # A parameter trains only in its own player's phases (the loop switches them on and off).
         for p in (*g_params, *d_params):
             p.requires_grad_(False)
-        return cls(G, G_ema, D, g_params, d_params, opt_g, opt_d, loss, identity, np.zeros(n_real, np.int64))
+        shown = np.zeros(len(positives.images), np.int64)
+        return cls(G, G_ema, D, g_params, d_params, opt_g, opt_d, loss, identity, shown)
 
     def checkpoint(self, seconds: float) -> dict:
         return {

@@ -45,7 +45,7 @@ from mammoflow.gan.network_io import to_uint8
 from mammoflow.gan.settings import StageSettings
 from mammoflow.gan.snapshots import shrink_for_sheet, write_snapshot_figure
 from mammoflow.gan.stage_runtime import Interrupted, RunOptions, StepTimer, _Termination
-from mammoflow.gan.stage_state import StageState, stage_identity
+from mammoflow.gan.stage_state import StageState
 from mammoflow.progress import progress
 
 GRID_SEED = 20230321  # the snapshot latents: the same in every stage, so the grids can be compared
@@ -238,10 +238,7 @@ def train_stage(
     def autocast():
         return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp)
 
-    identity = stage_identity(spec, settings, previous, positives, features)
-    state = StageState.build(
-        spec, settings, previous, features, identity, len(positives.images), dev, autocast
-    )
+    state = StageState.build(spec, settings, previous, features, positives, dev, autocast)
     resume_path = out_dir / "resume.pt"
     for stale in out_dir.glob(".*.tmp*"):  # a write cut short by a kill; the last complete one is kept
         stale.unlink(missing_ok=True)
@@ -250,7 +247,8 @@ def train_stage(
     start_step = state.step
     timer = StepTimer(options.profile, dev)
     seconds = _run_steps(state, positives, settings, discriminator["label"], resume_path, timer, options)
-    network = _write_stage(state, positives, spec, settings, out_dir, precision, discriminator, options.meta)
+    ran = {"precision": precision, "discriminator": discriminator, "meta": options.meta}
+    network = _write_stage(state, positives, spec, settings, out_dir, ran)
     resume_path.unlink(missing_ok=True)
     kimg = round(settings.steps() * settings.batch / 1000, 3)
     rate = 3600 * kimg / max(seconds, 1e-9)
@@ -324,16 +322,15 @@ def _run_steps(state, positives, settings, label, resume_path, timer, options) -
     return elapsed()
 
 
-def _write_stage(state, positives, spec, settings, out_dir, precision, discriminator, meta) -> Path:
-    res = spec.resolution
+def _write_stage(state, positives, spec, settings, out_dir, ran: dict) -> Path:
+    """network.pt (plus ``ran``: precision, discriminator, meta), stats.jsonl, snapshots.png, images shown."""
+    res, meta = spec.resolution, ran["meta"]
     payload = gen.network_payload(state.G_ema, spec) | {
         "stage": res,
         "kimg": round(settings.steps() * settings.batch / 1000, 3),
         "settings": settings.to_dict(),
         "training_images": len(positives.images),
-        "precision": precision,
-        "discriminator": discriminator,
-        "meta": meta,
+        **ran,
     }
     network = out_dir / "network.pt"
     with atomic_path(network) as tmp:

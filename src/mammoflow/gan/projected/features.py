@@ -56,7 +56,7 @@ def load_backbone(name: str, weights: Path | None) -> nn.Module:
             )
         try:
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        except Exception as exc:  # whatever the file held (torch, safetensors, timm): one line naming it
             reason = str(exc).strip().splitlines()[0][:300]
             raise ValueError(f"{weights}: not {name} weights as timm stores them ({reason})") from exc
     return model.eval().requires_grad_(False)
