@@ -21,7 +21,7 @@ from mammoflow.gan.data import load_positives
 from mammoflow.gan.settings import stage_settings
 
 # Small widths for tests; the architecture keys only (training keys come from config.yaml).
-SMALL = dict(cbase=256, cmax=32, syn_layers=3, head_layers=2, z_dim=16, w_dim=32, map_layers=2)
+SMALL = dict(cbase=256, cmax=32, syn_layers=3, head_layers=3, z_dim=16, w_dim=32, map_layers=2)
 # A cheap projected discriminator for most tests: one small feature network (the paper's pair is tested once).
 SMALL_FEATURES = ["tf_efficientnet_lite0"]
 
@@ -31,7 +31,7 @@ def gan_section(**overrides) -> dict:
 
 
 def stage(stages: list[int], kimg: float, **overrides):
-    """(GeneratorSpec, StageSettings, the settings dict the rule would pass) for the last of ``stages``."""
+    """(generator ArchSpec, StageSettings, the settings dict the rule passes) for the last of ``stages``."""
     gan = gan_section(stages=stages, kimg=[kimg] * len(stages), **overrides)
     settings = stage_settings(gan, stages[-1])
     return (*specs_from_settings(settings), settings)

@@ -1,4 +1,5 @@
-"""The progressive GAN: networks per stage, growth, sampling, leakage (the stage loop: test_gan_stage.py)."""
+"""The progressive GAN: networks per stage, sampling, leakage (the stage loop and growth: test_gan_stage.py;
+StyleGAN-XL's generator: test_stylegan_xl.py)."""
 
 import json
 
@@ -17,7 +18,6 @@ from mammoflow.gan.networks import (
     build_generator,
     channels,
     count_parameters,
-    grow_generator,
     layer_plan,
 )
 from mammoflow.gan.sample import ID_BASE, chest_wall_left, generate, synthesize
@@ -123,28 +123,6 @@ def test_augmentations_keep_shape_and_gradient():
     assert (shifted == -1).any() and set(shifted.unique().tolist()) <= {-1.0, 1.0}  # filled with background
     cut = cutout(torch.ones(8, 1, 16, 16))
     assert ((cut == 0).float().mean(dim=[1, 2, 3]) > 0).all()
-
-
-# ----------------------------------------------------------------------------------------- growth
-
-
-def test_growth_loads_previous_weights_and_starts_where_it_left_off(stem16):
-    small, payload = load_network(stem16)
-    grown = grow_generator(payload["state"], small.spec, 32)
-    grown_state = grown.state_dict()
-    for key, value in payload["state"].items():
-        assert torch.equal(grown_state[key], value), key
-    assert {k for k in grown_state if k not in payload["state"]} == {
-        k for k in grown_state if k.startswith("heads.0.")
-    }
-    # A new head's image layer starts at zero: the grown generator draws the previous images, larger.
-    z = torch.randn(4, small.spec.z_dim)
-    with torch.no_grad():
-        before = torch.nn.functional.interpolate(
-            small(z, noise_mode="const"), scale_factor=2, mode="bilinear"
-        )
-        after = grown(z, noise_mode="const")
-    assert torch.allclose(before, after, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------- sampling

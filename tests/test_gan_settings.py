@@ -31,7 +31,7 @@ def test_batches_are_slices_of_one_seeded_permutation_per_epoch():
 def test_stage_settings_come_whole_from_the_config():
     gan = gan_section(stages=[16, 32], kimg=[5, 7])
     spec, settings = specs_from_settings(gan_settings.stage_settings(gan, 32))
-    assert spec.stages == (16, 32) and settings.kimg == 7
+    assert [s.resolution for s in spec.stages] == [16, 32] and settings.kimg == 7
     assert settings.discriminator == "projected" and settings.feature_weights == "pretrained"
     assert settings.feature_networks == ("deit_base_distilled_patch16_224", "tf_efficientnet_lite0")
     # Every field from config.yaml: the type holds no defaults of its own.

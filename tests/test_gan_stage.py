@@ -26,9 +26,10 @@ from gan_factory import (
 from mammoflow.gan.data import Positives
 from mammoflow.gan.fid import FeatureExtractor, frechet_distance, gaussian
 from mammoflow.gan.network_io import load_network
-from mammoflow.gan.networks import GeneratorSpec, build_generator
 from mammoflow.gan.sample import chest_wall_left, generate
 from mammoflow.gan.stage_runtime import Interrupted, RunOptions
+from mammoflow.gan.stage_state import stage_generator
+from mammoflow.gan.stylegan_xl import build_generator
 from mammoflow.gan.train import train_stage
 
 QUIET = RunOptions(show_progress=False)
@@ -86,20 +87,39 @@ def _same(a, b):
 # ----------------------------------------------------------------------------------------- what trains
 
 
+def test_a_grown_stage_starts_from_the_previous_network(stem16):
+    """The previous stage's EMA generator, grown by one head as StyleGAN-XL's SuperresGenerator grows it:
+    what carries over is the previous network's; head-only training leaves the mapping and stem frozen."""
+    spec, _ = quick((16, 32))
+    before, _ = load_network(stem16)
+    grown = stage_generator(spec, stem16, head_only=True)
+    previous, after = before.state_dict(), grown.state_dict()
+    carried = [k for k in after if k in previous and previous[k].shape == after[k].shape]
+    assert carried and all(torch.equal(previous[k], after[k]) for k in carried)
+    assert {k.split(".")[1] for k in after if k not in previous} <= set(grown.head_layer_names)
+    trainable = {n.split(".")[1] for n, p in grown.named_parameters() if p.requires_grad}
+    assert trainable == {*grown.head_layer_names, "input"}  # StyleGAN-XL leaves the Fourier input trainable
+    with pytest.raises(ValueError, match="does not grow into"):  # a stem of other settings
+        stage_generator(quick((16, 32), syn_layers=4)[0], stem16, head_only=True)
+
+
 @pytest.mark.parametrize("freeze", [True, False])
 def test_frozen_layers_stay_frozen(store, stem16, tmp_path, freeze):
     spec, settings = quick((16, 32), kimg=0.032, freeze=freeze)
     result = train_stage(positives_of(store, res=32), spec, settings, tmp_path, stem16, options=QUIET)
-    before = torch.load(stem16, weights_only=True)["state"]
+    grown = stage_generator(spec, stem16, head_only=freeze).state_dict()  # as the stage began
     after = torch.load(result.network, weights_only=True)["state"]
-    earlier = [k for k in before if not k.endswith("noise_const")]
-    unchanged = [k for k in earlier if torch.equal(before[k], after[k])]
+    heads = tuple(f"synthesis.{name}." for name in spec.head_layer_names)
+    stem_weights = [
+        k for k in grown if k.startswith(("mapping.fc", "synthesis.L")) and not k.startswith(heads)
+    ]
+    unchanged = [k for k in stem_weights if torch.equal(grown[k], after[k])]
     if freeze:
-        assert unchanged == earlier  # mapping, stem (and its w_avg) exactly as loaded
+        assert unchanged == stem_weights  # mapping and the stem's kept layers exactly as loaded
     else:
-        assert len(unchanged) < len(earlier) / 2  # fine-tuning moves the earlier layers too
-    new = [k for k in after if k.startswith("heads.0.") and k.endswith("weight")]
-    assert all(not torch.equal(after[k], torch.zeros_like(after[k])) for k in new)  # the head learned
+        assert len(unchanged) < len(stem_weights) / 2  # fine-tuning moves the earlier layers too
+    head = [k for k in after if k.startswith(heads) and k.endswith("weight")]
+    assert head and all(not torch.equal(after[k], grown[k]) for k in head)  # the head learned
 
 
 def test_projected_stage_records_what_ran(store, tmp_path):
@@ -118,7 +138,7 @@ def test_projected_stage_records_what_ran(store, tmp_path):
     assert {"loss_g", "loss_d", "d_real", "d_fake", "ema_beta"} <= set(ticks[-1])
     assert "r1" not in {k for t in ticks for k in t}
     torch.manual_seed(settings.seed)
-    untrained = build_generator(spec).state_dict()
+    untrained = build_generator(spec).state_dict()  # the stem as the stage built it
     moved = [
         k for k, v in payload["state"].items() if k.endswith("weight") and not torch.equal(v, untrained[k])
     ]
@@ -155,14 +175,16 @@ def test_a_weights_file_that_is_not_the_network_is_refused(store, tmp_path, lite
 def test_resume_equals_uninterrupted(store, stem16, tmp_path):
     """In-process (residual, a grown stage; the projected discriminator resumes after a real kill below)."""
     positives = positives_of(store, res=32)
-    spec, settings = quick((16, 32), kimg=0.096)  # 12 steps of 8, a checkpoint every 2
+    spec, settings = quick(
+        (16, 32), kimg=0.024, batch=4, checkpoint_kimg=0.008
+    )  # 6 steps, a checkpoint every 2
     train_stage(positives, spec, settings, tmp_path / "straight", stem16, options=QUIET)
-    with pytest.raises(Interrupted):  # stopped after step 7: the checkpoint is at step 6, step 7 is redone
-        options = RunOptions(show_progress=False, stop_after_step=7)
+    with pytest.raises(Interrupted):  # stopped after step 5: the checkpoint is at step 4, step 5 is redone
+        options = RunOptions(show_progress=False, stop_after_step=5)
         train_stage(positives, spec, settings, tmp_path / "killed", stem16, options=options)
     assert (tmp_path / "killed/resume.pt").exists() and not (tmp_path / "killed/network.pt").exists()
     result = train_stage(positives, spec, settings, tmp_path / "killed", stem16, options=QUIET)
-    assert result.resumed_from_step == 6
+    assert result.resumed_from_step == 4
     assert not (tmp_path / "killed/resume.pt").exists()
     _same(_outputs(tmp_path / "straight"), _outputs(tmp_path / "killed"))
 
@@ -172,7 +194,7 @@ def test_killed_projected_stage_resumes_to_the_same_result(store, tmp_path, lite
     second run: the same files, byte for byte on the networks' tensors, as one uninterrupted run. The
     checkpoint holds the heads (with their spectral-norm vectors and batch statistics), both optimisers,
     the running mean path length; the feature network is rebuilt from its file."""
-    _, _, settings = stage([16], 0.008, **{**SMALL, **PROJECTED, "checkpoint_kimg": 0.002})  # 4 steps
+    _, _, settings = stage([16], 0.006, **{**SMALL, **PROJECTED, "checkpoint_kimg": 0.002})  # 3 steps
     command = [sys.executable, "-m", "mammoflow", "gan-stage", "--store", str(store / "32"),
                "--folds", str(store / "folds.parquet"), "--protocol", "clean", "--part", "fold0",
                "--stage", "16", "--out", str(tmp_path / "killed"), "--settings", json.dumps(settings),
@@ -215,7 +237,9 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(store, tmp_path):
 def test_short_training_moves_generated_statistics_toward_the_real_ones(tmp_path):
     real = breast_like(96, 16, seed=7)
     positives = Positives(real, np.arange(len(real), dtype=np.int64), 16, "half-discs")
-    spec, settings = quick(kimg=2.4, batch=16, snapshots=2, grid=2, checkpoint_kimg=100, ema_kimg=0.5)
+    spec, settings = quick(
+        kimg=0.4, batch=8, snapshots=2, grid=2, checkpoint_kimg=100, ema_kimg=0.2
+    )  # 50 steps
     extractor = FeatureExtractor("none")
 
     def distance(generator):
@@ -225,7 +249,7 @@ def test_short_training_moves_generated_statistics_toward_the_real_ones(tmp_path
         ), drawn
 
     torch.manual_seed(0)
-    before, drawn_before = distance(build_generator(GeneratorSpec((16,), **SMALL)).eval())
+    before, drawn_before = distance(build_generator(spec).eval())
     result = train_stage(positives, spec, settings, tmp_path, options=QUIET)
     generator, _ = load_network(result.network)
     after, drawn_after = distance(generator)

@@ -17,12 +17,25 @@ def _torch_setup(threads: int) -> None:
 
 
 def specs_from_settings(settings: dict):
-    """(GeneratorSpec, StageSettings) from a stage's settings (see settings.stage_settings)."""
-    from mammoflow.gan.networks import GeneratorSpec
+    """(the generator's layer table, StageSettings) from a stage's settings (see settings.stage_settings):
+    StyleGAN-XL's stem from Table 1's values, one head per later stage."""
     from mammoflow.gan.settings import StageSettings
+    from mammoflow.gan.stylegan_xl import StemConfig, arch_for_stages
+    from mammoflow.gan.stylegan_xl.arch import stem_magnitude_ema_beta
 
-    arch = {k: v for k, v in settings.items() if k in GeneratorSpec.__dataclass_fields__ and k != "stages"}
-    return GeneratorSpec(stages=tuple(settings["stages"]), **arch), StageSettings.from_stage(settings)
+    stage = StageSettings.from_stage(settings)
+    stem = StemConfig(
+        resolution=settings["stages"][0],
+        cbase=settings["cbase"],
+        cmax=settings["cmax"],
+        syn_layers=settings["syn_layers"],
+        z_dim=settings["z_dim"],
+        w_dim=settings["w_dim"],
+        map_layers=settings["map_layers"],
+        img_channels=1,  # the stores are grey
+        magnitude_ema_beta=stem_magnitude_ema_beta(stage.batch),  # StyleGAN-XL's train.py, per batch
+    )
+    return arch_for_stages(stem, list(settings["stages"]), settings["head_layers"]), stage
 
 
 def name_and_path(text: str) -> tuple[str, Path]:
@@ -45,8 +58,8 @@ def cmd_gan_stage(args: argparse.Namespace) -> None:
     weights = dict(args.feature_weights)
     if len(weights) != len(args.feature_weights):
         raise ValueError(f"--feature-weights names a network twice: {[n for n, _ in args.feature_weights]}")
-    if spec.resolution != args.stage:
-        raise ValueError(f"--stage {args.stage} but the settings' stages end at {spec.resolution}")
+    if spec.img_resolution != args.stage:
+        raise ValueError(f"--stage {args.stage} but the settings' stages end at {spec.img_resolution}")
     positives = load_positives(args.store, args.folds, args.protocol, args.part, args.stage)
     print(f"gan-stage {args.protocol} {args.part} {args.stage}px: {positives.note}", file=sys.stderr)
     meta = {

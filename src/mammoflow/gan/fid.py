@@ -305,9 +305,9 @@ def generated_batches(generator, n: int, seed: int, batch: int = 64, device="cpu
     from mammoflow.gan.network_io import to_uint8
     from mammoflow.gan.sample import latents
 
-    z = latents(n, generator.spec.z_dim, seed)  # n x z_dim floats: 13 MB for 50,000, the only O(n) array
+    z = latents(n, generator.z_dim, seed)  # n x z_dim floats: 13 MB for 50,000, the only O(n) array
     for start in range(0, n, batch):
-        yield to_uint8(generator(z[start : start + batch].to(device), truncation=1.0, noise_mode="const"))
+        yield to_uint8(generator(z[start : start + batch].to(device), None, noise_mode="const"))
 
 
 def fid_report(

@@ -11,9 +11,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mammoflow.gan.networks import Generator, GeneratorSpec, build_generator
+from mammoflow.gan.stylegan_xl import ArchSpec, Generator, build_generator
 
-FORMAT = "mammoflow-gan/1"
+# 2: StyleGAN-XL's generator (gan/stylegan_xl/), its layer table under "arch". 1 was the StyleGAN2-style
+# generator of gan/networks.py, which no stage trains any more.
+FORMAT = "mammoflow-gan/2"
+
+
+def network_payload(generator: Generator) -> dict:
+    """The generator part of a ``network.pt``: format, layer table, weights (the stage adds the rest)."""
+    return {
+        "format": FORMAT,
+        "arch": generator.arch.to_dict(),
+        "state": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+    }
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -23,9 +34,14 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") == "mammoflow-gan/1":
+        raise ValueError(
+            f"{path}: a network of an earlier mammoflow (its StyleGAN2-style generator); train its stage "
+            "again (snakemake --forcerun gan_stage)"
+        )
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a mammoflow GAN network (format {payload.get('format')!r})")
-    generator = build_generator(GeneratorSpec.from_dict(payload["spec"]))
+    generator = build_generator(ArchSpec.from_dict(payload["arch"]))
     generator.load_state_dict(payload["state"])
     generator.requires_grad_(False)
     return generator.eval().to(device), payload

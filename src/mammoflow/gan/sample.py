@@ -51,13 +51,13 @@ def generate(
     show_progress: bool = False,
 ) -> np.ndarray:
     """``n`` images (uint8, N x res x res) from the seed's latents; constant noise, so fully determined."""
-    z = latents(n, generator.spec.z_dim, seed)
+    z = latents(n, generator.z_dim, seed)
     out = np.empty((n, generator.resolution, generator.resolution), np.uint8)
     starts = range(0, n, batch)
     for start in progress(starts, "generate", total=len(starts), enabled=show_progress):
         chunk = z[start : start + batch].to(device)
         out[start : start + len(chunk)] = to_uint8(
-            generator(chunk, truncation=truncation, noise_mode="const")
+            generator(chunk, None, truncation_psi=truncation, noise_mode="const")
         )
     return out
 

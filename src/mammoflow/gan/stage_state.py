@@ -25,19 +25,48 @@ import torch
 from torch import nn
 
 from mammoflow.atomic import atomic_path, file_sha256
-from mammoflow.gan import generator_adapter as gen
 from mammoflow.gan.data import Positives
 from mammoflow.gan.losses import LogisticLoss, ProjectedLoss, StageLoss
+from mammoflow.gan.network_io import load_network
 from mammoflow.gan.projected.discriminator import ProjectedDiscriminator
 from mammoflow.gan.residual import ResidualDiscriminator
 from mammoflow.gan.settings import StageSettings
+from mammoflow.gan.stylegan_xl import (
+    ArchSpec,
+    Generator,
+    build_generator,
+    grow_generator,
+    set_train_head_only,
+)
 
 ADAM_BETAS = (0.0, 0.99)  # StyleGAN-XL's (and StyleGAN2's), for both players
 ADAM_EPS = 1e-8
 
 
+def is_stem(arch: ArchSpec) -> bool:
+    return not arch.head_layer_names
+
+
+def stage_generator(arch: ArchSpec, previous: Path | None, head_only: bool) -> Generator:
+    """The stem (no previous stage: everything trains) or the previous stage's EMA generator grown by
+    one head (StyleGAN-XL's SuperresGenerator); with ``head_only`` only the new head (and the Fourier
+    input, which StyleGAN-XL's train_head_only leaves trainable) trains."""
+    if previous is None:
+        return build_generator(arch)
+    before, _ = load_network(previous)
+    grown = grow_generator(before, arch.img_resolution, head_layers=arch.stages[-1].layers)
+    if grown.arch != arch:
+        raise ValueError(
+            f"{previous}: its generator ({before.img_resolution} px, {len(before.arch.layers)} layers) "
+            f"does not grow into this stage's ({arch.img_resolution} px, {len(arch.layers)} layers)"
+        )
+    if head_only:
+        set_train_head_only(grown)
+    return grown
+
+
 def stage_identity(
-    spec,
+    spec: ArchSpec,
     settings: StageSettings,
     previous: Path | None,
     positives: Positives,
@@ -68,14 +97,18 @@ def lazy_adam(params: list[nn.Parameter], lr: float, reg_interval: int | None, d
     return torch.optim.Adam(params, lr=lr * ratio, betas=betas, eps=ADAM_EPS, fused=fused)
 
 
-def build_discriminator(spec, settings: StageSettings, features: dict[str, Path | None]) -> nn.Module:
+def build_discriminator(
+    spec: ArchSpec, settings: StageSettings, features: dict[str, Path | None]
+) -> nn.Module:
     # Built from the stage's seed on a forked generator: random features and projections are the same on
     # every run of the stage (a resumed run checks that by digest), and the global stream is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         if settings.projected:
-            return ProjectedDiscriminator(spec.resolution, features, settings.augment)
-        return ResidualDiscriminator(spec.resolution, spec.cbase, spec.cmax, settings.augment)
+            return ProjectedDiscriminator(spec.img_resolution, features, settings.augment)
+        # Table 1's cbase / cmax: the generator's network values are doubled (StyleGAN-XL's train.py).
+        cbase, cmax = spec.channel_base // 2, spec.channel_max // 2
+        return ResidualDiscriminator(spec.img_resolution, cbase, cmax, settings.augment)
 
 
 @dataclass
@@ -103,8 +136,8 @@ class StageState:
         """The stage's networks, optimisers and loss, before training (``restore`` may then resume)."""
         identity = stage_identity(spec, settings, previous, positives, features)
         torch.manual_seed(settings.seed)
-        stem = gen.is_stem(spec)
-        G = gen.stage_generator(spec, previous, head_only=settings.freeze and not stem)
+        stem = is_stem(spec)
+        G = stage_generator(spec, previous, head_only=settings.freeze and not stem)
         D = build_discriminator(spec, settings, features)
         # channels_last: faster convolutions on GPUs (tensor cores) and, measured here, on CPUs too (oneDNN).
         G.to(device, memory_format=torch.channels_last)
@@ -113,8 +146,9 @@ class StageState:
         if settings.projected:
             loss: StageLoss = ProjectedLoss(G, D, autocast, settings, stem)
         else:
-            loss = LogisticLoss(G, D, autocast, settings, spec.resolution)
-        g_params, d_params = gen.trainable_parameters(G), D.trainable_parameters()
+            loss = LogisticLoss(G, D, autocast, settings, spec.img_resolution)
+        g_params = [p for p in G.parameters() if p.requires_grad]
+        d_params = D.trainable_parameters()
         opt_g = lazy_adam(g_params, settings.glr, loss.g_reg_interval, device)
         opt_d = lazy_adam(d_params, settings.dlr, loss.d_reg_interval, device)
         # A parameter trains only in its own player's phases (the loop switches them on and off).

@@ -17,7 +17,7 @@ real images from a permutation seeded by (seed, epoch), so no random state has t
 
 Stage folder (``out_dir``)::
 
-    network.pt            the EMA generator, its spec, what it was trained on, the discriminator that ran
+    network.pt            the EMA generator, its layer table, what it was trained on, the discriminator
     stats.jsonl           one line per tick: step, kimg, seconds, losses, mean logits, regularisers, blur,
                           EMA beta, the discriminator
     snapshots.png         fixed latents drawn by the EMA generator over training (the paper's Figure 1)
@@ -39,13 +39,13 @@ import torch
 
 from mammoflow.atomic import atomic_path, file_sha256, write_parquet, write_text
 from mammoflow.devices import pick_device
-from mammoflow.gan import generator_adapter as gen
 from mammoflow.gan.data import Positives
-from mammoflow.gan.network_io import to_uint8
+from mammoflow.gan.network_io import network_payload, to_uint8
 from mammoflow.gan.settings import StageSettings
 from mammoflow.gan.snapshots import shrink_for_sheet, write_snapshot_figure
 from mammoflow.gan.stage_runtime import Interrupted, RunOptions, StepTimer, _Termination
-from mammoflow.gan.stage_state import StageState
+from mammoflow.gan.stage_state import StageState, is_stem
+from mammoflow.gan.stylegan_xl import ArchSpec
 from mammoflow.progress import progress
 
 GRID_SEED = 20230321  # the snapshot latents: the same in every stage, so the grids can be compared
@@ -207,14 +207,15 @@ def training_step(
 
 def train_stage(
     positives: Positives,
-    spec,
+    spec: ArchSpec,
     settings: StageSettings,
     out_dir: str | Path,
     previous: str | Path | None = None,
     feature_weights: dict[str, Path] | None = None,
     options: RunOptions | None = None,
 ) -> StageResult:
-    """Train the last stage of ``spec`` on ``positives`` and write the stage folder (see module doc).
+    """Train the last stage of ``spec`` (the generator's layer table: the stem, or the stem and its heads, the
+    last of which this stage adds) on ``positives`` and write the stage folder (see module doc).
 
     ``feature_weights``: the projected discriminator's weights file per feature network.
     """
@@ -222,13 +223,13 @@ def train_stage(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(options.device)
-    res = spec.resolution
+    res = spec.img_resolution
     previous = Path(previous) if previous else None
     if positives.images.shape[1:] != (res, res):
         raise ValueError(f"positives are {positives.images.shape[1:]} px, the stage is {res} px")
-    if (previous is None) != gen.is_stem(spec):
+    if (previous is None) != is_stem(spec):
         raise ValueError(
-            f"stage {res}: a previous stage's network is needed exactly when stages > 1 ({spec.stages})"
+            f"stage {res}: a previous stage's network is needed exactly when the stage grows a head"
         )
     features = resolve_feature_weights(settings, feature_weights or {})
     discriminator = describe_discriminator(settings, features)
@@ -324,8 +325,8 @@ def _run_steps(state, positives, settings, label, resume_path, timer, options) -
 
 def _write_stage(state, positives, spec, settings, out_dir, ran: dict) -> Path:
     """network.pt (plus ``ran``: precision, discriminator, meta), stats.jsonl, snapshots.png, images shown."""
-    res, meta = spec.resolution, ran["meta"]
-    payload = gen.network_payload(state.G_ema, spec) | {
+    res, meta = spec.img_resolution, ran["meta"]
+    payload = network_payload(state.G_ema) | {
         "stage": res,
         "kimg": round(settings.steps() * settings.batch / 1000, 3),
         "settings": settings.to_dict(),
