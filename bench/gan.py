@@ -33,10 +33,11 @@ from mammoflow.config import load_yaml
 from mammoflow.devices import pick_device
 from mammoflow.gan.cli import name_and_path, specs_from_settings
 from mammoflow.gan.data import Positives
-from mammoflow.gan.generator_adapter import network_payload, stage_generator
 from mammoflow.gan.losses import PL_INTERVAL
+from mammoflow.gan.network_io import network_payload
 from mammoflow.gan.settings import stage_settings
 from mammoflow.gan.stage_runtime import RunOptions
+from mammoflow.gan.stylegan_xl import build_generator
 from mammoflow.gan.train import train_stage
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
@@ -66,7 +67,7 @@ def previous_network(gan: dict, res: int, folder: Path) -> Path | None:
         return None
     spec, _ = specs_from_settings(stage_settings(gan, gan["stages"][-2]))
     path = folder / "previous.pt"
-    torch.save(network_payload(stage_generator(spec, None, head_only=False), spec), path)
+    torch.save(network_payload(build_generator(spec)), path)
     return path
 
 
@@ -102,7 +103,7 @@ def measure(res: int, discriminator: str, args: argparse.Namespace) -> dict:
         "resolution": res,
         "discriminator": discriminator,
         "feature_networks": list(settings.feature_networks) if discriminator == "projected" else [],
-        "stages": list(spec.stages),
+        "stages": [s.resolution for s in spec.stages],
         "device": str(pick_device(args.device)),
         "batch": args.batch,
         "steps": result.steps,

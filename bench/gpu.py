@@ -59,7 +59,7 @@ SHAPES = {  # what each part runs at: the paper's, and --tiny's
         gan_kimg=0.008,
         gan_batch=4,
         gan=dict(
-            cbase=256, cmax=16, syn_layers=2, head_layers=1, z_dim=8, w_dim=16, discriminator="residual"
+            cbase=256, cmax=16, syn_layers=3, head_layers=3, z_dim=8, w_dim=16, discriminator="residual"
         ),
         fid_images=8,
         cam_batch=4,

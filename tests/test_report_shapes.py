@@ -108,8 +108,8 @@ def test_gan_and_cam_rows_come_from_their_outputs(ran):
     assert (stage["stage"], stage["batch"], stage["kimg"], stage["steps"]) == (16, 4, 0.008, 2)
     assert (
         stage["precision"] == "fp32 (CPU)"
-        and stage["channels"] == 16
-        and "cbase 256, cmax 32" in stage["widths"]
+        and stage["channels"] == 32  # L2_16_32: the stem's last layer before "to image"
+        and "cbase 256, cmax 32 (network 512 / 64" in stage["widths"]
     )
     assert stage["fid_metric"] == fid["metric"] and stage["generated_images"] == 24
     assert stage["real_images"] == fid["real_images"] and stage["comparable_to_fid50k"] is False
