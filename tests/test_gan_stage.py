@@ -175,9 +175,7 @@ def test_a_weights_file_that_is_not_the_network_is_refused(store, tmp_path, lite
 def test_resume_equals_uninterrupted(store, stem16, tmp_path):
     """In-process (residual, a grown stage; the projected discriminator resumes after a real kill below)."""
     positives = positives_of(store, res=32)
-    spec, settings = quick(
-        (16, 32), kimg=0.024, batch=4, checkpoint_kimg=0.008
-    )  # 6 steps, a checkpoint every 2
+    spec, settings = quick((16, 32), kimg=0.048)  # 6 steps of 8 (the stem's batch), a checkpoint every 2
     train_stage(positives, spec, settings, tmp_path / "straight", stem16, options=QUIET)
     with pytest.raises(Interrupted):  # stopped after step 5: the checkpoint is at step 4, step 5 is redone
         options = RunOptions(show_progress=False, stop_after_step=5)
