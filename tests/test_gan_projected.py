@@ -143,7 +143,7 @@ def test_paper_pair_from_weight_files(tmp_path):
     assert sum(p.numel() for p in D.trainable_parameters()) == 2 * heads
     D.train()
     assert not any(m.training for m in D.features.modules()) and all(m.training for m in D.heads.modules())
-    frozen_before = D.frozen_digest()
+    frozen_before = D.hash_frozen_tensors()
     x = (torch.rand(2, 1, 16, 16) * 2 - 1).requires_grad_(True)
     torch.manual_seed(1)
     logits = D(x)
@@ -153,7 +153,7 @@ def test_paper_pair_from_weight_files(tmp_path):
     assert all(p.grad is None for p in D.features.parameters())
     assert all(p.grad is not None for p in D.trainable_parameters())
     # Training mode left the feature networks' batch statistics alone (the heads' moved).
-    assert D.frozen_digest() == frozen_before
+    assert D.hash_frozen_tensors() == frozen_before
 
 
 def test_random_features_are_the_same_for_the_same_seed_and_not_pretrained():

@@ -37,6 +37,3 @@ class ResidualDiscriminator(nn.Module):
 
     def frozen_digest(self) -> str:
         return ""  # nothing frozen
-
-    def describe(self) -> list[dict]:
-        return []

@@ -43,6 +43,7 @@ class ProjectedDiscriminator(nn.Module):
             {name.replace(".", "_"): FeatureNetwork(name, path, below) for name, path in weights.items()}
         )
         self.heads = nn.ModuleDict({key: MultiScaleHeads(net.channels) for key, net in self.features.items()})
+        self._digest: str | None = None
 
     def train(self, mode: bool = True) -> ProjectedDiscriminator:
         self.training = mode
@@ -69,12 +70,15 @@ class ProjectedDiscriminator(nn.Module):
 
     def frozen_digest(self) -> str:
         """SHA-256 of every frozen tensor (feature networks and random projections): a checkpoint of the
-        heads is resumed only against the very features they were trained on."""
+        heads is resumed only against the very features they were trained on. Computed once (they never
+        change; DeiT-base's 350 MB take about a second)."""
+        if self._digest is None:
+            self._digest = self.hash_frozen_tensors()
+        return self._digest
+
+    def hash_frozen_tensors(self) -> str:
         digest = hashlib.sha256()
         for key, value in sorted(self.features.state_dict().items()):
             digest.update(key.encode())
             digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
-
-    def describe(self) -> list[dict]:
-        return [{"name": net.name, "pretrained": net.pretrained} for net in self.features.values()]
