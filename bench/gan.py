@@ -34,7 +34,7 @@ from mammoflow.devices import pick_device
 from mammoflow.gan.cli import name_and_path, specs_from_settings
 from mammoflow.gan.data import Positives
 from mammoflow.gan.losses import PL_INTERVAL
-from mammoflow.gan.network_io import network_payload
+from mammoflow.gan.network_io import generator_payload
 from mammoflow.gan.settings import stage_settings
 from mammoflow.gan.stage_runtime import RunOptions
 from mammoflow.gan.stylegan_xl import build_generator
@@ -67,7 +67,7 @@ def previous_network(gan: dict, res: int, folder: Path) -> Path | None:
         return None
     spec, _ = specs_from_settings(stage_settings(gan, gan["stages"][-2]))
     path = folder / "previous.pt"
-    torch.save(network_payload(build_generator(spec)), path)
+    torch.save(generator_payload(build_generator(spec)), path)
     return path
 
 

@@ -69,3 +69,26 @@ def test_projected_stages_get_their_feature_network_files(tmp_path):
         assert all(f"--feature-weights {name}={match.group(1)}" in c for c in stage_commands)
     done, _ = dry_run(tmp_path, "gan:\n  discriminator: projected\n  feature_weights: random\n", printed=True)
     assert done.returncode == 0 and "--feature-weights" not in done.stdout
+
+
+def test_a_published_network_replaces_the_stages(tmp_path):
+    """gan.network: the synthetic stores are drawn from that file (no stage is trained), and its FID is
+    computed once per resolution; a map must cover the run's resolutions, and the file must exist."""
+    import torch
+
+    from mammoflow.gan.stylegan_xl import StemConfig, build_stem, grow_generator
+    from mammoflow.gan.stylegan_xl.pickle_writer import write_network_pickle
+
+    torch.manual_seed(0)
+    stem = build_stem(StemConfig(resolution=16, cbase=64, cmax=8, syn_layers=3, w_dim=16))
+    network = write_network_pickle(grow_generator(stem, 64, 3), tmp_path / "network-snapshot-000400.pkl")
+    done, jobs = dry_run(tmp_path, "protocols: [clean, paper]\n", f"gan:\n  network: {network}\n")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not {"gan_stage", "gan_fid"} & set(jobs)
+    assert jobs["gan_fid_published"] == 2 and jobs["synthesize"] == 2 * 2 + 2
+    done, jobs = dry_run(tmp_path, f"gan:\n  network: {{32: {network}, 64: {network}}}\n")
+    assert done.returncode == 0 and jobs["gan_fid_published"] == 2
+    done, _ = dry_run(tmp_path, f"gan:\n  network: {{64: {network}}}\n")
+    assert "gan.network names resolutions [64], the run has [32, 64]" in done.stdout + done.stderr
+    done, _ = dry_run(tmp_path, f"gan:\n  network: {tmp_path / 'missing.pkl'}\n")
+    assert done.returncode != 0 and "missing.pkl is not a file" in done.stdout + done.stderr

@@ -68,6 +68,11 @@ def ran(tmp_path_factory):
          "--protocol", "clean", "--part", "fold0", "--images", "24", "--batch", "8", "--inception", "none",
          "--device", "cpu"]
     )  # fmt: skip
+    main(
+        ["synthesize", "--network", f"{stage_dir}/network.pt", "--res", "16", "--count", "4", "--out",
+         paths.synthetic_dir("clean", 16, "fold0", results), "--protocol", "clean", "--part", "fold0",
+         "--folds", "2", "--device", "cpu"]
+    )  # fmt: skip
     cell0 = paths.cell_dir("clean", 32, "processed", "resnet18", 0, root=results)
     cam_out = paths.cam_dir("clean", 32, "processed", "resnet18", 0, root=results)
     run_cam(cell0, store, cam_out, CamSettings(top_k=3, batch_size=2, examples=2), device="cpu",
@@ -124,6 +129,22 @@ def test_gan_and_cam_rows_come_from_their_outputs(ran):
     assert cam["batch"] == "2" and cam["target_layer"] == summary.get("target_layer", "not recorded")
     assert cam["method"] == summary.get("method", "not recorded")
     assert cam["feature_map"] == "×".join(map(str, summary["feature_map"]))
+
+
+def test_synthetic_rows_name_the_network_that_made_them(ran):
+    from mammoflow.atomic import file_sha256
+
+    results, out = ran
+    (row,) = json.loads((out / "shapes.json").read_text())["synthetic"]
+    network = Path(paths.gan_stage_dir("clean", "fold0", 16, results)) / "network.pt"
+    assert (row["store"], row["images"], row["network_px"]) == ("clean 16 px fold0", 4, 16)
+    assert (row["network"], row["kind"], row["sha256"]) == (
+        "network.pt",
+        "mammoflow stage",
+        file_sha256(network),
+    )
+    assert row["published_fid"] is None
+    assert "the network that made them" in (out / "index.html").read_text()
 
 
 def test_page_shows_the_section_and_flags_the_disagreement(ran):

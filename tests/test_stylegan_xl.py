@@ -23,7 +23,7 @@ from mammoflow.gan.stylegan_xl.arch import (
     head_up_factor,
     stem_arch,
 )
-from mammoflow.gan.stylegan_xl.filters import filtered_lrelu, lowpass_filter
+from mammoflow.gan.stylegan_xl.filters import Activation, Resampling, filtered_lrelu, lowpass_filter
 from mammoflow.gan.stylegan_xl.generator import Generator, build_stem, grow_generator, set_train_head_only
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "stylegan_xl_table1_layers.json").read_text())
@@ -85,9 +85,11 @@ def test_what_stylegan_xl_cannot_build_is_refused(change, message):
 
 
 # ---------------------------------------------------------------------------------------- filters
-def reference_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp):
+def reference_filtered_lrelu(x, fu, fd, b, resampling, activation):
     """StyleGAN3's reference steps written out literally: zero insertion, pad, convolve (flipped filter,
     gain up² spread over the axes), leaky ReLU, gain, clamp, convolve, keep every down-th sample."""
+    up, down, padding = resampling.up, resampling.down, resampling.padding
+    gain, slope, clamp = activation.gain, activation.slope, activation.clamp
     n, c, h, w = x.shape
     x = x + b.view(1, -1, 1, 1)
     z = torch.zeros(n, c, h * up, w * up, dtype=x.dtype)
@@ -121,21 +123,28 @@ def test_filtered_lrelu_matches_the_reference_steps(up, down, padding, radial):
     fd = lowpass_filter(6 * down if down > 1 else 1, 3.5, 2.0, 32, radial=radial)
     x, b = torch.randn(2, 3, 14, 14, dtype=torch.float64) * 3, torch.randn(3, dtype=torch.float64)
     fu64, fd64 = (f.double() if f is not None else None for f in (fu, fd))
-    want = reference_filtered_lrelu(x, fu64, fd64, b, up, down, padding, math.sqrt(2), 0.2, 4.0)
-    got = filtered_lrelu(x, fu64, fd64, b, up, down, padding, math.sqrt(2), 0.2, 4.0)
+    resampling, activation = Resampling(up, down, padding), Activation(math.sqrt(2), 0.2, 4.0)
+    want = reference_filtered_lrelu(x, fu64, fd64, b, resampling, activation)
+    got = filtered_lrelu(x, b, fu64, fd64, resampling, activation)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
 def test_filtered_lrelu_gradients():
-    """The in-place activation chain keeps autograd's gradients right (clamp and ReLU included)."""
+    """The in-place activation (its own backward) keeps gradients right, clamp and ReLU included, to the
+    second order."""
     torch.manual_seed(1)
     fu, fd = lowpass_filter(12, 3.0, 2.0, 32).double(), lowpass_filter(12, 3.5, 2.0, 32).double()
-    x = (torch.randn(1, 2, 8, 8, dtype=torch.float64) * 2).requires_grad_(True)
-    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x, b: filtered_lrelu(x, fu, fd, b, 2, 2, (5, 4, 5, 4), math.sqrt(2), 0.2, 1.5), (x, b)
-    )
+    x = (torch.randn(1, 1, 6, 6, dtype=torch.float64) * 2).requires_grad_(True)
+    b = torch.randn(1, dtype=torch.float64, requires_grad=True)
+
+    def op(x, b):
+        return filtered_lrelu(
+            x.clone(), b, fu, fd, Resampling(2, 2, (8, 7, 8, 7)), Activation(math.sqrt(2), 0.2, 1.5)
+        )
+
+    assert torch.autograd.gradcheck(op, (x, b), fast_mode=True)
+    assert torch.autograd.gradgradcheck(op, (x, b), fast_mode=True)  # path-length regularisation: twice
 
 
 def test_lowpass_filter_is_kaiser_firwin():

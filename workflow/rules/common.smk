@@ -110,7 +110,19 @@ def shard_outputs(name):
 # The `augmented` data set is processed + synthetic positives from the GAN stages. `clean`: a GAN per fold,
 # trained only on that fold's training positives, its images used only in that fold's training set.
 # `paper`: one GAN on all positives, its images split into the folds (so they reach validation).
-if GAN_ON:
+# gan.network: a published StyleGAN-XL pickle (or a stage's network.pt) the synthetic positives are drawn
+# from instead of trained stages (then no gan_stage job runs); one path, or a path per resolution.
+GAN_NETWORKS = {}
+if GAN_ON and GAN.get("network"):
+    _given = GAN["network"]
+    _given = _given if isinstance(_given, dict) else {res: _given for res in config["resolutions"]}
+    GAN_NETWORKS = {int(res): str(path) for res, path in _given.items()}
+    if sorted(GAN_NETWORKS) != sorted(config["resolutions"]):
+        config_error(f"gan.network names resolutions {sorted(GAN_NETWORKS)}, the run has {config['resolutions']}")
+    for _path in sorted(set(GAN_NETWORKS.values())):
+        if not Path(_path).is_file():
+            config_error(f"gan.network: {_path} is not a file")
+if GAN_ON and not GAN_NETWORKS:
     try:
         GAN_STAGES = needed_stages(config["resolutions"], GAN["stages"])
     except ValueError as exc:
@@ -118,6 +130,18 @@ if GAN_ON:
 else:
     GAN_STAGES = []
 GAN_FID_STAGES = GAN_STAGES or GAN["stages"]
+
+
+def synthesis_network(w):
+    """The network a synthetic store is drawn from: the published one, or the stage serving the resolution."""
+    if GAN_NETWORKS:
+        return GAN_NETWORKS[int(w.res)]
+    return f"{paths.gan_stage_dir(w.protocol, w.part, synthesis_stage(int(w.res), GAN['stages']))}/network.pt"
+
+
+def published_fid(res):
+    """FID of the published network at one resolution (against every positive of its store)."""
+    return f"{paths.gan_dir('published', f'{res}px')}/fid.json"
 
 
 def gan_parts(protocol):
@@ -164,7 +188,7 @@ def synthetic_store(protocol, res, fold):
 def gan_targets():
     if not GAN_ON:
         return []
-    targets = []
+    targets = [published_fid(res) for res in sorted(GAN_NETWORKS)]
     for protocol in config["protocols"]:
         for part in gan_parts(protocol):
             for stage in GAN_STAGES:

@@ -77,9 +77,40 @@ rule gan_fid:
         " --batch {params.batch} --inception {params.inception:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
+# gan.network set: the published network's FID at each resolution it serves, against all positives.
+rule gan_fid_published:
+    input:
+        network=lambda w: GAN_NETWORKS[int(w.res)],
+        images=lambda w: f"{paths.store_dir(w.res, 'processed')}/images.npy",
+        folds=paths.folds_table(),
+    output:
+        published_fid("{res}"),
+    params:
+        store=lambda w, input: str(Path(input.images).parent),
+        images=GAN["fid_images"],
+        batch=GAN["fid_batch"],
+        inception=GAN["inception"],
+        seed=GAN["seed"],
+    threads: GAN["threads"]
+    resources:
+        gpu=1,
+        mem_mb=lambda w: 4000 if int(w.res) <= 128 else 16000,
+        runtime=lambda w: 20 + GAN["fid_images"] // 1000,
+    log:
+        "logs/gan/published/fid{res}.log",
+    benchmark:
+        "benchmarks/gan/published/fid{res}.tsv"
+    conda:
+        "../../envs/gan.yaml"
+    shell:
+        "python -m mammoflow gan-fid --networks {input.network:q} --stores {params.store:q} --folds {input.folds:q}"
+        " --protocol paper --part all --resolution {wildcards.res} --out {output:q} --images {params.images}"
+        " --batch {params.batch} --inception {params.inception:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+
+
 rule synthesize:
     input:
-        network=lambda w: f"{paths.gan_stage_dir(w.protocol, w.part, synthesis_stage(int(w.res), GAN['stages']))}/network.pt",
+        network=synthesis_network,
     output:
         images=f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/images.npy",
         manifest=f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/manifest.parquet",

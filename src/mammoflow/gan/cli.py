@@ -1,4 +1,5 @@
-"""`mammoflow gan-stage`, `gan-fid` and `synthesize`: the subcommands workflow/rules/gan.smk calls."""
+"""`mammoflow gan-stage`, `gan-fid` and `synthesize` (the subcommands workflow/rules/gan.smk calls), and
+`mammoflow gan generate` (images from a published StyleGAN-XL pickle or a stage's network.pt)."""
 
 from __future__ import annotations
 
@@ -84,29 +85,52 @@ def cmd_gan_fid(args: argparse.Namespace) -> None:
     from mammoflow.gan.fid import FeatureExtractor, generated_batches
     from mammoflow.gan.network_io import load_network
 
-    if len(args.networks) != len(args.stores):
-        raise ValueError(f"{len(args.networks)} networks but {len(args.stores)} stores")
+    if len(args.networks) != len(args.stores) or (args.out and len(args.out) != len(args.networks)):
+        raise ValueError(
+            f"{len(args.networks)} networks, {len(args.stores)} stores, {len(args.out or [])} --out"
+        )
     _torch_setup(args.threads)
     device = pick_device(args.device)
     features = FeatureExtractor(args.inception, device)
-    for network, store in zip(args.networks, args.stores, strict=True):
+    for i, (network, store) in enumerate(zip(args.networks, args.stores, strict=True)):
         generator, payload = load_network(network, device)
-        positives = load_positives(store, args.folds, args.protocol, args.part, generator.resolution)
+        res = args.resolution or generator.resolution
+        positives = load_positives(store, args.folds, args.protocol, args.part, res)
         # Generated in the training orientation (chest wall left), like the real images compared with;
         # streamed batch by batch (features only are kept), so 50,000 images at 512 px fit any job.
         generated = generated_batches(generator, args.images, args.seed + 1, args.batch, device)
+        generated = _as_compared(generated, generator.resolution, res, payload["source"]["kind"])
         report = {
             "protocol": args.protocol,
             "part": args.part,
             "stage": generator.resolution,
+            "resolution": res,
             "kimg": payload.get("kimg"),
+            "network": payload["source"],
             "real": positives.note,
             **features.stream_report(generated, positives.images, seed=args.seed),
         }
-        out = Path(network).parent / "fid.json"
+        out = Path(args.out[i]) if args.out else Path(network).parent / "fid.json"
         write_text(json.dumps(report, indent=2) + "\n", out)
         print(f"gan-fid {args.protocol} {args.part} {generator.resolution}px: {report['metric']} = "
               f"{report['value']} -> {out}", file=sys.stderr)  # fmt: skip
+
+
+def _as_compared(batches, drawn: int, res: int, kind: str):
+    """Generated batches as the real images are compared: at ``res`` px (area-downsampled; a network
+    smaller than that is refused), and, for a published network (trained on both orientations), each image
+    turned chest wall left by its brighter edge, as the real positives are."""
+    from mammoflow.gan.data import resize
+    from mammoflow.gan.network_io import PICKLE_KIND
+    from mammoflow.gan.sample import chest_wall_left
+
+    if drawn < res:
+        raise ValueError(f"a {drawn} px network cannot be compared at {res} px (it would need upsampling)")
+    for batch in batches:
+        if kind == PICKLE_KIND:
+            right = ~chest_wall_left(batch)
+            batch[right] = batch[right][:, :, ::-1]
+        yield resize(batch, res)
 
 
 def cmd_synthesize(args: argparse.Namespace) -> None:
@@ -125,6 +149,36 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
         truncation=args.truncation,
         device=args.device,
     )
+
+
+def cmd_gan_generate(args: argparse.Namespace) -> None:
+    from mammoflow.gan.sample import generate_raw
+
+    _torch_setup(args.threads)
+    generate_raw(args.network, args.latents, args.out, args.truncation, args.batch, args.device)
+
+
+def register_generate(sub) -> None:
+    """``mammoflow gan generate``: images from any generator mammoflow reads (StyleGAN-XL pickle or
+    network.pt)."""
+    gan = sub.add_parser("gan", help="use a GAN network outside the workflow (mammoflow gan generate ...)")
+    commands = gan.add_subparsers(dest="gan_command", required=True)
+    p = commands.add_parser(
+        "generate",
+        help="a generator's raw images (N, C, H, W) float32 in [-1, 1] for given latents",
+        description="Reads a StyleGAN-XL network-snapshot-*.pkl without running code from it (or a "
+        "mammoflow network.pt) and writes its G_ema's output for the latents: unconditional, no noise.",
+    )
+    p.add_argument("--network", type=Path, required=True, help="network-snapshot-*.pkl or network.pt")
+    p.add_argument(
+        "--latents", type=Path, required=True, help=".npy of z, shape (N, z_dim); z_dim is 64 here"
+    )
+    p.add_argument("--out", type=Path, required=True, help=".npy to write (N, C, H, W) float32")
+    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1: none)")
+    p.add_argument("--batch", type=int, default=8, help="latents drawn at once")
+    p.add_argument("--threads", type=int, default=4, help="CPU threads for torch")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    p.set_defaults(func=cmd_gan_generate)
 
 
 def register(sub) -> None:
@@ -159,6 +213,12 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=64, help="images generated and featurised at once")
     p.add_argument("--inception", default="auto", help="auto | none | path to Inception-v3 weights")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--resolution", type=int, default=None, help="compare at this size (default: the network's)"
+    )
+    p.add_argument(
+        "--out", type=Path, nargs="+", default=None, help="fid.json per network (default: beside it)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_gan_fid)
@@ -176,3 +236,5 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_synthesize)
+
+    register_generate(sub)

@@ -40,7 +40,7 @@ import torch
 from mammoflow.atomic import atomic_path, file_sha256, write_parquet, write_text
 from mammoflow.devices import pick_device
 from mammoflow.gan.data import Positives
-from mammoflow.gan.network_io import network_payload, to_uint8
+from mammoflow.gan.network_io import generator_payload, to_uint8
 from mammoflow.gan.settings import StageSettings
 from mammoflow.gan.snapshots import shrink_for_sheet, write_snapshot_figure
 from mammoflow.gan.stage_runtime import Interrupted, RunOptions, StepTimer, _Termination
@@ -326,13 +326,13 @@ def _run_steps(state, positives, settings, label, resume_path, timer, options) -
 def _write_stage(state, positives, spec, settings, out_dir, ran: dict) -> Path:
     """network.pt (plus ``ran``: precision, discriminator, meta), stats.jsonl, snapshots.png, images shown."""
     res, meta = spec.img_resolution, ran["meta"]
-    payload = network_payload(state.G_ema) | {
-        "stage": res,
-        "kimg": round(settings.steps() * settings.batch / 1000, 3),
-        "settings": settings.to_dict(),
-        "training_images": len(positives.images),
+    payload = generator_payload(
+        state.G_ema,
+        kimg=round(settings.steps() * settings.batch / 1000, 3),
+        settings=settings.to_dict(),
+        training_images=len(positives.images),
         **ran,
-    }
+    )
     network = out_dir / "network.pt"
     with atomic_path(network) as tmp:
         torch.save(payload, tmp)

@@ -283,6 +283,7 @@ def shapes_context(section: dict) -> dict:
         "fid_frame": table(
             [{"gan": r["gan"], "stage": r["stage"], **{k: r[k] for k in GAN_FID}} for r in section["gan"]]
         ),
+        "synthetic_frame": table(section.get("synthetic", [])),
         "cam_frame": table(section["cam"]),
     }
 

@@ -215,6 +215,32 @@ def gan_rows(results: Path) -> list[dict]:
     return rows
 
 
+def synthetic_rows(results: Path) -> list[dict]:
+    """One row per synthetic store: which network made it (file, kind, SHA-256), from its summary.json;
+    for a published network, its FID at the store's resolution (gan/published/{res}px/fid.json)."""
+    rows = []
+    for path in sorted(glob(paths.synthetic_dir("*", "*", "*", results) + "/summary.json")):
+        summary = json.loads(Path(path).read_text())
+        network = summary.get("network")
+        network = network if isinstance(network, dict) else {"file": network}  # earlier summaries: a path
+        fid_path = Path(paths.gan_dir("published", f"{summary.get('resolution')}px", results)) / "fid.json"
+        published = summary.get("published") is not None
+        fid = json.loads(fid_path.read_text()) if published and fid_path.is_file() else {}
+        rows.append(
+            {
+                "store": f"{summary.get('protocol')} {summary.get('resolution')} px {summary.get('part')}",
+                "images": summary.get("images"),
+                "network": Path(str(network.get("file"))).name,
+                "kind": network.get("kind", NOT_RECORDED),
+                "sha256": network.get("sha256", NOT_RECORDED),
+                "network_px": summary.get("stage"),
+                "truncation": summary.get("truncation"),
+                "published_fid": f"{fid['metric']} {fid['value']}" if fid else None,
+            }
+        )
+    return rows
+
+
 # -------------------------------------------------------------------------------------------- Grad-CAM
 def cam_rows(results: Path) -> list[dict]:
     """One row per model x resolution of the CAM jobs that finished: batch and target layer as recorded."""
@@ -256,5 +282,6 @@ def shapes(results: Path, matrix: Matrix) -> dict:
         "training_cells_found": len(cells),
         "training_cells_expected": len(matrix.cells()),
         "gan": gan_rows(Path(results)),
+        "synthetic": synthetic_rows(Path(results)),
         "cam": cam_rows(Path(results)),
     }

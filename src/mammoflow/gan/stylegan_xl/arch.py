@@ -396,19 +396,3 @@ def arch_for_stages(config: StemConfig, stages: list[int], head_layers: int) -> 
     for res in stages[1:]:
         arch = grow_arch(arch, int(res), head_layers)
     return arch
-
-
-def describe(arch: ArchSpec) -> str:
-    """One line per layer: name, sizes, rates, cut-off, width (for logs and docs)."""
-    lines = [
-        f"input: {arch.input.channels} ch, {arch.input.size} px, rate {arch.input.sampling_rate:g}, "
-        f"bandwidth {arch.input.bandwidth:.3f}"
-    ]
-    for layer in arch.layers:
-        flags = "to image" if layer.is_torgb else ("critical" if layer.is_critically_sampled else "")
-        lines.append(
-            f"{layer.name}: {layer.in_size}->{layer.out_size} px, rate {layer.in_sampling_rate}->"
-            f"{layer.out_sampling_rate}, cutoff {layer.out_cutoff:.3f}, up {layer.up_factor} down "
-            f"{layer.down_factor}, {layer.in_channels}->{layer.out_channels} ch {flags}".rstrip()
-        )
-    return "\n".join(lines)

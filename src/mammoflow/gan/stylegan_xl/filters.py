@@ -10,6 +10,8 @@ the reference's steps (tests/test_stylegan_xl.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.signal
 import scipy.special
@@ -82,27 +84,69 @@ def _downsample(x: torch.Tensor, f: torch.Tensor | None, down: int) -> torch.Ten
     return F.conv2d(x, k[None, None].expand(channels, 1, taps, taps), stride=down, groups=channels)
 
 
+@dataclass(frozen=True)
+class Resampling:
+    """A layer's up and down factors and the padding around its upsampled signal (x0, x1, y0, y1)."""
+
+    up: int
+    down: int
+    padding: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Leaky ReLU slope (1: none), gain, and the clamp of the result (None: none)."""
+
+    gain: float
+    slope: float
+    clamp: float | None
+
+
 def filtered_lrelu(
     x: torch.Tensor,
+    bias: torch.Tensor,
     up_filter: torch.Tensor | None,
     down_filter: torch.Tensor | None,
-    bias: torch.Tensor,
-    up: int,
-    down: int,
-    padding: tuple[int, int, int, int],
-    gain: float,
-    slope: float,
-    clamp: float | None,
+    resampling: Resampling,
+    activation: Activation,
 ) -> torch.Tensor:
-    """Bias, upsample (filtered), gain, leaky ReLU (``slope`` 1: none), clamp, downsample (filtered)."""
+    """Bias, upsample (filtered), leaky ReLU, gain, clamp, downsample (filtered)."""
+    up, down, padding = resampling.up, resampling.down, resampling.padding
+    gain, slope, clamp = activation.gain, activation.slope, activation.clamp
     x = _upsample(x + bias.to(x.dtype).view(1, -1, 1, 1), up_filter, up, padding)
-    # In place on the fresh tensor the padding made (these element-wise passes cost as much as the
-    # filters on a CPU). lrelu(x)·gain clamped to ±c equals lrelu of x·gain clamped to [-c/slope, c]
-    # (gain > 0, 0 < slope <= 1), which leaves the clamp before the ReLU, where autograd allows it in place.
-    if gain != 1:
-        x = x.mul_(gain)
-    if clamp is not None:
-        x = x.clamp_(-clamp / slope, clamp)
-    if slope != 1:
-        x = F.leaky_relu_(x, slope)
+    if slope != 1 or gain != 1 or clamp is not None:
+        x = _GainLeakyClamp.apply(x, gain, slope, clamp)
     return _downsample(x, down_filter, down)
+
+
+class _GainLeakyClamp(torch.autograd.Function):
+    """leaky ReLU(x)·gain clamped to ±clamp, in place on ``x`` (a fresh tensor), keeping only its output
+    for the backward pass: the gradient is the incoming one where the output is inside (-clamp, clamp),
+    times gain, times slope where the output is negative. Autograd's own version of these three ops keeps
+    a copy of the input for the clamp and spends two passes on its masks; on a CPU these element-wise
+    passes cost about as much as the filters. The backward is made of differentiable ops, so gradients of
+    gradients (path-length regularisation) flow through it."""
+
+    @staticmethod
+    def forward(ctx, x, gain: float, slope: float, clamp: float | None):
+        if slope != 1:
+            x = F.leaky_relu_(x, slope)
+        if gain != 1:
+            x = x.mul_(gain)
+        if clamp is not None:
+            x = x.clamp_(-clamp, clamp)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.gain, ctx.slope, ctx.clamp = gain, slope, clamp
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        if ctx.clamp is not None:  # zero where the output sits on a bound (it was clamped)
+            grad = torch.ops.aten.hardtanh_backward(grad, y, -ctx.clamp, ctx.clamp)
+        if ctx.slope != 1:  # the output has the input's sign
+            grad = torch.ops.aten.leaky_relu_backward(grad, y, ctx.slope, True)
+        if ctx.gain != 1:
+            grad = grad * ctx.gain
+        return grad, None, None, None

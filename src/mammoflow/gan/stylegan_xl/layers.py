@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammoflow.gan.stylegan_xl.arch import InputSpec, LayerSpec
-from mammoflow.gan.stylegan_xl.filters import filtered_lrelu, lowpass_filter
+from mammoflow.gan.stylegan_xl.filters import Activation, Resampling, filtered_lrelu, lowpass_filter
 
 SQRT2 = math.sqrt(2.0)
 
@@ -166,9 +166,10 @@ class SynthesisLayer(nn.Module):
                 radial=spec.down_radial,
             ),
         )
-        self.up, self.down, self.padding = spec.up_factor, spec.down_factor, spec.padding
-        self.gain = 1.0 if spec.is_torgb else SQRT2
-        self.slope = 1.0 if spec.is_torgb else 0.2
+        self.resampling = Resampling(spec.up_factor, spec.down_factor, spec.padding)
+        self.activation = Activation(
+            gain=1.0 if spec.is_torgb else SQRT2, slope=1.0 if spec.is_torgb else 0.2, clamp=spec.conv_clamp
+        )
         self.style_gain = 1 / math.sqrt(spec.in_channels * k * k) if spec.is_torgb else 1.0
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
@@ -188,22 +189,13 @@ class SynthesisLayer(nn.Module):
             input_gain=self.magnitude_ema.rsqrt(),
         )
         return filtered_lrelu(
-            x,
-            self.up_filter,
-            self.down_filter,
-            self.bias,
-            self.up,
-            self.down,
-            self.padding,
-            self.gain,
-            self.slope,
-            self.spec.conv_clamp,
+            x, self.bias, self.up_filter, self.down_filter, self.resampling, self.activation
         )
 
     def extra_repr(self) -> str:
         s = self.spec
         return (
             f"{s.in_channels}->{s.out_channels} ch, {s.in_size}->{s.out_size} px, rate "
-            f"{s.in_sampling_rate}->{s.out_sampling_rate}, up {self.up}, down {self.down}"
+            f"{s.in_sampling_rate}->{s.out_sampling_rate}, up {s.up_factor}, down {s.down_factor}"
             + (", to image" if s.is_torgb else "")
         )
