@@ -73,6 +73,17 @@ published_fid = GAN_PLAN.published_fid
 GAN_NETWORKS = GAN_PLAN.networks
 
 
+def gan_feature_weights():
+    """{feature network: its weights file} for the projected discriminator; none for residual or random.
+
+    TODO(weights step, branch train-recipe): return the paths that the weights package's torch-free lookup
+    gives for the `weights` rule's folder (the function the train rule gets its backbone files from); the
+    layout below is a stand-in until then."""
+    if GAN["discriminator"] != "projected" or GAN["feature_weights"] == "random":
+        return {}
+    return {name: f"resources/weights/timm/{name}/model.safetensors" for name in GAN["feature_networks"]}
+
+
 def gan_targets():
     if not GAN_ON:
         return []

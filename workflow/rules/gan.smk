@@ -8,6 +8,7 @@ rule gan_stage:
         manifest=lambda w: f"{gan_source_store(w.stage)}/manifest.parquet",
         folds=paths.folds_table(),
         previous=gan_previous_network,
+        feature_weights=lambda w: list(gan_feature_weights().values()),
     output:
         network=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/network.pt",
         stats=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/stats.jsonl",
@@ -25,6 +26,9 @@ rule gan_stage:
         out=parent("network"),
         previous=lambda w, input: str(input.previous[0]) if input.previous else "",
         code=code_digest("gan-stage"),
+        feature_weights=" ".join(
+            f"--feature-weights {shlex.quote(f'{name}={path}')}" for name, path in gan_feature_weights().items()
+        ),
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -40,7 +44,7 @@ rule gan_stage:
         "python -m mammoflow gan-stage --store {params.store:q} --folds {input.folds:q}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --stage {wildcards.stage}"
         " --previous={params.previous:q} --out {params.out:q} --settings {params.settings:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " {params.feature_weights} --threads {threads} > {log:q} 2>&1"
 
 
 # One FID job per GAN (all its stages, one Inception load): changing the FID settings re-runs only these.

@@ -18,23 +18,49 @@ def _torch_setup(threads: int) -> None:
 
 
 def specs_from_settings(settings: dict):
-    """(GeneratorSpec, TrainSettings) from a stage's settings (see settings.stage_settings)."""
-    from mammoflow.gan.networks import GeneratorSpec
-    from mammoflow.gan.train import TrainSettings
+    """(the generator's layer table, StageSettings) from a stage's settings (see settings.stage_settings):
+    StyleGAN-XL's stem from Table 1's values, one head per later stage."""
+    from mammoflow.gan.settings import StageSettings
+    from mammoflow.gan.stylegan_xl import StemConfig, arch_for_stages
+    from mammoflow.gan.stylegan_xl.arch import stem_magnitude_ema_beta
 
-    arch = {k: v for k, v in settings.items() if k in GeneratorSpec.__dataclass_fields__ and k != "stages"}
-    train = {k: v for k, v in settings.items() if k in TrainSettings.__dataclass_fields__}
-    return GeneratorSpec(stages=tuple(settings["stages"]), **arch), TrainSettings(**train)
+    stage = StageSettings.from_stage(settings)
+    stem = StemConfig(
+        resolution=settings["stages"][0],
+        cbase=settings["cbase"],
+        cmax=settings["cmax"],
+        syn_layers=settings["syn_layers"],
+        z_dim=settings["z_dim"],
+        w_dim=settings["w_dim"],
+        map_layers=settings["map_layers"],
+        img_channels=1,  # the stores are grey
+        magnitude_ema_beta=stem_magnitude_ema_beta(stage.batch),  # StyleGAN-XL's train.py, per batch
+    )
+    return arch_for_stages(stem, list(settings["stages"]), settings["head_layers"]), stage
+
+
+def name_and_path(text: str) -> tuple[str, Path]:
+    """argparse type: NAME=PATH (a feature network and its weights file)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=PATH, e.g. tf_efficientnet_lite0=weights.safetensors"
+        )
+    return name, Path(path)
 
 
 def cmd_gan_stage(args: argparse.Namespace) -> None:
     from mammoflow.gan.data import load_positives
+    from mammoflow.gan.stage_runtime import RunOptions
     from mammoflow.gan.train import Interrupted, train_stage
 
     _torch_setup(args.threads)
     spec, settings = specs_from_settings(args.settings)
-    if spec.resolution != args.stage:
-        raise ValueError(f"--stage {args.stage} but the settings' stages end at {spec.resolution}")
+    weights = dict(args.feature_weights)
+    if len(weights) != len(args.feature_weights):
+        raise ValueError(f"--feature-weights names a network twice: {[n for n, _ in args.feature_weights]}")
+    if spec.img_resolution != args.stage:
+        raise ValueError(f"--stage {args.stage} but the settings' stages end at {spec.img_resolution}")
     positives = load_positives(args.store, args.folds, args.protocol, args.part, args.stage)
     print(f"gan-stage {args.protocol} {args.part} {args.stage}px: {positives.note}", file=sys.stderr)
     meta = {
@@ -44,8 +70,9 @@ def cmd_gan_stage(args: argparse.Namespace) -> None:
         "data": positives.note,
         "label": f"{args.protocol} {args.part}",
     }
+    options = RunOptions(device=args.device, meta=meta)
     try:
-        train_stage(positives, spec, settings, args.out, args.previous or None, device=args.device, meta=meta)
+        train_stage(positives, spec, settings, args.out, args.previous or None, weights, options)
     except Interrupted as exc:
         raise SystemExit(f"mammoflow gan-stage: {exc}; run it again to resume") from exc
 
@@ -169,6 +196,10 @@ def register(sub) -> None:
     p.add_argument(
         "--settings", type=json_object, required=True, help="the stage's settings as a JSON object"
     )
+    p.add_argument(
+        "--feature-weights", type=name_and_path, action="append", default=[], metavar="NAME=PATH",
+        help="projected discriminator: feature network NAME's weights file (timm's format), one per network",
+    )  # fmt: skip
     p.add_argument("--threads", type=COUNT, default=1, help="CPU threads for torch")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
     p.set_defaults(func=cmd_gan_stage)

@@ -120,7 +120,12 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
             f"{len(snapshots)} sheets exist, shown: {first.parent.name}/{first.name}."
             if first
             else "no GAN stage has run (no augmented data set)",
-            "figures": [figure(p.read_bytes(), f"stage {p.parent.name[5:]} px") for p in chosen],
+            "figures": [
+                figure(
+                    p.read_bytes(), f"stage {p.parent.name[5:]} px; {shapes.discriminator_label(p.parent)}"
+                )
+                for p in chosen
+            ],
         }
     )
     ok = cells[(cells["status"] == "ok") & (cells["scored"] == "all")]
