@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import markdown_pages
 import pandas as pd
 import pytest
 import yaml
@@ -24,11 +25,14 @@ from conftest import REPO, SNAKEMAKE_ENV
 
 from mammoflow.phantom import PhantomSpec, generate
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = markdown_pages.PAGES
+SHELL = ("", "bash", "sh", "console")  # fenced blocks whose lines are commands
 COPY_IGNORE = shutil.ignore_patterns(
     ".venv", ".git", "results", "logs", "benchmarks", ".snakemake", "*.egg-info"
 )
 SNAKEMAKE = re.compile(r"^(?:\.venv/bin/)?snakemake(?:\s|$)")
+# What the docs put before a command and the test leaves off: timing it, lowering its priority, bounding it.
+PREFIX = re.compile(r"^(?:time\s+|nice\s+-n\s+\d+\s+|timeout\s+(?:-k\s+\S+\s+)?\S+\s+)+")
 
 
 def documented_commands() -> list[tuple[str, list[str], str]]:
@@ -36,18 +40,19 @@ def documented_commands() -> list[tuple[str, list[str], str]]:
     found = []
     for doc in DOCS:
         text = doc.read_text()
-        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S):
+        for block in markdown_pages.code_blocks(text, SHELL):
             before = []
-            for line in block.replace("\\\n", " ").splitlines():
-                line = line.split(" # ")[0].strip()
+            for line in block.body.replace("\\\n", " ").splitlines():
+                line = PREFIX.sub("", line.split(" # ")[0].strip())
                 if SNAKEMAKE.match(line):
                     found.append((doc.name, list(before), line))
                 elif line.startswith("printf "):
                     before.append(line)
-        prose = re.sub(r"```.*?```", "", text, flags=re.S).replace("\n", " ")
+        prose = markdown_pages.prose(text).replace("\n", " ")
         for span in re.findall(r"`([^`]+)`", prose):
-            if SNAKEMAKE.match(span) and span.strip() != "snakemake":
-                found.append((doc.name, [], span.strip()))
+            span = PREFIX.sub("", span.strip())
+            if SNAKEMAKE.match(span) and span != "snakemake":
+                found.append((doc.name, [], span))
     return found
 
 
