@@ -83,11 +83,11 @@ def register(sub) -> None:
     p.add_argument(
         "--threads", type=NON_NEGATIVE, default=0, help="CPU threads for torch (0: torch's default)"
     )
-    p.add_argument("--batch-size", type=COUNT, default=64)
+    p.add_argument("--batch-size", type=COUNT, default=64, help="images per forward pass of a model")
     p.add_argument(
         "--bootstrap", type=NON_NEGATIVE, default=1000, help="patient resamples for the external intervals"
     )
-    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the bootstrap resamples")
     p.add_argument(
         "--cam-max",
         type=NON_NEGATIVE,
