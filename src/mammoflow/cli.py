@@ -13,6 +13,7 @@ from mammoflow.explain import cli as explain_cli
 from mammoflow.gan import cli as gan_cli
 from mammoflow.predict import cli as predict_cli
 from mammoflow.report import cli as report_cli
+from mammoflow.weights import cli as weights_cli
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -138,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_folds)
 
     # The later stages' packages each own their subcommands; importing them costs nothing (no torch).
-    for stage_cli in (classify_cli, gan_cli, explain_cli, report_cli, predict_cli):
+    for stage_cli in (classify_cli, gan_cli, explain_cli, report_cli, predict_cli, weights_cli):
         stage_cli.register(sub)
     return parser
 

@@ -4,9 +4,11 @@ Two files in the cell folder:
 - ``model.safetensors``: the weights in half precision (floating tensors as float16, others as they are),
   the format timm distributes weights in. safetensors is a JSON header and raw tensor bytes: reading it
   cannot execute anything, unlike a pickled ``torch.save`` checkpoint, which can carry any program.
-- ``model.json``: what the weights need around them: the timm architecture and its arguments, the input
-  (channels, scaling, normalisation), the resolution, the data set kind, the decode and preprocess
-  settings its store was built with, protocol and fold, the thresholds chosen on the cell's own validation
+- ``model.json``: what the weights need around them: the timm architecture and its arguments, the head
+  (fastai's, described by ``head``; format version 1 had timm's one-logit classifier, still read), the
+  input (channels, scaling, normalisation), the output (which class is cancer), the resolution, the data
+  set kind, the decode and preprocess settings its store was built with, protocol and fold, the pretrained
+  weights it started from (tag, file, SHA-256), the thresholds chosen on the cell's own validation
   predictions, the versions, and the weights file's SHA-256.
 
 ``load_artifact`` needs neither the training config nor the store: a folder with these two files is a
@@ -25,10 +27,19 @@ from torch import nn
 
 from mammoflow import __version__, paths
 from mammoflow.atomic import atomic_path, file_sha256, write_text
-from mammoflow.classify.models import GRAY_MEAN, GRAY_STD, _size_kwargs, build_model
+from mammoflow.classify.models import (
+    FASTAI_HEAD,
+    GRAY_MEAN,
+    GRAY_STD,
+    LEGACY_HEAD,
+    Weights,
+    build_model,
+    size_kwargs,
+)
 
 FORMAT = "mammoflow-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fastai's head, two outputs; 1: timm's classifier, one logit (still read)
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_NAME = paths.ARTIFACT_WEIGHTS  # model.safetensors
 METADATA_NAME = paths.ARTIFACT_METADATA  # model.json
 # A torch.save file is a zip archive (PK..) or, in the legacy format, a bare pickle (protocol byte 0x80).
@@ -70,8 +81,11 @@ def input_spec(architecture: str, resolution: int) -> dict:
         "scale": 1 / 255,
         "mean": GRAY_MEAN,
         "std": GRAY_STD,
-        "timm_kwargs": {"num_classes": 1, "in_chans": 1, **_size_kwargs(architecture, resolution)},
+        "timm_kwargs": {"num_classes": 0, "in_chans": 1, **size_kwargs(architecture, resolution)},
     }
+
+
+OUTPUT = {"classes": ["no cancer", "cancer"], "probability": "softmax of the two outputs, the second"}
 
 
 def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_weights: bool = True) -> dict:
@@ -98,6 +112,8 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
         "format_version": FORMAT_VERSION,
         **metadata,
         "input": input_spec(metadata["architecture"], int(metadata["resolution"])),
+        "head": FASTAI_HEAD,
+        "output": OUTPUT,
         "weights": weights,
         "versions": versions(),
     }
@@ -118,11 +134,13 @@ def read_metadata(path: str | Path) -> dict:
         raise ArtifactError(f"{path}: not a model artifact's JSON metadata: {exc}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a {FORMAT} artifact (format {document.get('format')!r})")
-    if document.get("format_version") != FORMAT_VERSION:
+    if document.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{path}: artifact format version {document.get('format_version')!r}; "
-            f"this mammoflow reads version {FORMAT_VERSION}"
+            f"this mammoflow reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
+    if document["format_version"] == 1:
+        document.setdefault("head", LEGACY_HEAD)
     missing = [k for k in ("architecture", "resolution", "input", "weights") if k not in document]
     if missing:
         raise ArtifactError(f"{path}: metadata lacks {', '.join(missing)}")
@@ -173,7 +191,12 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights_path}: cannot be read as safetensors: {exc}") from exc
-    model, _ = build_model(metadata["architecture"], int(metadata["resolution"]), pretrained=False)
+    try:
+        model, _ = build_model(
+            metadata["architecture"], int(metadata["resolution"]), head=metadata.get("head")
+        )
+    except ValueError as exc:
+        raise ArtifactError(f"{folder / METADATA_NAME}: {exc}") from exc
     reference = model.state_dict()
     state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
     try:
@@ -187,7 +210,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
 
 def save_cell_artifact(
-    cell, model: nn.Module, train_settings: dict, weights_source: str, res: int, predictions
+    cell, model: nn.Module, train_settings: dict, weights: Weights, res: int, predictions
 ):  # train_settings["keep_weights"] (default true) decides whether the weights file is written
     """The artifact of a finished training cell (classify.train.Cell), beside its other outputs."""
     metadata = describe_cell(
@@ -197,7 +220,7 @@ def save_cell_artifact(
         fold=cell.fold,
         store=cell.store,
         synthetic=cell.synthetic,
-        weights_source=weights_source,
+        weights=weights,
         train_settings=train_settings,
         decode=getattr(cell, "decode", None),
         predictions=predictions,
@@ -213,7 +236,7 @@ def describe_cell(
     fold: int,
     store: str | Path,
     synthetic: str | Path | None,
-    weights_source: str,
+    weights: Weights,
     train_settings: dict,
     decode: dict | None,
     predictions,
@@ -238,7 +261,8 @@ def describe_cell(
         "decode": decode,
         "protocol": protocol,
         "fold": int(fold),
-        "pretrained_weights": weights_source,
+        "pretrained_weights": weights.label,
+        "pretrained": weights.as_dict(),
         "train_settings": train_settings,
         "thresholds": {
             "source": f"this cell's validation fold ({len(real)} real images, {len(breasts)} breasts)",
