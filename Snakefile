@@ -39,6 +39,7 @@ envvars:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
@@ -64,6 +65,7 @@ wildcard_constraints:
 
 # Seconds-long bookkeeping jobs: run them where Snakemake runs instead of queueing them on a cluster.
 localrules:
+    weights,
     decode_index,
     folds,
     report,

@@ -143,7 +143,9 @@ def semantic_problems(config: dict) -> list[str]:
         unknown = [m for m in cam_models if m not in config.get("models", [])]
         if unknown:
             found.append(f"cam.models: {unknown} are not in models {config.get('models')}")
-    return found + _weightless_problems(config)
+    from mammoflow.weights.catalog import problems as weights_problems  # (standard library only)
+
+    return found + _weightless_problems(config) + weights_problems(config)
 
 
 def _weightless_problems(config: dict) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from mammoflow import paths
 from mammoflow.gan.settings import needed_stages, source_resolution, stage_settings, synthesis_stage
 from mammoflow.samplesheet import sheet_problems
+from mammoflow.weights import catalog as weights_catalog
 
 # Rules run `python -m mammoflow ...` with this checkout's src/ on PYTHONPATH: without conda, the Python
 # that runs Snakemake (a venv works without being activated); with --software-deployment-method conda, the
@@ -104,6 +105,58 @@ def print_decode_summary():
 
 def shard_outputs(name):
     return [f"{paths.shard_dir(s)}/{name}" for s in SHARDS]
+
+
+# --------------------------------------------------------------------------------------------- weights
+# Pretrained files come from the weights folder only (src/mammoflow/weights/): a job gets its file's path as
+# an input of its rule. A file that is not there stops the DAG build (`snakemake -n` too) with one line
+# naming every missing file and how to get it; only the jobs that need weights ask, so `snakemake weights`
+# runs while the folder is still empty.
+WEIGHTS_DIR = str(weights_catalog.folder(config))
+
+
+def weights_file(need):
+    try:
+        return weights_catalog.require(config, need)
+    except weights_catalog.MissingWeights as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def cell_weights(w):
+    """The model's pretrained backbone, an input of its cells; nothing when they start from random."""
+    need = weights_catalog.backbone(config, w.model)
+    return {} if need is None else {"pretrained": weights_file(need)}
+
+
+def cell_weights_option(w, input):
+    need = weights_catalog.backbone(config, w.model)
+    if need is None:
+        return ""
+    return f"--weights {shlex.quote(str(input.pretrained))} --weights-tag {shlex.quote(need.tag)}"
+
+
+def fid_inception(w):
+    """FID's Inception weights file (gan.inception: reference or a path); none for the substitute."""
+    need = weights_catalog.inception(config)
+    return [] if need is None else [weights_file(need)]
+
+
+def projected_feature_files(w=None):
+    """The projected discriminator's feature networks, {timm name: file in the weights folder}; empty unless
+    gan.discriminator is projected. An input function for the GAN stage rule (it fails the DAG build when
+    a file is missing)."""
+    return {need.architecture: weights_file(need) for need in weights_catalog.projected(config)}
+
+
+def weights_needed():
+    """What `snakemake weights` fetches, as its command's JSON (a parameter: a new need re-runs the rule)."""
+    return json.dumps([need.as_dict() for need in weights_catalog.needed(config)], sort_keys=True)
+
+
+def weights_absent(w):
+    """The needed files not in the folder now: a parameter, so that deleting one re-runs `weights`."""
+    root = weights_catalog.folder(config)
+    return [need.tag for need in weights_catalog.needed(config) if weights_catalog.locate(root, need) is None]
 
 
 # ------------------------------------------------------------------------------------------------- GAN

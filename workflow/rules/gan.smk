@@ -48,13 +48,14 @@ rule gan_fid:
         networks=[f"{paths.gan_stage_dir('{protocol}', '{part}', s)}/network.pt" for s in GAN_FID_STAGES],
         stores=[f"{gan_source_store(s)}/images.npy" for s in GAN_FID_STAGES],
         folds=paths.folds_table(),
+        inception=fid_inception,
     output:
         [f"{paths.gan_stage_dir('{protocol}', '{part}', s)}/fid.json" for s in GAN_FID_STAGES],
     params:
         stores=lambda w, input: [str(Path(p).parent) for p in input.stores],
         images=GAN["fid_images"],
         batch=GAN["fid_batch"],
-        inception=GAN["inception"],
+        inception=lambda w, input: input.inception[0] if input.inception else "none",
         seed=GAN["seed"],
     threads: GAN["threads"]
     resources:

@@ -126,7 +126,7 @@ def register(sub) -> None:
     p.add_argument("--part", required=True)
     p.add_argument("--images", type=int, default=50_000, help="generated images (50000: FID50k)")
     p.add_argument("--batch", type=int, default=64, help="images generated and featurised at once")
-    p.add_argument("--inception", default="auto", help="auto | none | path to Inception-v3 weights")
+    p.add_argument("--inception", default="none", help="Inception-v3 weights file, or none (the substitute)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default=None)
