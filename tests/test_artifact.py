@@ -15,7 +15,7 @@ from mammoflow.classify.artifact import (
     read_metadata,
     save_artifact,
 )
-from mammoflow.classify.models import build_model, normalize_batch
+from mammoflow.classify.models import LEGACY_HEAD, build_model, normalize_batch, positive_probability
 from mammoflow.predict.thresholds import bootstrap_metrics, pf1_threshold, specificity_threshold
 
 torch.set_num_threads(2)
@@ -23,7 +23,7 @@ torch.set_num_threads(2)
 
 def _saved(tmp_path, name="resnet18", res=32):
     torch.manual_seed(0)
-    model, _ = build_model(name, res, pretrained=False)
+    model, _ = build_model(name, res)
     model.eval()
     save_artifact(tmp_path, model, {"architecture": name, "resolution": res, "protocol": "clean", "fold": 0})
     return model
@@ -35,15 +35,42 @@ def test_round_trip_in_half_precision(tmp_path, name):
     loaded, metadata = load_artifact(tmp_path)
     assert metadata["architecture"] == name and metadata["weights"]["dtype"] == "float16"
     assert metadata["input"]["timm_kwargs"]["in_chans"] == 1 and metadata["versions"]["torch"]
+    assert metadata["head"]["kind"] == "fastai" and metadata["output"]["classes"][1] == "cancer"
     x = normalize_batch(
         torch.from_numpy(np.random.default_rng(0).integers(0, 255, (4, 32, 32), dtype=np.uint8))
     )
     with torch.no_grad():
-        before, after = torch.sigmoid(model(x)), torch.sigmoid(loaded(x))
+        before, after = positive_probability(model(x)), positive_probability(loaded(x))
     assert float((before - after).abs().max()) < 5e-3  # fp16 weights: well inside bf16 autocast's error
     # Half the size of the fp32 state dict.
     fp32 = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     assert (tmp_path / WEIGHTS_NAME).stat().st_size < 0.55 * fp32
+
+
+def test_an_artifact_of_format_version_1_still_loads(tmp_path):
+    """Cells trained before fastai's head: timm's one-logit classifier, read back as it was trained, and
+    its probability is the logit's sigmoid."""
+    torch.manual_seed(0)
+    legacy, _ = build_model("resnet18", 32, head=LEGACY_HEAD)
+    legacy.eval()
+    save_artifact(tmp_path, legacy, {"architecture": "resnet18", "resolution": 32})
+    metadata = json.loads((tmp_path / METADATA_NAME).read_text())
+    metadata["format_version"] = 1
+    for key in ("head", "output"):
+        metadata.pop(key)
+    (tmp_path / METADATA_NAME).write_text(json.dumps(metadata))
+    loaded, read = load_artifact(tmp_path)
+    assert read["head"] == LEGACY_HEAD
+    x = normalize_batch(torch.from_numpy(np.full((2, 32, 32), 100, np.uint8)))
+    with torch.no_grad():
+        assert loaded(x).shape == (2, 1)
+        torch.testing.assert_close(
+            positive_probability(loaded(x)), torch.sigmoid(legacy(x))[:, 0], atol=5e-3, rtol=0
+        )
+    metadata["format_version"] = 3
+    (tmp_path / METADATA_NAME).write_text(json.dumps(metadata))
+    with pytest.raises(ArtifactError, match="reads versions 1, 2"):
+        read_metadata(tmp_path)
 
 
 def test_a_cell_may_keep_no_weights(tmp_path):
@@ -52,7 +79,7 @@ def test_a_cell_may_keep_no_weights(tmp_path):
     from mammoflow import paths
     from mammoflow.predict.ensemble import find_cells
 
-    model, _ = build_model("resnet18", 32, pretrained=False)
+    model, _ = build_model("resnet18", 32)
     for fold, keep in ((0, False), (1, True)):
         cell = tmp_path / paths.cell_dir("clean", 32, "processed", "resnet18", fold, root="results")
         described = {"architecture": "resnet18", "resolution": 32, "protocol": "clean", "fold": fold}

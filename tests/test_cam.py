@@ -42,6 +42,18 @@ torch.set_num_threads(2)
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def positive_head(model: nn.Module, seed: int = 0) -> nn.Module:
+    """fastai's head made to rise with every feature (a random one weighs many negatively, and the ReLU'd
+    map is then often 0): positive hidden weights, and the cancer output alone reading them."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden, out = model.head[4].weight, model.head[8].weight
+    with torch.no_grad():
+        hidden.copy_(torch.rand(hidden.shape, generator=generator))
+        out.zero_()
+        out[1].copy_(torch.rand(out.shape[1], generator=generator))
+    return model
+
+
 def _blob_store(path, n=160, res=96, blob=32, seed=0, boxes=True):
     """Noise; every second image has a bright blob x blob square at a random place, its lesion box known."""
     rng = np.random.default_rng(seed)
@@ -57,22 +69,14 @@ def _blob_store(path, n=160, res=96, blob=32, seed=0, boxes=True):
 
 
 def _fake_cell(path, store, probabilities, model="resnet18", seed=0, source="real"):
-    """A training cell as the train stage leaves it: model.pt (random weights) and predictions.parquet."""
+    """A training cell as the train stage leaves it: the model artifact (random weights) and
+    predictions.parquet."""
     manifest = pd.read_parquet(store / "manifest.parquet")
     res = np.load(store / "images.npy", mmap_mode="r").shape[1]
     torch.manual_seed(seed)
     net, _ = build_model(model, res)
     path.mkdir(parents=True)
-    torch.save(
-        {
-            "model": model,
-            "resolution": res,
-            "weights": "random",
-            "settings": {},
-            "state_dict": net.state_dict(),
-        },
-        path / "model.pt",
-    )
+    save_artifact(path, net, {"architecture": model, "resolution": res})
     predictions = manifest.iloc[: len(probabilities)][
         ["image_id", "patient_id", "laterality", "view", "cancer", "source"]
     ].copy()
@@ -100,7 +104,9 @@ def test_trained_model_points_at_the_planted_blob(tmp_path):
     store = _blob_store(tmp_path / "store")
     make_folds(pd.read_parquet(store / "manifest.parquet"), 2, 0).to_parquet(tmp_path / "folds.parquet")
     cell = Cell(store, tmp_path / "folds.parquet", "resnet18", 0, "clean", tmp_path / "cell")
-    settings = TrainSettings(epochs=4, batch_size=8, lr=2e-3, pretrained=False, oversample_positive=1)
+    settings = TrainSettings(
+        epochs=4, batch_size=8, lr=2e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
+    )
     assert run_cell(cell, settings, threads=2)["metrics"]["auc"] > 0.95
 
     summary = run_cam(tmp_path / "cell", store, tmp_path / "cam", LESIONS_ONLY, show_progress=False)
@@ -167,12 +173,7 @@ def test_align_maps_moves_the_stretched_map():
 @pytest.mark.parametrize("name", PAPER_MODELS)
 def test_every_architecture_gives_one_map_per_image(name):
     torch.manual_seed(0)
-    model, _ = build_model(name, 64)
-    # The new head starts at zero (and a random one often weighs every feature negatively: the ReLU'd map
-    # is then 0): give it positive weights.
-    head = model.get_classifier().weight
-    with torch.no_grad():
-        head.copy_(torch.rand_like(head))
+    model = positive_head(build_model(name, 64)[0])
     layer, layer_name = target_layer(model, name)
     assert layer_name == {"efficientnet_b0": "bn2", "maxvit_nano_rw_256": "norm"}.get(name, "layer4[-1]")
     grid, shape = feature_grid(model, layer, 64)
@@ -328,16 +329,20 @@ def test_settings_are_checked():
 
 
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "maxvit_nano_rw_256"])
-def test_hirescam_is_grad_cam_on_the_last_map(name):
-    """The heads read a global average pool of the last map: every position gets the same gradient, so
-    HiResCAM's element-wise product is Grad-CAM's map, number for number (why cam.method: hirescam keeps
-    the study's Grad-CAM at 256/512 px)."""
+def test_hirescam_and_grad_cam_on_the_last_map_differ_only_through_max_pooling(name):
+    """fastai's head reads the last map through concat pooling. Its average half gives every position the
+    same gradient: with the max half's weights at zero HiResCAM's element-wise product is Grad-CAM's map,
+    number for number; the max half sends gradient to each channel's maximum only, and the maps part."""
     torch.manual_seed(0)
-    model, _ = build_model(name, 64)
-    with torch.no_grad():
-        model.get_classifier().weight.normal_(0, 0.1)
+    model = positive_head(build_model(name, 64)[0])
     layer, _ = target_layer(model, name)
     images = np.random.default_rng(1).integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    grad = grad_cam_maps(model, layer, images, 3, show_progress=False, method="gradcam")
+    hires = grad_cam_maps(model, layer, images, 3, show_progress=False, method="hirescam")
+    assert np.abs(hires.raw - grad.raw).max() > 1e-3 * float(grad.raw.max())
+    features = model.head[2].num_features // 2  # concat pooling: max features first, then average
+    with torch.no_grad():
+        model.head[4].weight[:, :features] = 0
     grad = grad_cam_maps(model, layer, images, 3, show_progress=False, method="gradcam")
     hires = grad_cam_maps(model, layer, images, 3, show_progress=False, method="hirescam")
     np.testing.assert_allclose(hires.raw, grad.raw, rtol=1e-4, atol=1e-6 * float(grad.raw.max()))
@@ -349,7 +354,7 @@ def test_an_earlier_stage_is_explained_where_the_last_map_is_too_small():
     layer, name, why = explained_layer(model, "resnet18", 256, min_cells=8)
     assert (name, why) == ("layer4[-1]", None)  # 8 x 8 at 256 px: the paper's layer
     layer, name, why = explained_layer(model, "resnet18", 32, min_cells=8)
-    assert layer is model.layer1[-1] and "layer4[-1]'s map is 1 x 1 at 32 px" in why
+    assert layer is model.body.layer1[-1] and "layer4[-1]'s map is 1 x 1 at 32 px" in why
     assert feature_grid(model, layer, 32)[1] == (8, 8)
     assert explained_layer(model, "resnet18", 32, min_cells=4)[1] == "layer2[-1]"
     assert explained_layer(model, "resnet18", 32, min_cells=64)[1] == "layer1[-1]"  # the largest there is

@@ -39,7 +39,9 @@ EASY = PhantomSpec(
 NO_LESIONS = dataclasses.replace(EASY, mass_contrast=0.0)
 # timm's smallest ResNet (a test model, 0.2 M parameters): the check is about the data path, not the network.
 MODEL = "test_resnet"
-SETTINGS = TrainSettings(epochs=8, batch_size=16, lr=3e-3, pretrained=False, oversample_positive=1)
+SETTINGS = TrainSettings(
+    epochs=8, batch_size=16, lr=3e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
+)
 
 
 def _store(root: Path, spec: PhantomSpec) -> Path:

@@ -34,7 +34,7 @@ def run(tmp_path_factory):
     store = root / "results/data/32/processed"
     build_store(root / "index.parquet", "processed", RES, store, workers=1)
     make_folds(index[["image_id", "patient_id", "cancer"]], 2, 0).to_parquet(root / "folds.parquet")
-    settings = TrainSettings(epochs=1, batch_size=8, lr=1e-3, pretrained=False)
+    settings = TrainSettings(epochs=1, batch_size=8, lr=1e-3, recipe="fit_one_cycle", pretrained=False)
     for fold in (0, 1):
         out = root / f"results/train/clean/{RES}/processed/resnet18/fold{fold}"
         cell = Cell(store, root / "folds.parquet", "resnet18", fold, "clean", out, decode=DECODE)

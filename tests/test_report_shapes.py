@@ -55,7 +55,12 @@ def ran(tmp_path_factory):
         out = Path(paths.cell_dir("clean", 32, "processed", "resnet18", fold, root=results))
         cell = Cell(store=store, folds=folds, model="resnet18", fold=fold, protocol="clean", out=out)
         settings = TrainSettings(
-            epochs=1, batch_size=8, micro_batch=micro, max_steps_per_epoch=1, pretrained=False
+            epochs=1,
+            batch_size=8,
+            micro_batch=micro,
+            max_steps_per_epoch=1,
+            recipe="fit_one_cycle",
+            pretrained=False,
         )
         run_cell(cell, settings, device="cpu", threads=1)
     stage_dir = paths.gan_stage_dir("clean", "fold0", 16, results)

@@ -32,6 +32,7 @@ from mammoflow.classify.models import (
     GRAY_MEAN,
     GRAY_STD,
     LEGACY_HEAD,
+    Classifier,
     Weights,
     build_model,
     size_kwargs,
@@ -86,6 +87,7 @@ def input_spec(architecture: str, resolution: int) -> dict:
 
 
 OUTPUT = {"classes": ["no cancer", "cancer"], "probability": "softmax of the two outputs, the second"}
+LEGACY_OUTPUT = {"classes": ["cancer"], "probability": "sigmoid of the one output"}
 
 
 def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_weights: bool = True) -> dict:
@@ -112,8 +114,9 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
         "format_version": FORMAT_VERSION,
         **metadata,
         "input": input_spec(metadata["architecture"], int(metadata["resolution"])),
-        "head": FASTAI_HEAD,
-        "output": OUTPUT,
+        # (a model without fastai's head is timm's one-logit network of format version 1)
+        "head": FASTAI_HEAD if isinstance(model, Classifier) else LEGACY_HEAD,
+        "output": OUTPUT if isinstance(model, Classifier) else LEGACY_OUTPUT,
         "weights": weights,
         "versions": versions(),
     }

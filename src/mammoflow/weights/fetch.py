@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mammoflow.progress import say
 from mammoflow.weights.catalog import (
+    INCEPTION_FILE,
     INCEPTION_SHA256_PREFIX,
     INCEPTION_URL,
     MANIFEST,
@@ -52,7 +53,8 @@ def _install(source: Path, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _download_url(url: str, target: Path) -> None:
+def _download_url(url: str, target: Path, sha256_prefix: str = "") -> None:
+    """``url`` to ``target``; with ``sha256_prefix`` a file of another SHA-256 is refused (and not kept)."""
     import urllib.request
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,12 @@ def _download_url(url: str, target: Path) -> None:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
+        digest = sha256(partial)
+        if not digest.startswith(sha256_prefix):
+            raise ValueError(
+                f"{url}: SHA-256 {digest[:16]}... is not the expected {sha256_prefix}...; "
+                f"not installed as {target}"
+            )
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -101,8 +109,9 @@ def fetch_timm(root: Path, tag: str) -> tuple[Path, str]:
 
 
 def fetch_inception(root: Path, url: str = INCEPTION_URL) -> tuple[Path, str]:
-    target = root / Path(url).name
-    _download_url(url, target)
+    """FID's reference Inception into the folder, under the reference name; its SHA-256 must match."""
+    target = root / INCEPTION_FILE
+    _download_url(url, target, INCEPTION_SHA256_PREFIX)
     return target, url
 
 

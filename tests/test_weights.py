@@ -1,0 +1,249 @@
+"""Pretrained files: what a run needs, the DAG stopping when they are missing, cells that load files put in
+the weights folder by hand with the network blocked, and the `weights` step fetching from a local hub."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, SNAKEMAKE_ENV
+
+from mammoflow.config import load_yaml, merge
+from mammoflow.weights import catalog
+
+BASE = load_yaml(REPO / "config.yaml")
+TINY = load_yaml(REPO / "tests/config/tiny.yaml")
+# Block every internet socket of a process, and write down who tried: a job that catches the error (as
+# hub clients do) would otherwise hide its attempt.
+SITECUSTOMIZE = """
+import os, socket, traceback
+_log = os.environ["NETWORK_ATTEMPTS"]
+
+def _refuse(what, *args):
+    with open(_log, "a") as out:
+        out.write(f"{os.getpid()} {what} {args!r}\\n" + "".join(traceback.format_stack(limit=8)) + "\\n")
+    raise OSError(f"network blocked by the test ({what})")
+
+_connect = socket.socket.connect
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _refuse("connect", address)
+    return _connect(self, address)
+
+socket.socket.connect = connect
+socket.socket.connect_ex = lambda self, address: connect(self, address)
+socket.getaddrinfo = lambda *args, **kwargs: _refuse("getaddrinfo", *args[:2])
+socket.create_connection = lambda address, *args, **kwargs: _refuse("create_connection", address)
+"""
+
+
+def _config(**over) -> dict:
+    return merge(copy.deepcopy(BASE), over)
+
+
+def test_what_a_run_needs():
+    needed = catalog.needed(_config())
+    assert [n.tag for n in needed] == [
+        "resnet18.tv_in1k",
+        "resnet34.bt_in1k",
+        "resnet152.a1h_in1k",
+        "efficientnet_b0.ra_in1k",
+        "maxvit_nano_rw_256.sw_in1k",
+        catalog.INCEPTION_FILE,
+    ]
+    # Per model through model_settings; no GAN without the augmented data set; FID's substitute needs none.
+    config = _config(model_settings={"resnet152": {"pretrained": False}}, datasets=["processed"])
+    assert "resnet152.a1h_in1k" not in [n.tag for n in catalog.needed(config)]
+    assert catalog.inception(config) is None and catalog.inception(_config(gan={"inception": "none"})) is None
+    assert catalog.needed(merge(_config(), TINY)) == []  # the test config: random start, no Inception
+    projected = catalog.projected(_config(gan={"discriminator": "projected"}))
+    assert [n.tag for n in projected] == [
+        "tf_efficientnet_lite0.in1k",
+        "deit_base_distilled_patch16_224.fb_in1k",
+    ]
+    assert catalog.projected(_config()) == []  # no gan.discriminator key: not projected
+
+
+def test_a_missing_file_is_named_on_one_line(tmp_path):
+    config = _config(weights={"folder": str(tmp_path)}, models=["resnet18"], datasets=["processed"])
+    (need,) = catalog.needed(config)
+    with pytest.raises(catalog.MissingWeights) as missing:
+        catalog.require(config, need)
+    message = str(missing.value)
+    assert "\n" not in message and "timm/resnet18.tv_in1k/model.safetensors" in message
+    assert "`snakemake weights`" in message and "by hand" in message
+    bin_file = tmp_path / "timm/resnet18.tv_in1k/pytorch_model.bin"  # the hub's other format will do
+    bin_file.parent.mkdir(parents=True)
+    bin_file.write_bytes(b"x")
+    assert catalog.require(config, need) == str(bin_file)
+
+
+def _snakemake(
+    workdir: Path, config: dict, *args: str, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    configfile = workdir / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    tiny = str(REPO / "tests/config/tiny.yaml")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", "--configfile", tiny, str(configfile), *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env or SNAKEMAKE_ENV)
+
+
+def test_dry_run_stops_when_pretrained_weights_are_missing(tmp_path):
+    """pretrained: true and an empty weights folder: `snakemake -n` fails with the one line; the `weights`
+    rule itself still plans (it is what fills the folder)."""
+    pretrained = {"train": {"pretrained": True}}
+    done = _snakemake(tmp_path, pretrained, "-n")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    (line,) = [line for line in out.splitlines() if "pretrained weights missing from" in line]
+    assert "resources/weights/: timm/resnet18.tv_in1k/model.safetensors (train resnet18)" in line
+    assert "`snakemake weights`" in line
+    planned = _snakemake(tmp_path, pretrained, "-n", "weights")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert "weights        1" in planned.stdout
+
+
+def _timm_file(folder: Path, tag: str, kind: str) -> Path:
+    """Random weights of ``tag``'s network (3 channels, 1000 classes) in a format a timm hub entry serves."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    state = {k: v.contiguous() for k, v in timm.create_model(tag, pretrained=False).state_dict().items()}
+    path = folder / "timm" / tag / kind
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "model.safetensors":
+        save_file(state, str(path), metadata={"format": "pt"})
+    else:
+        torch.save(state, path)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_cells_use_files_put_there_by_hand_with_the_network_blocked(tmp_path):
+    folder = tmp_path / "weights"
+    files = {
+        "resnet18": _timm_file(folder, "resnet18.tv_in1k", "model.safetensors"),
+        "efficientnet_b0": _timm_file(folder, "efficientnet_b0.ra_in1k", "pytorch_model.bin"),
+    }
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site/sitecustomize.py").write_text(SITECUSTOMIZE)
+    attempts = tmp_path / "network_attempts.txt"
+    env = {
+        **SNAKEMAKE_ENV,
+        "PYTHONPATH": str(tmp_path / "site"),  # the rules put src/ in front of it
+        "NETWORK_ATTEMPTS": str(attempts),
+        "HF_HUB_OFFLINE": "0",  # nothing may rely on the offline switch: the files must be enough
+    }
+    config = {
+        "weights": {"folder": str(folder)},
+        "models": list(files),
+        "resolutions": [32],
+        "datasets": ["processed"],
+        "train": {"pretrained": True},
+    }
+    cells = [f"results/train/clean/32/processed/{m}/fold{k}/metrics.json" for m in files for k in (0, 1)]
+    done = _snakemake(tmp_path, config, *cells, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert not attempts.exists(), attempts.read_text()
+    for path in cells:
+        summary = json.loads((tmp_path / path).read_text())
+        weights = files[summary["model"]]
+        assert summary["weights"] == f"imagenet:{weights.parent.name}"
+        assert summary["pretrained"]["file"] == str(weights)
+        assert summary["pretrained"]["sha256"] == _sha256(weights)
+        metadata = json.loads((tmp_path / path).with_name("model.json").read_text())
+        assert metadata["pretrained"] == summary["pretrained"]
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """A local stand-in for huggingface.co and torch-fidelity's release page: real HTTP, real files."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+
+    def log_message(self, *args):
+        pass
+
+    def _headers(self, body: bytes | None) -> None:
+        if body is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Repo-Commit", "c0ffee" * 6 + "c0ff")
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.end_headers()
+
+    def do_HEAD(self):
+        self._headers(self.files.get(self.path))
+
+    def do_GET(self):
+        body = self.files.get(self.path)
+        self._headers(body)
+        if body is not None:
+            self.wfile.write(body)
+
+
+def test_weights_step_fetches_from_a_hub_and_records_the_manifest(tmp_path):
+    """`mammoflow weights` against a local HTTP hub: a timm entry's safetensors downloaded into the folder,
+    a file already there kept, an Inception file of the wrong SHA-256 refused and not installed."""
+    source = _timm_file(tmp_path / "hub", "resnet18.tv_in1k", "model.safetensors")
+    by_hand = _timm_file(tmp_path / "weights", "efficientnet_b0.ra_in1k", "pytorch_model.bin")
+    _Hub.files = {
+        "/timm/resnet18.tv_in1k/resolve/main/model.safetensors": source.read_bytes(),
+        "/inception.pth": b"not the reference network",
+    }
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {**SNAKEMAKE_ENV, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+    need = [
+        {"kind": "timm", "tag": t, "used_by": "test"} for t in ("resnet18.tv_in1k", "efficientnet_b0.ra_in1k")
+    ]
+    code = (
+        "import sys, json; from mammoflow.weights.fetch import fetch_all; "
+        "from mammoflow.weights.catalog import Needed; "
+        "fetch_all(sys.argv[1], [Needed(**n) for n in json.loads(sys.argv[2])], sys.argv[3])"
+    )
+    run = [
+        sys.executable,
+        "-c",
+        code,
+        str(tmp_path / "weights"),
+        json.dumps(need),
+        f"{endpoint}/inception.pth",
+    ]
+    try:
+        done = subprocess.run(run, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        manifest = json.loads((tmp_path / "weights/manifest.json").read_text())
+        fetched, kept = manifest["files"]
+        assert fetched["file"] == "timm/resnet18.tv_in1k/model.safetensors"
+        assert fetched["sha256"] == _sha256(source) == _sha256(tmp_path / "weights" / fetched["file"])
+        assert fetched["source"].startswith("https://huggingface.co/timm/resnet18.tv_in1k/blob/c0ffee")
+        assert kept["sha256"] == _sha256(by_hand) and "by hand" in kept["source"]
+        inception = [{"kind": "inception", "tag": catalog.INCEPTION_FILE, "used_by": "test"}]
+        refused = subprocess.run(
+            [*run[:4], json.dumps(inception), run[-1]], capture_output=True, text=True, env=env
+        )
+        assert refused.returncode != 0 and "is not the expected 6726825d" in refused.stderr
+        assert not (tmp_path / "weights" / catalog.INCEPTION_FILE).exists()
+    finally:
+        server.shutdown()
