@@ -140,9 +140,10 @@ def test_pipeline_learns_a_planted_blob(tmp_path):
         protocol="clean",
         out=tmp_path / "cell",
     )
-    # 60 optimiser steps: enough from random initialisation (15 steps at batch 32 are not).
+    # 60 optimiser steps: enough from random initialisation (15 steps at batch 32 are not) at a rate that
+    # suits fastai's head from scratch (AUC measured: 0.73 at lr 2e-3, 0.96 at 5e-3, 0.997 at 1e-2).
     settings = TrainSettings(
-        epochs=4, batch_size=8, lr=2e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
+        epochs=4, batch_size=8, lr=1e-2, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
     )
     assert run_cell(cell, settings, threads=2)["metrics"]["auc"] > 0.9
 

@@ -91,7 +91,7 @@ def test_validation_probabilities_are_not_rounded_to_bf16():
         cell = positive_probability(trainer._logits(x))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             rounded = positive_probability(model(x))  # the whole network under autocast
-    assert len(torch.unique(rounded)) < 600  # the defect this guards against
+    assert len(torch.unique(rounded)) < 900  # the defect this guards against (796 of 1000 here)
     assert len(torch.unique(cell)) > 990
     assert trainer.precision.name == "bf16"
 

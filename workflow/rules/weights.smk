@@ -5,9 +5,9 @@
 
 rule weights:
     output:
-        f"{WEIGHTS_DIR}/{weights_catalog.MANIFEST}",
+        manifest=f"{WEIGHTS_DIR}/{weights_catalog.MANIFEST}",
     params:
-        folder=WEIGHTS_DIR,
+        folder=parent("manifest"),
         need=weights_needed(),
         absent=weights_absent,
     log:
