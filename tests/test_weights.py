@@ -13,12 +13,15 @@ import threading
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import REPO, SNAKEMAKE_ENV
+from store_factory import write_store
 
 from mammoflow.config import load_yaml, merge
+from mammoflow.folds import make_folds
 from mammoflow.weights import catalog
 
 BASE = load_yaml(REPO / "config.yaml")
@@ -26,8 +29,10 @@ TINY = load_yaml(REPO / "tests/config/tiny.yaml")
 # Block every internet socket of a process, and write down who tried: a job that catches the error (as
 # hub clients do) would otherwise hide its attempt.
 SITECUSTOMIZE = """
-import os, socket, traceback
+import os, socket, sys, traceback
 _log = os.environ["NETWORK_ATTEMPTS"]
+with open(os.environ["NETWORK_GUARDED"], "a") as out:  # which processes ran guarded (the control)
+    out.write(" ".join(sys.orig_argv[1:4]) + "\\n")
 
 def _refuse(what, *args):
     with open(_log, "a") as out:
@@ -88,14 +93,12 @@ def test_a_missing_file_is_named_on_one_line(tmp_path):
     assert catalog.require(config, need) == str(bin_file)
 
 
-def _snakemake(
-    workdir: Path, config: dict, *args: str, env: dict | None = None
-) -> subprocess.CompletedProcess:
+def _snakemake(workdir: Path, config: dict, *args: str, targets=(), env=None) -> subprocess.CompletedProcess:
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     tiny = str(REPO / "tests/config/tiny.yaml")
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", "--configfile", tiny, str(configfile), *args]  # fmt: skip
+               "--cores", "2", *args, "--configfile", tiny, str(configfile), "--", *targets]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env or SNAKEMAKE_ENV)
 
 
@@ -109,7 +112,7 @@ def test_dry_run_stops_when_pretrained_weights_are_missing(tmp_path):
     (line,) = [line for line in out.splitlines() if "pretrained weights missing from" in line]
     assert "resources/weights/: timm/resnet18.tv_in1k/model.safetensors (train resnet18)" in line
     assert "`snakemake weights`" in line
-    planned = _snakemake(tmp_path, pretrained, "-n", "weights")
+    planned = _snakemake(tmp_path, pretrained, "-n", targets=["weights"])
     assert planned.returncode == 0, planned.stderr[-2000:]
     assert "weights        1" in planned.stdout
 
@@ -143,11 +146,12 @@ def test_cells_use_files_put_there_by_hand_with_the_network_blocked(tmp_path):
     }
     (tmp_path / "site").mkdir()
     (tmp_path / "site/sitecustomize.py").write_text(SITECUSTOMIZE)
-    attempts = tmp_path / "network_attempts.txt"
+    attempts, guarded = tmp_path / "network_attempts.txt", tmp_path / "guarded.txt"
     env = {
         **SNAKEMAKE_ENV,
         "PYTHONPATH": str(tmp_path / "site"),  # the rules put src/ in front of it
         "NETWORK_ATTEMPTS": str(attempts),
+        "NETWORK_GUARDED": str(guarded),
         "HF_HUB_OFFLINE": "0",  # nothing may rely on the offline switch: the files must be enough
     }
     config = {
@@ -157,10 +161,16 @@ def test_cells_use_files_put_there_by_hand_with_the_network_blocked(tmp_path):
         "datasets": ["processed"],
         "train": {"pretrained": True},
     }
-    cells = [f"results/train/clean/32/processed/{m}/fold{k}/metrics.json" for m in files for k in (0, 1)]
-    done = _snakemake(tmp_path, config, *cells, env=env)
+    # The store and folds written here: only the train rule runs (the data stages have their own tests).
+    images = np.random.default_rng(0).integers(0, 255, (24, 32, 32), dtype=np.uint8)
+    manifest = write_store(tmp_path / "results/data/32/processed", images, np.arange(24) % 3 == 0)
+    make_folds(manifest, 2, 0).to_parquet(tmp_path / "results/data/folds.parquet")
+    cells = [f"results/train/clean/32/processed/{m}/fold0/metrics.json" for m in files]
+    done = _snakemake(tmp_path, config, "--allowed-rules", "train", targets=cells, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     assert not attempts.exists(), attempts.read_text()
+    jobs = [line for line in guarded.read_text().splitlines() if line == "-m mammoflow train"]
+    assert len(jobs) == len(cells)  # every job process ran with the network blocked
     for path in cells:
         summary = json.loads((tmp_path / path).read_text())
         weights = files[summary["model"]]
@@ -169,6 +179,10 @@ def test_cells_use_files_put_there_by_hand_with_the_network_blocked(tmp_path):
         assert summary["pretrained"]["sha256"] == _sha256(weights)
         metadata = json.loads((tmp_path / path).with_name("model.json").read_text())
         assert metadata["pretrained"] == summary["pretrained"]
+    # The control: the guard catches and notes an attempt.
+    probe = "import urllib.request; urllib.request.urlopen('https://huggingface.co', timeout=5)"
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0
+    assert "create_connection (('huggingface.co', 443),)" in attempts.read_text()
 
 
 class _Hub(http.server.BaseHTTPRequestHandler):
