@@ -44,11 +44,14 @@ torch.set_num_threads(2)
 
 def positive_head(model: nn.Module, seed: int = 0) -> nn.Module:
     """fastai's head made to rise with every feature (a random one weighs many negatively, and the ReLU'd
-    map is then often 0): positive hidden weights, and the cancer output alone reading them."""
+    map is then often 0): positive hidden weights, and the cancer output alone reading them. The features'
+    weights spread over orders of magnitude: equal ones would cancel on a LayerNorm'd map (MaxViT's), whose
+    channels sum to zero at every position."""
     generator = torch.Generator().manual_seed(seed)
     hidden, out = model.head[4].weight, model.head[8].weight
     with torch.no_grad():
-        hidden.copy_(torch.rand(hidden.shape, generator=generator))
+        spread = torch.rand(hidden.shape[1], generator=generator) ** 4
+        hidden.copy_(torch.rand(hidden.shape, generator=generator) * spread)
         out.zero_()
         out[1].copy_(torch.rand(out.shape[1], generator=generator))
     return model

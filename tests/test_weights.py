@@ -261,3 +261,36 @@ def test_weights_step_fetches_from_a_hub_and_records_the_manifest(tmp_path):
         assert not (tmp_path / "weights" / catalog.INCEPTION_FILE).exists()
     finally:
         server.shutdown()
+
+
+def test_report_counts_cells_not_started_from_the_configured_weights(tmp_path):
+    from mammoflow import paths
+    from mammoflow.report.weights_check import weight_mismatches
+
+    config = _config(models=["resnet18", "resnet34"], model_settings={"resnet34": {"pretrained": False}})
+
+    def started(tag):
+        return {
+            "weights": f"imagenet:{tag}" if tag else "random",
+            "pretrained": {"pretrained": bool(tag), "tag": tag},
+        }
+
+    recorded = {
+        ("resnet18", 0): started("resnet18.tv_in1k"),
+        ("resnet18", 1): started("resnet18.a1_in1k"),
+        ("resnet34", 0): started(None),
+        # An older cell: its download failed and it trained from random, with a notice.
+        ("resnet34", 1): {"weights": "random", "weights_notice": "NOTICE: ..."},
+    }  # fmt: skip
+    cells = [("clean", 32, "processed", model, fold) for model, fold in recorded]
+    for (model, fold), summary in recorded.items():
+        path = Path(paths.cell_dir("clean", 32, "processed", model, fold, root=tmp_path)) / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(summary))
+    found = weight_mismatches(tmp_path, config, [*cells, ("clean", 32, "processed", "resnet18", 2)])
+    assert found["cells"] == 1  # the a1_in1k cell; resnet34 is configured random, both its cells are
+    assert found["examples"] == [
+        "clean/32/processed/resnet18 fold 1: started from resnet18.a1_in1k, configured: resnet18.tv_in1k"
+    ]
+    config["model_settings"] = {}  # now resnet34 should be pretrained: its two cells are not
+    assert weight_mismatches(tmp_path, config, cells)["cells"] == 3
