@@ -121,9 +121,6 @@ def size_kwargs(name: str, res: int) -> dict:
     return {"img_size": res} if name.startswith(("maxvit", "maxxvit", "coatnet")) else {}
 
 
-_size_kwargs = size_kwargs  # (the name other modules imported before)
-
-
 def timm_body(name: str, res: int, weights_file: str | Path | None = None, tag: str = "") -> nn.Module:
     """timm's network without classifier for 1-channel res x res input, its weights from ``weights_file``
     (timm's format: safetensors, or a weights-only torch file) under the pretrained config of ``tag``.
