@@ -150,14 +150,15 @@ def test_pipeline_learns_a_planted_blob(tmp_path):
 
 def test_short_run_learns_on_easy_phantom(easy_store, tmp_path):
     """Large masses, 30 % brighter than their tissue, 600 images, random init: clearly better than chance
-    (0.66 measured; deterministic on CPU), though dense tissue hides some masses, as it does in screening."""
+    (0.65 measured; deterministic on CPU), though dense tissue hides some masses, as it does in screening.
+    fastai's head from scratch needs the 8 epochs: at 5, 0.55-0.59 for rates from 1e-3 to 1e-2."""
     settings = TrainSettings(
-        epochs=5, batch_size=16, lr=2e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
+        epochs=8, batch_size=16, lr=5e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
     )
     summary = run_cell(_cell(easy_store, tmp_path / "cell"), settings, threads=2)
     assert summary["metrics"]["auc"] > 0.6, summary["metrics"]
     history = pd.read_csv(tmp_path / "cell/history.csv")
-    assert len(history) == 5 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert len(history) == 8 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert not (tmp_path / "cell/checkpoint.pt").exists()
 
 
@@ -256,8 +257,9 @@ def test_one_cycle_schedule_for_any_number_of_steps(steps):
     (phase,) = recipe.plan("fit_one_cycle", 1, 1e-3, pretrained=False)
     rates = [r[1] for r, _ in recipe.step_hypers(phase, 0, steps)]
     assert len(rates) == steps and max(rates) <= 1e-3 + 1e-12 and rates[0] == pytest.approx(1e-3 / 25)
-    if steps >= 9:  # warm-up then annealing: the peak is inside, the end far below it
-        assert 0 < int(np.argmax(rates)) < steps - 1 and rates[-1] < 0.05 * max(rates)
+    if steps >= 9:  # warm-up then annealing: the peak is inside, the end far below it (fastai's last step is
+        # one step short of the annealing's end: at 9 steps 5.5 % of the peak, at 40 steps 0.4 %)
+        assert 0 < int(np.argmax(rates)) < steps - 1 and rates[-1] < 0.06 * max(rates)
 
 
 def test_recipes_are_fastais_calls():

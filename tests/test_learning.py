@@ -40,7 +40,7 @@ NO_LESIONS = dataclasses.replace(EASY, mass_contrast=0.0)
 # timm's smallest ResNet (a test model, 0.2 M parameters): the check is about the data path, not the network.
 MODEL = "test_resnet"
 SETTINGS = TrainSettings(
-    epochs=8, batch_size=16, lr=3e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
+    epochs=8, batch_size=16, lr=1e-2, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
 )
 
 
@@ -66,7 +66,7 @@ def _auc(root: Path, out: Path, store: str = "store") -> float:
 
 
 def test_learns_when_labels_belong_to_images(easy: Path, tmp_path: Path) -> None:
-    assert _auc(easy, tmp_path / "cell") > 0.75  # 0.85 measured
+    assert _auc(easy, tmp_path / "cell") > 0.75  # 0.86 measured (fastai's head, lr 1e-2; 0.75 at 3e-3)
 
 
 def test_labels_shifted_by_one_patient_stay_at_chance(easy: Path, tmp_path: Path) -> None:
