@@ -102,8 +102,10 @@ LESIONS_ONLY = CamSettings(
 def test_trained_model_points_at_the_planted_blob(tmp_path):
     """resnet18 learns "is there a bright square" in 40 steps; its Grad-CAM peak then lands in the square on
     held-out positives. Measured (deterministic on CPU): aligned 0.975; with the map stretched as fastai and
-    grad-cam show it 0.275; the peaks scored against the other images' boxes 0.23; the untrained network
-    0.725 (random filters respond to a bright square too); chance (box area) 0.11."""
+    grad-cam show it 0.3; the peaks scored against the other images' boxes 0.23; chance (box area) 0.11.
+    The untrained network points there too, 0.95 (0.725 with the one-logit average-pooled head of before):
+    fastai's head max-pools, and random filters answer a bright square most, so on this stimulus the
+    untrained map is no null; the box rotation is."""
     store = _blob_store(tmp_path / "store")
     make_folds(pd.read_parquet(store / "manifest.parquet"), 2, 0).to_parquet(tmp_path / "folds.parquet")
     cell = Cell(store, tmp_path / "folds.parquet", "resnet18", 0, "clean", tmp_path / "cell")
@@ -133,13 +135,14 @@ def test_trained_model_points_at_the_planted_blob(tmp_path):
     )
     assert null < 0.35 and summary["hit_rate"] - null > 0.5, null
 
-    # The same network before training (same seed): far less often in the square.
+    # The same network before training (same seed): its predictions are not the cell's, and its peaks are
+    # no closer to the squares than the trained network's.
     torch.manual_seed(0)
     untrained, _ = build_model("resnet18", 96)
     save_artifact(tmp_path / "cell", untrained, {"architecture": "resnet18", "resolution": 96})
     before = run_cam(tmp_path / "cell", store, tmp_path / "cam0", LESIONS_ONLY, show_progress=False)
-    assert before["scored"] == summary["scored"]
-    assert before["hit_rate"] <= summary["hit_rate"] - 0.15, (before["hit_rate"], summary["hit_rate"])
+    assert before["scored"] == summary["scored"] and before["max_probability_difference"] > 0.1
+    assert before["hit_rate"] <= summary["hit_rate"], (before["hit_rate"], summary["hit_rate"])
 
 
 def test_alignment_matches_the_receptive_field_of_a_resnet():
