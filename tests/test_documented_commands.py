@@ -74,7 +74,7 @@ def _workflow_copy(tmp_path: Path) -> Path:
     config = load_yaml(copy / "config.yaml")
     projected = catalog.projected({**config, "gan": {**config["gan"], "discriminator": "projected"}})
     for need in [*catalog.needed(config), *projected]:
-        path = copy / catalog.folder(config) / need.candidates[0]
+        path = catalog.folder(config, copy) / need.candidates[0]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
     return copy

@@ -105,12 +105,12 @@ def _snakemake(workdir: Path, config: dict, *args: str, targets=(), env=None) ->
 def test_dry_run_stops_when_pretrained_weights_are_missing(tmp_path):
     """pretrained: true and an empty weights folder: `snakemake -n` fails with the one line; the `weights`
     rule itself still plans (it is what fills the folder)."""
-    pretrained = {"train": {"pretrained": True}}
+    pretrained = {"train": {"pretrained": True}, "weights": {"folder": str(tmp_path / "empty")}}
     done = _snakemake(tmp_path, pretrained, "-n")
     out = done.stdout + done.stderr
     assert done.returncode != 0
     (line,) = [line for line in out.splitlines() if "pretrained weights missing from" in line]
-    assert "resources/weights/: timm/resnet18.tv_in1k/model.safetensors (train resnet18)" in line
+    assert f"{tmp_path}/empty/: timm/resnet18.tv_in1k/model.safetensors (train resnet18)" in line
     assert "`snakemake weights`" in line
     planned = _snakemake(tmp_path, pretrained, "-n", targets=["weights"])
     assert planned.returncode == 0, planned.stderr[-2000:]

@@ -111,13 +111,14 @@ def shard_outputs(name):
 # Pretrained files come from the weights folder only (src/mammoflow/weights/): a job gets its file's path as
 # an input of its rule. A file that is not there stops the DAG build (`snakemake -n` too) with one line
 # naming every missing file and how to get it; only the jobs that need weights ask, so `snakemake weights`
-# runs while the folder is still empty.
-WEIGHTS_DIR = str(weights_catalog.folder(config))
+# runs while the folder is still empty. A relative weights.folder lies in the checkout (beside this
+# workflow), so every working directory (--directory) shares one download.
+WEIGHTS_DIR = str(weights_catalog.folder(config, workflow.basedir))
 
 
 def weights_file(need):
     try:
-        return weights_catalog.require(config, need)
+        return weights_catalog.require(config, need, workflow.basedir)
     except weights_catalog.MissingWeights as exc:
         raise WorkflowError(str(exc)) from None
 
@@ -155,7 +156,7 @@ def weights_needed():
 
 def weights_absent(w):
     """The needed files not in the folder now: a parameter, so that deleting one re-runs `weights`."""
-    root = weights_catalog.folder(config)
+    root = weights_catalog.folder(config, workflow.basedir)
     return [need.tag for need in weights_catalog.needed(config) if weights_catalog.locate(root, need) is None]
 
 

@@ -66,8 +66,11 @@ class Needed:
         return {"kind": self.kind, "tag": self.tag, "used_by": self.used_by}
 
 
-def folder(config: dict) -> Path:
-    return Path((config.get("weights") or {}).get("folder") or DEFAULT_FOLDER)
+def folder(config: dict, base: str | Path | None = None) -> Path:
+    """weights.folder; a relative one lies under ``base`` (the workflow's folder, so that every working
+    directory of one checkout shares it), or under the current directory without one."""
+    path = Path((config.get("weights") or {}).get("folder") or DEFAULT_FOLDER)
+    return Path(base) / path if base is not None and not path.is_absolute() else path
 
 
 def model_pretrained(config: dict, model: str) -> bool:
@@ -151,9 +154,9 @@ def missing_message(root: str | Path, missing: list[Needed]) -> str:
     return f"pretrained weights missing from {root}/: {names}; {HOW_TO_GET}"
 
 
-def require(config: dict, need: Needed) -> str:
+def require(config: dict, need: Needed, base: str | Path | None = None) -> str:
     """The path of ``need``'s file, or MissingWeights naming every file of the run that is missing."""
-    root = folder(config)
+    root = folder(config, base)
     path = locate(root, need)
     if path is not None:
         return str(path)
