@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -25,6 +26,28 @@ _bad = _config_problems(config, Path(workflow.basedir) / "workflow/schemas/confi
 if _bad:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_bad))
 
+
+from mammoflow.plan.gan import GanPlan
+from mammoflow.plan.rules import shell_prefix
+from mammoflow.plan.source import DataSource, print_decode_summary
+
+# The data: the phantom, or an RSNA folder whose sample sheet is checked before the DAG is built.
+SOURCE = DataSource.from_config(config)
+USE_PHANTOM, SHEET, LESIONS = SOURCE.phantom, SOURCE.sheet, SOURCE.lesions
+_bad = SOURCE.problems()
+if _bad:
+    raise WorkflowError("\n".join(_bad))
+try:
+    GAN_PLAN = GanPlan(config)  # the stages a run needs: gan.stages must reach every resolution
+except ValueError as _error:
+    raise WorkflowError(f"config: {_error}") from None
+
+# Jobs run `python -m mammoflow ...` with this checkout's src/ on PYTHONPATH: without conda, the Python that
+# runs Snakemake; with --software-deployment-method conda, the stage's environment (envs/*.yaml).
+SRC = str(Path(workflow.basedir) / "src")
+_CONDA = "conda" in {str(m).lower().rsplit(".", 1)[-1] for m in workflow.deployment_settings.deployment_method}
+shell.prefix(shell_prefix(SRC, None if _CONDA else Path(sys.executable).parent))
+STARTED = time.time()
 
 # The whole configuration, for the report's provenance section. Passed in the environment rather than as a
 # parameter: only what the report shows re-runs it (REPORT_KEYS), not every setting of every stage.
@@ -83,8 +106,8 @@ rule all:
 
 # The decode summary on the console, whenever this run decoded something (also when it then failed).
 onsuccess:
-    print_decode_summary()
+    print_decode_summary(STARTED)
 
 
 onerror:
-    print_decode_summary()
+    print_decode_summary(STARTED)

@@ -91,7 +91,7 @@ def per_syntax(paths: list[Path], full: pd.DataFrame, reduced: pd.DataFrame) -> 
     """Seconds per image by transfer syntax and size: bare dicomsdl, and both mammoflow decode paths."""
     import dicomsdl
 
-    from mammoflow.dicom import TRANSFER_SYNTAX_NAMES
+    from mammoflow.syntaxes import TRANSFER_SYNTAX_NAMES
 
     bare = {}
     for path in paths:
@@ -119,8 +119,8 @@ def per_syntax(paths: list[Path], full: pd.DataFrame, reduced: pd.DataFrame) -> 
 
 def store_agreement(work: Path, resolutions: list[int], datasets: list[str]) -> pd.DataFrame:
     """Per image, mean and 99th percentile of |reduce:true - reduce:false| in each store (grey levels)."""
-    from mammoflow.dicom import TRANSFER_SYNTAX_NAMES
     from mammoflow.store import open_store
+    from mammoflow.syntaxes import TRANSFER_SYNTAX_NAMES
 
     index = pd.read_parquet(work / "work_True" / "index.parquet")
     rows = []

@@ -4,7 +4,8 @@
   store, pinned prefetch, flips, micro-batches) against a bare loop (``Trainer.train_step`` on tensors made
   up front), images/s, peak CUDA memory, the precision the cell chose, and the micro-batch that fitted
   (a batch that runs out of memory is retried in micro-batches of 16, then 8);
-- GAN: kimg/s per progressive stage (16, 32, 256, 512 px) at Table 1's widths, batch 32;
+- GAN: kimg/s per progressive stage (16, 32, 256, 512 px) at Table 1's widths, batch 32, with config.yaml's
+  discriminator (projected: its feature networks with random weights, which run as fast as the real ones);
 - FID: images/s of generating at 512 px and streaming through Inception-v3 (torch-fidelity's module;
   random weights unless --inception names the reference file: the speed is the same);
 - Grad-CAM: images/s per model at 256 and 512 px, batch 32.
@@ -43,7 +44,9 @@ SHAPES = {  # what each part runs at: the paper's, and --tiny's
         gan_stages=[16, 32, 256, 512],
         gan_kimg=0.32,
         gan_batch=32,
-        gan=dict(cbase=16384, cmax=256, syn_layers=7, head_layers=4, z_dim=64, w_dim=512),
+        gan=dict(
+            cbase=16384, cmax=256, syn_layers=7, head_layers=4, z_dim=64, w_dim=512, feature_weights="random"
+        ),
         fid_images=1024,
         cam_batch=32,
         cam_images=64,
@@ -55,7 +58,9 @@ SHAPES = {  # what each part runs at: the paper's, and --tiny's
         gan_stages=[16, 32],
         gan_kimg=0.008,
         gan_batch=4,
-        gan=dict(cbase=256, cmax=16, syn_layers=2, head_layers=1, z_dim=8, w_dim=16),
+        gan=dict(
+            cbase=256, cmax=16, syn_layers=3, head_layers=3, z_dim=8, w_dim=16, discriminator="residual"
+        ),
         fid_images=8,
         cam_batch=4,
         cam_images=4,
@@ -140,32 +145,27 @@ def train_part(shape: dict, models: list[str], device, tmp: Path) -> list[dict]:
 
 
 def gan_part(shape: dict, device, tmp: Path) -> list[dict]:
+    from mammoflow.config import load_yaml
+    from mammoflow.gan.cli import specs_from_settings
     from mammoflow.gan.data import Positives
-    from mammoflow.gan.networks import GeneratorSpec
-    from mammoflow.gan.train import TrainSettings as GanSettings
+    from mammoflow.gan.settings import stage_settings
+    from mammoflow.gan.stage_runtime import RunOptions
     from mammoflow.gan.train import train_stage
 
     rows, previous, stages = [], None, shape["gan_stages"]
+    gan = load_yaml(Path(__file__).resolve().parents[1] / "config.yaml")["gan"] | shape["gan"]
+    gan |= dict(stages=stages, kimg=[shape["gan_kimg"]] * len(stages), batch=shape["gan_batch"])
+    gan |= dict(snapshots=2, grid=2, checkpoint_kimg=1e6)
+    options = RunOptions(device=str(device), show_progress=False, log=lambda _: None)
     for i, res in enumerate(stages):
         images = np.random.default_rng(i).integers(0, 256, (64, res, res), dtype=np.uint8)
         positives = Positives(images, np.arange(64, dtype=np.int64), res, "random images (benchmark)")
-        spec = GeneratorSpec(tuple(stages[: i + 1]), **shape["gan"])
-        settings = GanSettings(
-            kimg=shape["gan_kimg"], batch=shape["gan_batch"], snapshots=2, grid=2, checkpoint_kimg=1e6
-        )
+        spec, settings = specs_from_settings(stage_settings(gan, res))
         _reset_peak(device)
-        result = train_stage(
-            positives,
-            spec,
-            settings,
-            tmp / f"gan{res}",
-            previous,
-            device=str(device),
-            show_progress=False,
-            log=lambda _: None,
-        )
+        result = train_stage(positives, spec, settings, tmp / f"gan{res}", previous, options=options)
         previous = result.network
-        networks = sum(v for k, v in result.timings.items() if k in ("networks", "augment"))
+        phases = ("generator", "discriminator", "regularisers")
+        networks = sum(v for k, v in result.timings.items() if k in phases)
         rows.append(
             {
                 "stage": res,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mammoflow.store import LESION_COLUMNS
+from mammoflow.store_integrity import write_manifest
 
 
 def write_store(
@@ -37,5 +38,5 @@ def write_store(
     if lesions is not None:
         for k, column in enumerate(LESION_COLUMNS):
             manifest[column] = lesions[:, k]
-    manifest.to_parquet(path / "manifest.parquet")
+    write_manifest(manifest, path)  # with the checksum every reader verifies
     return manifest

@@ -33,7 +33,8 @@ from mammoflow.explain.gradcam import (
     grad_cam_maps,
     target_layer,
 )
-from mammoflow.explain.stage import COLUMNS, NO_BOXES, CamSettings, run_cam
+from mammoflow.explain.scores import COLUMNS, NO_BOXES
+from mammoflow.explain.stage import CamJob, CamSettings, run_cam
 from mammoflow.folds import make_folds
 
 torch.set_num_threads(2)
@@ -114,7 +115,7 @@ def test_trained_model_points_at_the_planted_blob(tmp_path):
     )
     assert run_cell(cell, settings, threads=2)["metrics"]["auc"] > 0.95
 
-    summary = run_cam(tmp_path / "cell", store, tmp_path / "cam", LESIONS_ONLY, show_progress=False)
+    summary = run_cam(CamJob(tmp_path / "cell", store, tmp_path / "cam"), LESIONS_ONLY, show_progress=False)
     boxes = pd.read_parquet(tmp_path / "cam/boxes.parquet")
     assert summary["images"] == summary["scored"] == len(boxes) == (boxes["cancer"] == 1).sum() > 30
     assert summary["chance_hit_rate"] == pytest.approx((32 / 96) ** 2)
@@ -140,7 +141,7 @@ def test_trained_model_points_at_the_planted_blob(tmp_path):
     torch.manual_seed(0)
     untrained, _ = build_model("resnet18", 96)
     save_artifact(tmp_path / "cell", untrained, {"architecture": "resnet18", "resolution": 96})
-    before = run_cam(tmp_path / "cell", store, tmp_path / "cam0", LESIONS_ONLY, show_progress=False)
+    before = run_cam(CamJob(tmp_path / "cell", store, tmp_path / "cam0"), LESIONS_ONLY, show_progress=False)
     assert before["scored"] == summary["scored"] and before["max_probability_difference"] > 0.1
     assert before["hit_rate"] <= summary["hit_rate"], (before["hit_rate"], summary["hit_rate"])
 
@@ -285,7 +286,7 @@ def test_cell_without_positives_gives_empty_outputs(tmp_path):
     store = _blob_store(tmp_path / "store", n=12, res=64, blob=16)
     cell = _fake_cell(tmp_path / "train/clean/64/processed/resnet18/fold0", store, np.full(12, 0.1))
     settings = CamSettings(threshold=0.5, top_k=0, all_lesions=False, map_size=8)
-    run_cam(cell, store, tmp_path / "cam", settings, show_progress=False)
+    run_cam(CamJob(cell, store, tmp_path / "cam"), settings, show_progress=False)
     _, summary = _check_outputs(tmp_path / "cam", 0, 8)
     assert summary["images"] == summary["predicted_positive"] == summary["scored"] == 0
     assert summary["hit_rate"] is None and summary["mean_iou"] is None and summary["chance_hit_rate"] is None

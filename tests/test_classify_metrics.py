@@ -7,12 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from mammoflow.classify.metrics import (
-    best_f1_threshold,
-    binary_metrics,
-    breast_level,
-    cell_metrics,
+from mammoflow.classify.metrics import binary_metrics, breast_level, cell_metrics
+from mammoflow.stats import (
     f1_at_out_of_fold_threshold,
+    f1_optimal_threshold,
     probabilistic_f1,
     sensitivity_at_specificity,
 )
@@ -67,15 +65,15 @@ def test_undefined_recall_and_f1_are_none_but_precision_of_no_call_is_zero():
     assert nothing_called["f1"] == 0.0
 
 
-def test_best_f1_threshold_calls_ties_together_and_matches_a_brute_force_search():
+def test_f1_optimal_threshold_calls_ties_together_and_matches_a_brute_force_search():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 60)
     p = np.round(np.clip(y * 0.2 + rng.random(60) * 0.8, 0, 1), 1)  # many ties
-    best = best_f1_threshold(y, p)
+    best = f1_optimal_threshold(y, p)
     f1 = {t: f1_score(y, (p >= t).astype(int)) for t in np.unique(p)}
     assert f1[best] == pytest.approx(max(f1.values()))
     assert best == max(t for t, v in f1.items() if v == pytest.approx(max(f1.values())))
-    assert best_f1_threshold(np.zeros(4), np.arange(4) / 4) is None
+    assert f1_optimal_threshold(np.zeros(4), np.arange(4) / 4) is None
 
 
 def test_out_of_fold_threshold_is_chosen_without_the_scored_fold():

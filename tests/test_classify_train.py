@@ -17,6 +17,7 @@ from mammoflow.decode import decode_shard, index_shards
 from mammoflow.folds import make_folds
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.store import build_store
+from mammoflow.store_integrity import write_manifest
 
 torch.set_num_threads(2)
 
@@ -219,7 +220,7 @@ def _synthetic_store(root, path):
     rows = manifest.index[manifest["cancer"] == 1][:3]
     path.mkdir()
     np.save(path / "images.npy", images[rows])
-    pd.DataFrame(
+    manifest = pd.DataFrame(
         {
             "row": range(3),
             "image_id": 9_000_000_000 + np.arange(3),
@@ -230,7 +231,8 @@ def _synthetic_store(root, path):
             "source": "synthetic",
             "fold": [0, 1, 0],
         }
-    ).to_parquet(path / "manifest.parquet")
+    )
+    write_manifest(manifest, path)
     return path
 
 

@@ -59,6 +59,20 @@ def test_models_without_weights_cannot_be_explained_or_applied():
     ]
 
 
+def test_non_finite_numbers_fail_at_the_config_check(tmp_path):
+    """YAML's .nan and .inf are numbers to JSON Schema, and NaN passes every range: each is named once."""
+    assert _problems(yaml.safe_load("train: {lr: .nan}\ngan: {kimg: [1, .inf, 1, 1]}")) == [
+        "train.lr: nan is not a finite number",
+        "gan.kimg.1: inf is not a finite number",
+    ]
+    assert _problems({"model_settings": {"resnet18": {"weight_decay": float("-inf")}}}) == [
+        "model_settings.resnet18.weight_decay: -inf is not a finite number"
+    ]
+    # From the command line (text, turned into a number by the schema's type first), at `snakemake -n`.
+    done = snakemake(tmp_path, "-n", "--config", "train={lr: .nan}", check=False)
+    assert done.returncode != 0 and "train.lr: nan is not a finite number" in done.stdout + done.stderr
+
+
 def test_the_old_data_section_says_where_the_key_went():
     found = problems({"data": {"rsna_dir": "/x"}}, SCHEMA)
     assert found == ["data.rsna_dir: moved to the top-level key rsna_dir (snakemake --config rsna_dir=DIR)"]

@@ -90,7 +90,7 @@ def test_decode_shards_index_and_errors(tmp_path):
     assert "no pixel data" in reasons[9004]
     assert set(index.columns) >= {"site_id", "offset", "height", "width", "window_centers", "decoder"}
 
-    images = DecodedImages(index)
+    images = DecodedImages(index, tmp_path)
     for row, entry in index.iterrows():
         pixels = images.pixels(row)
         assert pixels.shape == (entry.height, entry.width) == working_shape(entry.rows, entry.cols, 128)
@@ -175,3 +175,35 @@ def test_too_many_failures_fail_the_run_after_the_list_is_written(tmp_path):
     )
     index_shards([tmp_path / "s"], *paths, max_failed_fraction=0.5)
     assert len(pd.read_parquet(paths[0])) == 5
+
+
+def test_the_failure_list_named_is_the_one_that_stays(tmp_path):
+    """With a failure list (the rule's log, which Snakemake keeps), the message and summary name it."""
+    _rsna_folder(tmp_path / "rsna", good=5)
+    decode_shard(tmp_path / "rsna", tmp_path / "s", 0, 1, working_size=64)
+    kept = tmp_path / "logs" / "decode_failed.csv"
+    with pytest.raises(DataError, match=r"; the list: .*logs/decode_failed\.csv$"):
+        index_shards(
+            [tmp_path / "s"], tmp_path / "index.parquet", tmp_path / "errors.parquet", failure_list=kept
+        )
+    assert sorted(pd.read_csv(kept)["image_id"]) == [9001, 9002, 9003, 9004]
+    assert "logs/decode_failed.csv" in (tmp_path / "summary.json").read_text()
+    # A run that passes writes the list too (the same rows), and its summary names errors.parquet.
+    index_shards([tmp_path / "s"], tmp_path / "index.parquet", tmp_path / "errors.parquet", 0.5, kept)
+    assert len(pd.read_csv(kept)) == 4 and "errors.parquet" in (tmp_path / "summary.json").read_text()
+
+
+def test_index_names_shards_relative_to_itself_and_refuses_absolute_ones(tmp_path):
+    _rsna_folder(tmp_path / "rsna", good=2)
+    decode_shard(tmp_path / "rsna", tmp_path / "decoded" / "shard000", 0, 1, working_size=64)
+    index_path = tmp_path / "decoded" / "index.parquet"
+    index = index_shards([tmp_path / "decoded" / "shard000"], index_path, tmp_path / "e.parquet", 1.0)
+    assert set(index["shard_dir"]) == {"shard000"}
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "decoded").rename(moved)
+    images = DecodedImages.open(moved / "index.parquet")
+    assert images.pixels(0).shape == (index["height"][0], index["width"][0])
+    # An index from before: shard folders by absolute path, possibly another run's.
+    old = index.assign(shard_dir=str(moved / "shard000"))
+    with pytest.raises(DataError, match=r"by absolute path .*rebuild it: snakemake --forcerun decode_index"):
+        DecodedImages(old, moved)

@@ -1,26 +1,16 @@
-"""The progressive GAN: networks per stage, growth and freezing, exact resume, learning, sampling, leakage."""
+"""The progressive GAN: networks per stage, sampling, leakage (the stage loop and growth: test_gan_stage.py;
+StyleGAN-XL's generator: test_stylegan_xl.py)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gan_factory import SMALL, positives_of, quick, write_gan_store
 
-from mammoflow.folds import make_folds
-from mammoflow.gan import settings as gan_settings
 from mammoflow.gan.augment import cutout, diff_augment, translation
-from mammoflow.gan.data import Positives, load_positives, training_positive_ids
-from mammoflow.gan.fid import (
-    FeatureExtractor,
-    frechet_distance,
-    gaussian,
-)
+from mammoflow.gan.data import training_positive_ids
 from mammoflow.gan.network_io import load_network
 from mammoflow.gan.networks import (
     Discriminator,
@@ -28,14 +18,14 @@ from mammoflow.gan.networks import (
     build_generator,
     channels,
     count_parameters,
-    grow_generator,
     layer_plan,
 )
 from mammoflow.gan.sample import ID_BASE, chest_wall_left, generate, synthesize
-from mammoflow.gan.train import Interrupted, TrainSettings, train_stage
+from mammoflow.gan.stage_runtime import RunOptions
+from mammoflow.gan.train import train_stage
 from mammoflow.store import LESION_COLUMNS
 
-SMALL = dict(cbase=256, cmax=32, syn_layers=3, head_layers=2, z_dim=16, w_dim=32, map_layers=2)
+QUIET = RunOptions(show_progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -51,59 +41,17 @@ def _one_thread():
 # ----------------------------------------------------------------------------------------- fixtures
 
 
-def breast_like(n: int, res: int, seed: int) -> np.ndarray:
-    """A simple distribution: a bright half-disc against the left edge, its radius and brightness vary."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:res, :res] / res
-    out = np.zeros((n, res, res), np.uint8)
-    for i in range(n):
-        radius, cy, level = rng.uniform(0.45, 0.8), rng.uniform(0.4, 0.6), rng.uniform(150, 230)
-        inside = (xx**2 + (yy - cy) ** 2) < radius**2
-        out[i] = np.where(inside, level * (1 - 0.5 * xx / radius), 0).clip(0, 255).astype(np.uint8)
-    return out
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A 32 px store: 12 patients x 2 images (a third positive), folds (k=2), a manifest without lesions."""
-    root = tmp_path_factory.mktemp("gan_store")
-    n = 24
-    images = breast_like(n, 32, seed=1)
-    laterality = np.array(["L", "R"] * (n // 2))
-    images[laterality == "R"] = images[laterality == "R"][:, :, ::-1]  # chest wall on the right for R
-    manifest = pd.DataFrame(
-        {
-            "row": np.arange(n),
-            "image_id": 1000 + np.arange(n) * 7,
-            "patient_id": 500 + np.arange(n) // 2,
-            "laterality": laterality,
-            "view": "CC",
-            "cancer": np.isin(np.arange(n) // 2, [0, 2, 4, 6]).astype(np.int8),
-            "source": "real",
-        }
-    )
-    (root / "32").mkdir()
-    np.save(root / "32/images.npy", images)
-    manifest.to_parquet(root / "32/manifest.parquet")
-    make_folds(manifest, k=2, seed=3).to_parquet(root / "folds.parquet")
-    return root
-
-
-def positives_of(store, protocol="clean", part="fold0", res=16):
-    return load_positives(store / "32", store / "folds.parquet", protocol, part, res)
-
-
-def quick(kimg=0.064, **kw):
-    return TrainSettings(kimg=kimg, batch=8, snapshots=3, grid=4, checkpoint_kimg=0.016, **kw)
+    return write_gan_store(tmp_path_factory.mktemp("gan_store"))
 
 
 @pytest.fixture(scope="module")
 def stem16(store, tmp_path_factory):
     """A trained 16 px stem (clean, fold 0): the previous stage of the growth tests."""
     out = tmp_path_factory.mktemp("stem16")
-    spec = GeneratorSpec((16,), **SMALL)
     torch.set_num_threads(1)
-    return train_stage(positives_of(store), spec, quick(), out, show_progress=False).network
+    return train_stage(positives_of(store), *quick(), out, options=QUIET).network
 
 
 # ----------------------------------------------------------------------------------------- networks
@@ -177,149 +125,6 @@ def test_augmentations_keep_shape_and_gradient():
     assert ((cut == 0).float().mean(dim=[1, 2, 3]) > 0).all()
 
 
-# ----------------------------------------------------------------------------------------- growth
-
-
-def test_growth_loads_previous_weights_and_starts_where_it_left_off(stem16):
-    small, payload = load_network(stem16)
-    grown = grow_generator(payload["state"], small.spec, 32)
-    grown_state = grown.state_dict()
-    for key, value in payload["state"].items():
-        assert torch.equal(grown_state[key], value), key
-    assert {k for k in grown_state if k not in payload["state"]} == {
-        k for k in grown_state if k.startswith("heads.0.")
-    }
-    # A new head's image layer starts at zero: the grown generator draws the previous images, larger.
-    z = torch.randn(4, small.spec.z_dim)
-    with torch.no_grad():
-        before = torch.nn.functional.interpolate(
-            small(z, noise_mode="const"), scale_factor=2, mode="bilinear"
-        )
-        after = grown(z, noise_mode="const")
-    assert torch.allclose(before, after, atol=1e-5)
-
-
-@pytest.mark.parametrize("freeze", [True, False])
-def test_frozen_layers_stay_frozen(store, stem16, tmp_path, freeze):
-    spec = GeneratorSpec((16, 32), **SMALL)
-    result = train_stage(positives_of(store, res=32), spec, quick(kimg=0.032, freeze=freeze), tmp_path,
-                         previous=stem16, show_progress=False)  # fmt: skip
-    before = torch.load(stem16, weights_only=True)["state"]
-    after = torch.load(result.network, weights_only=True)["state"]
-    earlier = [k for k in before if not k.endswith("noise_const")]
-    unchanged = [k for k in earlier if torch.equal(before[k], after[k])]
-    if freeze:
-        assert unchanged == earlier  # mapping, stem (and its w_avg) exactly as loaded
-    else:
-        assert len(unchanged) < len(earlier) / 2  # fine-tuning moves the earlier layers too
-    new = [k for k in after if k.startswith("heads.0.") and k.endswith("weight")]
-    assert all(not torch.equal(after[k], torch.zeros_like(after[k])) for k in new)  # the head learned
-
-
-# ----------------------------------------------------------------------------------------- resume
-
-
-def _outputs(folder):
-    state = torch.load(folder / "network.pt", weights_only=True)["state"]
-    lines = (folder / "stats.jsonl").read_text().splitlines()
-    stats = [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-    return (
-        state,
-        stats,
-        (folder / "snapshots.png").read_bytes(),
-        pd.read_parquet(folder / "training_images.parquet"),
-    )
-
-
-def _same(a, b):
-    assert a[0].keys() == b[0].keys() and all(torch.equal(a[0][k], b[0][k]) for k in a[0])
-    assert a[1] == b[1] and a[2] == b[2]
-    pd.testing.assert_frame_equal(a[3], b[3])
-
-
-def test_resume_equals_uninterrupted(store, stem16, tmp_path):
-    spec = GeneratorSpec((16, 32), **SMALL)
-    positives = positives_of(store, res=32)
-    settings = quick(kimg=0.096)  # 12 steps, a checkpoint every 2
-    train_stage(positives, spec, settings, tmp_path / "straight", previous=stem16, show_progress=False)
-    with pytest.raises(Interrupted):  # stopped after step 7: the checkpoint is at step 6, step 7 is redone
-        train_stage(positives, spec, settings, tmp_path / "killed", previous=stem16, show_progress=False,
-                    stop_after_step=7)  # fmt: skip
-    assert (tmp_path / "killed/resume.pt").exists() and not (tmp_path / "killed/network.pt").exists()
-    result = train_stage(positives, spec, settings, tmp_path / "killed", previous=stem16, show_progress=False)
-    assert result.resumed_from_step == 6
-    assert not (tmp_path / "killed/resume.pt").exists()
-    _same(_outputs(tmp_path / "straight"), _outputs(tmp_path / "killed"))
-
-
-def test_killed_process_resumes_to_the_same_result(store, stem16, tmp_path):
-    """A real SIGKILL of `mammoflow gan-stage`, then a second run: the same files as one uninterrupted run."""
-    gan = {"stages": [16, 32], "kimg": [0.064, 0.12], **SMALL, "batch": 8, "snapshots": 3, "grid": 4,
-           "checkpoint_kimg": 0.016, "seed": 0}  # fmt: skip
-    stage = gan_settings.stage_settings(gan, 32)
-    command = [sys.executable, "-m", "mammoflow", "gan-stage", "--store", str(store / "32"),
-               "--folds", str(store / "folds.parquet"), "--protocol", "clean", "--part", "fold0",
-               "--stage", "32", "--previous", str(stem16), "--out", str(tmp_path / "killed"),
-               "--settings", json.dumps(stage), "--threads", "1"]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    resume = tmp_path / "killed/resume.pt"
-    deadline = time.monotonic() + 60
-    while not resume.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert resume.exists() and not (tmp_path / "killed/network.pt").exists()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "resumed from" in done.stderr
-
-    from mammoflow.gan.cli import specs_from_settings
-
-    spec, settings = specs_from_settings(stage)
-    meta = {"label": "clean fold0"}  # the CLI's label: it is in the snapshot figure's title
-    train_stage(positives_of(store, res=32), spec, settings, tmp_path / "straight", previous=stem16,
-                show_progress=False, meta=meta)  # fmt: skip
-    _same(_outputs(tmp_path / "straight"), _outputs(tmp_path / "killed"))
-
-
-def test_a_checkpoint_of_other_settings_is_not_resumed(store, tmp_path):
-    spec = GeneratorSpec((16,), **SMALL)
-    with pytest.raises(Interrupted):
-        train_stage(positives_of(store), spec, quick(), tmp_path, show_progress=False, stop_after_step=3)
-    result = train_stage(positives_of(store), spec, quick(seed=5), tmp_path, show_progress=False)
-    assert result.resumed_from_step == 0
-
-
-# ----------------------------------------------------------------------------------------- learning
-
-
-def test_short_training_moves_generated_statistics_toward_the_real_ones(tmp_path):
-    real = breast_like(96, 16, seed=7)
-    positives = Positives(real, np.arange(len(real), dtype=np.int64), 16, "half-discs")
-    spec = GeneratorSpec((16,), **SMALL)
-    extractor = FeatureExtractor("none")
-
-    def distance(generator):
-        drawn = generate(generator, 96, seed=11)
-        return frechet_distance(
-            *gaussian(extractor.features(drawn)), *gaussian(extractor.features(real))
-        ), drawn
-
-    torch.manual_seed(0)
-    before, drawn_before = distance(build_generator(spec).eval())
-    settings = TrainSettings(kimg=2.4, batch=16, snapshots=2, grid=2, checkpoint_kimg=100, ema_kimg=0.5)
-    result = train_stage(positives, spec, settings, tmp_path, show_progress=False)
-    generator, _ = load_network(result.network)
-    after, drawn_after = distance(generator)
-    print(f"substitute FD before {before:.2f}, after {after:.2f}")
-    assert after < 0.5 * before, (before, after)
-    # Simple statistics, not only the distance: brightness and the breast on the left edge.
-    real_mean = real.mean()
-    assert abs(drawn_after.mean() - real_mean) < abs(drawn_before.mean() - real_mean)
-    assert chest_wall_left(drawn_after).mean() > 0.8
-
-
 # ----------------------------------------------------------------------------------------- sampling
 
 
@@ -372,8 +177,8 @@ def test_clean_gan_never_sees_a_validation_positive(store, tmp_path):
         assert validation and training
         ids = set(training_positive_ids(manifest, folds, "clean", f"fold{k}"))
         assert ids == training
-        result = train_stage(positives_of(store, part=f"fold{k}"), GeneratorSpec((16,), **SMALL),
-                             quick(kimg=0.04), tmp_path / f"fold{k}", show_progress=False)  # fmt: skip
+        result = train_stage(positives_of(store, part=f"fold{k}"), *quick(kimg=0.04), tmp_path / f"fold{k}",
+                             options=QUIET)  # fmt: skip
         seen = pd.read_parquet(result.network.parent / "training_images.parquet")
         shown = set(seen.loc[seen["shown"] > 0, "image_id"])
         assert shown == training and not shown & validation  # every training positive, no validation one

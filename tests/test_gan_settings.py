@@ -1,19 +1,47 @@
-"""GAN settings helpers, batch order and the FID code paths (no training)."""
+"""GAN settings, batch order and the FID code paths (no training)."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
-from test_gan import breast_like
+from gan_factory import breast_like, gan_section
 
 from mammoflow.gan import settings as gan_settings
+from mammoflow.gan.cli import specs_from_settings
 from mammoflow.gan.fid import FeatureExtractor, build_inception, frechet_distance, inception_features
+from mammoflow.gan.settings import StageSettings
 from mammoflow.gan.train import batch_indices
 
 
-def test_batches_cover_the_data_evenly():
-    rows = np.concatenate([batch_indices(10, 4, step, seed=0) for step in range(5)])  # 2 epochs
-    assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:]) == list(range(10))
-    assert np.array_equal(batch_indices(10, 4, 3, 0), batch_indices(10, 4, 3, 0))
+def test_batches_are_slices_of_one_seeded_permutation_per_epoch():
+    steps = [batch_indices(10, 4, step, seed=0) for step in range(5)]  # 20 rows: two epochs
+    rows = np.concatenate(steps)
+    # Independently: epoch e is the permutation seeded by (seed, e), cut into consecutive batches; a batch
+    # that crosses an epoch's end takes the rest of it and the start of the next.
+    epochs = [np.random.default_rng([0, e]).permutation(10) for e in (0, 1)]
+    assert np.array_equal(rows, np.concatenate(epochs))
+    assert np.array_equal(steps[2], np.concatenate([epochs[0][8:], epochs[1][:2]]))
+    assert not np.array_equal(epochs[0], epochs[1])  # each epoch is shuffled anew
+    assert not np.array_equal(batch_indices(10, 4, 0, seed=1), steps[0])  # and the seed matters
+    # A step is a function of (seed, step) alone: resuming at step 3 needs nothing from steps 0-2.
+    assert np.array_equal(batch_indices(10, 4, 3, seed=0), epochs[1][2:6])
+
+
+def test_stage_settings_come_whole_from_the_config():
+    gan = gan_section(stages=[16, 32], kimg=[5, 7])
+    spec, settings = specs_from_settings(gan_settings.stage_settings(gan, 32))
+    assert [s.resolution for s in spec.stages] == [16, 32] and settings.kimg == 7
+    assert settings.discriminator == "projected" and settings.feature_weights == "pretrained"
+    assert settings.feature_networks == ("deit_base_distilled_patch16_224", "tf_efficientnet_lite0")
+    # Every field from config.yaml: the type holds no defaults of its own.
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(StageSettings))
+    partial = {k: v for k, v in gan_settings.stage_settings(gan, 16).items() if k != "pl_weight"}
+    with pytest.raises(ValueError, match="lack \\['pl_weight'\\]"):
+        StageSettings.from_stage(partial)
+    with pytest.raises(ValueError, match="discriminator 'patchgan'"):
+        StageSettings.from_stage({**gan_settings.stage_settings(gan, 16), "discriminator": "patchgan"})
+    assert settings.steps() == -(-7000 // settings.batch)
 
 
 def test_fid_substitute_is_labelled_and_inception_path_runs():

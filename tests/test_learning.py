@@ -21,6 +21,7 @@ from mammoflow.decode import decode_shard, index_shards
 from mammoflow.folds import make_folds
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.store import build_store
+from mammoflow.store_integrity import write_manifest
 
 torch.set_num_threads(2)
 
@@ -40,7 +41,7 @@ NO_LESIONS = dataclasses.replace(EASY, mass_contrast=0.0)
 # timm's smallest ResNet (a test model, 0.2 M parameters): the check is about the data path, not the network.
 MODEL = "test_resnet"
 SETTINGS = TrainSettings(
-    epochs=8, batch_size=16, lr=1e-2, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
+    epochs=12, batch_size=16, lr=5e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
 )
 
 
@@ -66,7 +67,7 @@ def _auc(root: Path, out: Path, store: str = "store") -> float:
 
 
 def test_learns_when_labels_belong_to_images(easy: Path, tmp_path: Path) -> None:
-    assert _auc(easy, tmp_path / "cell") > 0.75  # 0.86 measured (fastai's head, lr 1e-2; 0.75 at 3e-3)
+    assert _auc(easy, tmp_path / "cell") > 0.75  # 0.82-0.85 over seeds 0-2 (measured; 1e-2 for 8 epochs: 0.70-0.82)
 
 
 def test_labels_shifted_by_one_patient_stay_at_chance(easy: Path, tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_labels_shifted_by_one_patient_stay_at_chance(easy: Path, tmp_path: Path
     shutil.copytree(easy / "store", shifted)
     manifest = pd.read_parquet(shifted / "manifest.parquet")
     manifest["cancer"] = np.roll(manifest["cancer"].to_numpy(), 4)
-    manifest.to_parquet(shifted / "manifest.parquet")
+    write_manifest(manifest, shifted)  # a new store, with its own checksum
     folds = pd.read_parquet(easy / "folds.parquet")
     cancer = manifest.set_index("image_id")["cancer"]
     folds["cancer"] = cancer.loc[folds["image_id"]].to_numpy()

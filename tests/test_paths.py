@@ -22,7 +22,7 @@ def test_values_and_wildcards_give_the_same_tree():
 
 
 def test_cells_parse_back_from_train_and_cam_paths():
-    cell = paths.Cell("paper", 512, "augmented", "maxvit_nano_rw_256", 4)
+    cell = paths.CellKey("paper", 512, "augmented", "maxvit_nano_rw_256", 4)
     for where in (paths.cell_dir, paths.cam_dir):
         assert paths.parse_cell(where(*cell.__dict__.values(), root="/some where/results")) == cell
         assert paths.parse_cell(where(*cell.__dict__.values()) + "/metrics.json") == cell

@@ -104,11 +104,20 @@ def unlabelled(tmp_path_factory):
 
 
 def test_unlabelled_folder_gives_a_submission_and_lists_the_broken_file(run, unlabelled, tmp_path):
+    """Into a folder a labelled prediction wrote before: its external.json and CAM panels do not survive
+    beside the new submission, and the report finds no external test there."""
+    from mammoflow.report.compare import external_tests
+
     folder, broken, train = unlabelled
-    out = tmp_path / "clinic"
+    out = tmp_path / "results/predict/clinic"
+    (out / "cam").mkdir(parents=True)
+    (out / "cam/1_L.png").write_bytes(b"an earlier run's panel")
+    (out / "external.json").write_text(json.dumps({"name": "clinic", "image": {}, "breast": {}}))
+    assert len(external_tests(tmp_path / "results")) == 1
     code = main(["predict", "--data", str(folder), "--out", str(out), "--results", str(run / "results"),
                  "--workers", "2", "--cam-max", "1"])  # fmt: skip
     assert code == 0
+    assert not (out / "cam/1_L.png").exists() and external_tests(tmp_path / "results") == []
     submission = pd.read_csv(out / "submission.csv")
     assert list(submission.columns) == ["prediction_id", "cancer"]
     breasts = (train["patient_id"].astype(str) + "_" + train["laterality"]).unique()
@@ -130,6 +139,24 @@ def test_unlabelled_folder_gives_a_submission_and_lists_the_broken_file(run, unl
     assert "out-of-fold" in summary["thresholds"]["source"]
     if summary["breasts_flagged_pf1"]:
         assert summary["cam_panels"]["breasts"] == 1 and (out / "cam/boxes.parquet").is_file()
+
+
+def test_artifacts_are_checked_before_the_folder_is_read(run, tmp_path, capsys):
+    """An edited model.json stops predict in seconds with one line naming it, before the data folder is
+    even looked at (here it does not exist), let alone decoded."""
+    cell = tmp_path / "fold0 copy"
+    shutil.copytree(_cell(run, 0), cell)
+    document = json.loads((cell / "model.json").read_text())
+    document["resolution"] = 16
+    (cell / "model.json").write_text(json.dumps(document))
+    code = main(["predict", "--data", str(tmp_path / "not there"), "--out", str(tmp_path / "out"),
+                 "--artifacts", str(cell)])  # fmt: skip
+    assert code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert line == (
+        f"mammoflow predict: error: {cell}/model.json: input.shape is [32, 32] but resolution is 16: "
+        "model.json contradicts itself (edited?)"
+    )
 
 
 def test_plain_dicom_folder_reads_headers_and_lists_what_it_cannot_use(unlabelled, tmp_path):

@@ -27,6 +27,32 @@ def decoded(png: bytes) -> np.ndarray:
     return image
 
 
+def pixels_of(image: np.ndarray, colour: str, tolerance: float = 0.06) -> int:
+    """How many pixels have ``colour`` (#rrggbb), give or take anti-aliasing."""
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+    return int((np.abs(image[..., :3] - rgb).max(axis=-1) < tolerance).sum())
+
+
+def coloured(image: np.ndarray) -> int:
+    """Pixels with any colour at all (the placeholder is grey text on white)."""
+    rgb = image[..., :3]
+    return int((rgb.max(axis=-1) - rgb.min(axis=-1) > 0.15).sum())
+
+
+def drawn(png: bytes, series: int) -> np.ndarray:
+    """A figure that draws data: each of the first ``series`` palette colours is on it, and no later one."""
+    image = decoded(png)
+    for i, colour in enumerate(figures.PALETTE[:6]):
+        assert (pixels_of(image, colour) > 30) == (i < series), (i, colour, pixels_of(image, colour))
+    return image
+
+
+def placeholder(png: bytes) -> None:
+    """The small grey figure that says why there is nothing to draw, not a plot."""
+    image = decoded(png)
+    assert image.shape[0] < 300 and coloured(image) == 0
+
+
 def history(epochs: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     e = np.arange(1, epochs + 1)
@@ -51,20 +77,22 @@ def test_epoch_curves_folds_of_three_data_sets():
         dataset: [history(3, seed=10 * d + k) for k in range(5)]
         for d, dataset in enumerate(["original", "processed", "processed + synthetic"])
     }
-    image = decoded(figures.epoch_curves(histories, "resnet18, paper protocol, 256 px"))
+    image = drawn(figures.epoch_curves(histories, "resnet18, paper protocol, 256 px"), series=3)
     assert 1000 < image.shape[1] < 1300  # about 10.5 inches at 110 dpi
 
 
 def test_epoch_curves_one_epoch_a_missing_fold_and_an_undefined_auc():
     one_epoch = pd.read_csv(io.StringIO(HISTORY_CSV))
     undefined = one_epoch.assign(auc=np.nan)  # a fold without positives: AUC is empty in history.csv
-    decoded(figures.epoch_curves({"original": [one_epoch, undefined], "processed": [one_epoch]}, "one epoch"))
+    drawn(
+        figures.epoch_curves({"original": [one_epoch, undefined], "processed": [one_epoch]}, "one epoch"), 2
+    )
 
 
 def test_epoch_curves_without_histories_or_values():
-    decoded(figures.epoch_curves({}, "nothing yet"))
-    decoded(figures.epoch_curves({"empty": [pd.DataFrame(columns=["epoch", "auc"])]}, "no rows"))
-    decoded(figures.epoch_curves({"odd": [pd.DataFrame({"epoch": [1], "seconds": [2.0]})]}, "no metric"))
+    placeholder(figures.epoch_curves({}, "nothing yet"))
+    placeholder(figures.epoch_curves({"empty": [pd.DataFrame(columns=["epoch", "auc"])]}, "no rows"))
+    placeholder(figures.epoch_curves({"odd": [pd.DataFrame({"epoch": [1], "seconds": [2.0]})]}, "no metric"))
 
 
 def test_confusion_matrices_with_and_without_positives():
@@ -74,9 +102,12 @@ def test_confusion_matrices_with_and_without_positives():
         "processed + synthetic": np.array([[880, 90], [4, 16]]),
         "no cancer": np.array([[10, 3], [0, 0]]),
     }
-    decoded(figures.confusion_matrices(matrices, "resnet18, 256 px"))
-    decoded(figures.confusion_matrices({"only one": matrices["original"]}, "one panel"))
-    decoded(figures.confusion_matrices({}, "none"))
+    four = decoded(figures.confusion_matrices(matrices, "resnet18, 256 px"))
+    one = decoded(figures.confusion_matrices({"only one": matrices["original"]}, "one panel"))
+    # Shaded cells (Blues), the empty row of "no cancer" in grey; four panels in two rows are taller.
+    assert coloured(one) > 5000 and coloured(four) > 2 * coloured(one) and four.shape[0] > one.shape[0]
+    assert pixels_of(four, "#dddddd", 0.01) > 10_000 > 1_000 > pixels_of(one, "#dddddd", 0.01)
+    placeholder(figures.confusion_matrices({}, "none"))
     with pytest.raises(ValueError, match="2x2"):
         figures.confusion_matrices({"bad": np.zeros(3)}, "bad")
 
@@ -93,8 +124,9 @@ def test_roc_curves_skip_one_class_curves():
         "no cancer": (np.zeros(30), rng.uniform(size=30)),
         "no images": (np.array([]), np.array([])),
     }
-    decoded(figures.roc_curves(curves, "processed, 256 px"))
-    decoded(figures.roc_curves({}, "nothing"))
+    drawn(figures.roc_curves(curves, "processed, 256 px"), series=2)  # the one-class pairs are not drawn
+    empty = decoded(figures.roc_curves({}, "nothing"))  # axes and the chance diagonal only
+    assert coloured(empty) == 0
     with pytest.raises(ValueError, match="labels"):
         figures.roc_curves({"bad": (np.zeros(3), np.zeros(4))}, "bad")
 
@@ -116,14 +148,19 @@ def test_edges_of_the_real_rulegraph(real_rulegraph):
     assert {("preprocess", "train"), ("folds", "train"), ("phantom", "decode"), ("train", "all")} <= named
 
 
-def test_workflow_picture_drawn_by_graphviz_or_given_as_edges(real_rulegraph, monkeypatch):
+def test_workflow_picture_drawn_by_graphviz(real_rulegraph, monkeypatch):
+    if not shutil.which("dot"):
+        pytest.skip("Graphviz's `dot` is not installed (`apt-get install graphviz`; .ci/run does as root)")
+    monkeypatch.setattr(dag, "rulegraph_dot", lambda *args: real_rulegraph)
+    picture = dag.workflow_picture(REPO / "Snakefile", REPO, {}, {"train": 12, "decode": 2})
+    svg = picture["svg"]
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "DOCTYPE" not in svg
+    assert "train ×12" in svg and "decode ×2" in svg and picture["edges"] is None
+
+
+def test_workflow_picture_without_graphviz_is_its_edges(real_rulegraph, monkeypatch):
     monkeypatch.setattr(dag, "rulegraph_dot", lambda *args: real_rulegraph)
     counts = {"train": 12, "decode": 2}
-    if shutil.which("dot"):
-        picture = dag.workflow_picture(REPO / "Snakefile", REPO, {}, counts)
-        svg = picture["svg"]
-        assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "DOCTYPE" not in svg
-        assert "train ×12" in svg and "decode ×2" in svg and picture["edges"] is None
     monkeypatch.setattr(dag.shutil, "which", lambda name: None)  # no Graphviz: the edges, and why
     plain = dag.workflow_picture(REPO / "Snakefile", REPO, {}, counts)
     assert plain["svg"] is None and "not installed" in plain["note"]

@@ -50,7 +50,7 @@ def test_page_of_both_protocols_in_a_browser(tmp_path):
     minimal = results / "predict" / "minimal" / "external.json"  # fields missing: shown as "?", no failure
     minimal.parent.mkdir(parents=True)
     minimal.write_text(json.dumps({"image": {"auc": 0.6}}))
-    config = {"data": {"rsna_dir": ""}, "protocols": ["clean", "paper"], "resolutions": [32],
+    config = {"rsna_dir": "", "protocols": ["clean", "paper"], "resolutions": [32],
               "datasets": ["processed", "augmented"], "models": ["resnet18"], "folds": {"k": 2},
               "report": {"bootstrap": 50, "seed": 0}}  # fmt: skip
     out = results / "report"

@@ -8,22 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gan_factory import SMALL, SMALL_FEATURES, stage
 from store_factory import write_store
 
 from mammoflow import paths
 from mammoflow.classify.train import Cell, TrainSettings, run_cell
 from mammoflow.cli import main
-from mammoflow.explain.stage import CamSettings, run_cam
+from mammoflow.explain.stage import CamJob, CamSettings, run_cam
 from mammoflow.folds import make_folds
 from mammoflow.gan.data import load_positives
-from mammoflow.gan.networks import GeneratorSpec
-from mammoflow.gan.train import TrainSettings as GanSettings
+from mammoflow.gan.stage_runtime import RunOptions
 from mammoflow.gan.train import train_stage
 from mammoflow.report.build import Inputs, build_report
 
-SMALL_GAN = dict(cbase=256, cmax=32, syn_layers=3, head_layers=2, z_dim=16, w_dim=32, map_layers=2)
 CONFIG = {
-    "data": {"rsna_dir": ""},
+    "rsna_dir": "",
     "protocols": ["clean"],
     "resolutions": [32],
     "datasets": ["processed"],
@@ -65,19 +64,24 @@ def ran(tmp_path_factory):
         run_cell(cell, settings, device="cpu", threads=1)
     stage_dir = paths.gan_stage_dir("clean", "fold0", 16, results)
     positives = load_positives(store, folds, "clean", "fold0", 16)
-    settings = GanSettings(kimg=0.008, batch=4, snapshots=2, grid=2, checkpoint_kimg=0.004)
-    train_stage(
-        positives, GeneratorSpec((16,), **SMALL_GAN), settings, stage_dir, device="cpu", show_progress=False
-    )
+    # The projected discriminator on random features: the report must say so.
+    spec, settings, _ = stage([16], 0.008, **SMALL, batch=4, snapshots=2, grid=2, checkpoint_kimg=0.004,
+                              feature_networks=SMALL_FEATURES, feature_weights="random")  # fmt: skip
+    train_stage(positives, spec, settings, stage_dir, options=RunOptions(device="cpu", show_progress=False))
     main(
         ["gan-fid", "--networks", f"{stage_dir}/network.pt", "--stores", str(store), "--folds", str(folds),
          "--protocol", "clean", "--part", "fold0", "--images", "24", "--batch", "8", "--inception", "none",
          "--device", "cpu"]
     )  # fmt: skip
+    main(
+        ["synthesize", "--network", f"{stage_dir}/network.pt", "--res", "16", "--count", "4", "--out",
+         paths.synthetic_dir("clean", 16, "fold0", results), "--protocol", "clean", "--part", "fold0",
+         "--folds", "2", "--device", "cpu"]
+    )  # fmt: skip
     cell0 = paths.cell_dir("clean", 32, "processed", "resnet18", 0, root=results)
     cam_out = paths.cam_dir("clean", 32, "processed", "resnet18", 0, root=results)
-    run_cam(cell0, store, cam_out, CamSettings(top_k=3, batch_size=2, examples=2), device="cpu",
-            show_progress=False, protocol="clean", dataset="processed", fold=0)  # fmt: skip
+    job = CamJob(Path(cell0), store, Path(cam_out), protocol="clean", dataset="processed", fold=0)
+    run_cam(job, CamSettings(top_k=3, batch_size=2, examples=2), device="cpu", show_progress=False)
     out = results / "report"
     build_report(Inputs(results, root, CONFIG, None, out))
     return results, out
@@ -114,12 +118,16 @@ def test_gan_and_cam_rows_come_from_their_outputs(ran):
     assert (stage["stage"], stage["batch"], stage["kimg"], stage["steps"]) == (16, 4, 0.008, 2)
     assert (
         stage["precision"] == "fp32 (CPU)"
-        and stage["channels"] == 16
-        and "cbase 256, cmax 32" in stage["widths"]
+        and stage["channels"] == 32  # L2_16_32: the stem's last layer before "to image"
+        and "cbase 256, cmax 32 (network 512 / 64" in stage["widths"]
     )
     assert stage["fid_metric"] == fid["metric"] and stage["generated_images"] == 24
     assert stage["real_images"] == fid["real_images"] and stage["comparable_to_fid50k"] is False
     assert stage["streamed"] is True
+    assert (
+        stage["discriminator"]
+        == "projected on RANDOM features (tf_efficientnet_lite0; gan.feature_weights: random)"
+    )
     (cam,) = section["cam"]
     summary = json.loads((Path(paths.cam_dir("clean", 32, "processed", "resnet18", 0, results))
                           / "summary.json").read_text())  # fmt: skip
@@ -128,12 +136,29 @@ def test_gan_and_cam_rows_come_from_their_outputs(ran):
     assert cam["feature_map"] == "×".join(map(str, summary["feature_map"]))
 
 
+def test_synthetic_rows_name_the_network_that_made_them(ran):
+    from mammoflow.atomic import file_sha256
+
+    results, out = ran
+    (row,) = json.loads((out / "shapes.json").read_text())["synthetic"]
+    network = Path(paths.gan_stage_dir("clean", "fold0", 16, results)) / "network.pt"
+    assert (row["store"], row["images"], row["network_px"]) == ("clean 16 px fold0", 4, 16)
+    assert (row["network"], row["kind"], row["sha256"]) == (
+        "network.pt",
+        "mammoflow stage",
+        file_sha256(network),
+    )
+    assert row["published_fid"] is None
+    assert "the network that made them" in (out / "index.html").read_text()
+
+
 def test_page_shows_the_section_and_flags_the_disagreement(ran):
     _, out = ran
     html = (out / "index.html").read_text()
     assert 'id="shapes"' in html and "Shapes that ran" in html
     assert "training resnet18 32 px: its jobs ran with different micro_batch" in html
     assert "2 of 4 cells finished, 2 missing" in html  # the missing cells are still counted
+    assert html.count("projected on RANDOM features") >= 2  # Figure 1's caption and the stage table
 
 
 def test_cam_without_a_recorded_target_layer(ran, tmp_path):
@@ -163,3 +188,4 @@ def test_gan_rows_without_torch_say_what_was_not_read(ran, monkeypatch):
     assert (stage["batch"], stage["steps"], stage["kimg"]) == (4, 2, 0.008)
     assert stage["precision"] == stage["widths"] == stage["channels"] == "not recorded"
     assert "torch is not installed" in stage["note"] and stage["generated_images"] == 24
+    assert stage["discriminator"].startswith("projected on RANDOM features")  # from stats.jsonl

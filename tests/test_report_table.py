@@ -9,16 +9,10 @@ import pytest
 from conftest import REPO
 from sklearn.metrics import roc_auc_score
 
+from mammoflow.matrix import Matrix
 from mammoflow.report.build import table_markdown
-from mammoflow.report.table2 import (
-    PAPER_METRICS,
-    Matrix,
-    _grouped_auc,
-    build_table,
-    paper_table,
-    pooled_auc,
-    table_csv,
-)
+from mammoflow.report.table2 import PAPER_METRICS, build_table, paper_table, table_csv
+from mammoflow.stats import _grouped_auc, pooled_auc
 
 SHARED_TABLE = REPO.parent / "shared/paper/table2.csv"
 
@@ -173,7 +167,8 @@ def _predictions(rng, patients, fold, synthetic=0, shift=0.0):
 
 
 def test_real_only_rows_and_breast_level_at_out_of_fold_thresholds(tmp_path):
-    from mammoflow.classify.metrics import breast_level, cell_metrics, f1_at_out_of_fold_threshold
+    from mammoflow.classify.metrics import breast_level, cell_metrics
+    from mammoflow.stats import f1_at_out_of_fold_threshold
 
     rng = np.random.default_rng(3)
     results = tmp_path / "results"

@@ -46,7 +46,28 @@ def test_blank_and_non_numeric_ids_are_reported_not_turned_into_floats(tmp_path)
     path = _sheet(tmp_path, "10,,L,CC,50,0\n10,6,L,CC,50,0\nx1,7,R,CC,50,0\n")
     problems = _problems(path)
     assert "image_id: 1 blank cell(s), line 2" in problems
-    assert "patient_id: 1 value(s) not a whole number: x1 (line 4)" in problems
+    assert "patient_id: 1 value(s) not a whole number in ASCII digits 0-9: x1 (line 4)" in problems
+
+
+def test_ids_are_parsed_as_the_int64_numbers_the_stages_use(tmp_path):
+    """Duplicates are found after parsing (a leading zero is the same image); digits other than ASCII 0-9
+    (a superscript two, Arabic-Indic digits, which int() reads as 123) and ids beyond int64 are refused."""
+    body = (
+        "10,01454993661,L,CC,50,0\n10,1454993661,L,MLO,50,0\n"
+        "11,\u00b2,L,CC,50,0\n\u0661\u0662\u0663,5,R,CC,50,0\n"
+        "12,9223372036854775808,R,MLO,50,0\n12,9223372036854775807,R,CC,50,0\n"
+    )
+    problems = _problems(_sheet(tmp_path, body))
+    assert problems == [
+        "patient_id: 1 value(s) not a whole number in ASCII digits 0-9: '\u0661\u0662\u0663' (line 5)",
+        "image_id: 1 value(s) not a whole number in ASCII digits 0-9: '\u00b2' (line 4)",
+        "image_id: 1 value(s) above 9223372036854775807 (the largest 64-bit integer): 9223372036854775808 "
+        "(line 6)",
+        "image_id: 1 id(s) occur more than once: 1454993661 (as 01454993661 and 1454993661) (lines 2, 3)",
+    ]
+    fine = _sheet(tmp_path, "007,0001,L,CC,50,0\n12,9223372036854775807,R,CC,50,0\n")
+    assert read_sheet(fine)["image_id"].tolist() == [1, 2**63 - 1]
+    assert read_sheet(fine)["patient_id"].tolist() == [7, 12]
 
 
 def test_duplicates_counted_with_the_first_few(tmp_path):
@@ -79,10 +100,14 @@ def test_snakemake_dry_run_fails_with_one_line_per_problem(tmp_path):
 
     data = tmp_path / "rsna data"
     data.mkdir()
-    _sheet(data, "10,,L,CC,50,0\n10,6,L,CC,50,0\n10,6,R,CC,50,1\n")
+    _sheet(data, "10,,L,CC,50,0\n10,6,L,CC,50,0\n10,6,R,CC,50,1\n11,01454993661,L,CC,50,0\n"
+                 "11,1454993661,L,MLO,50,0\n")  # fmt: skip
     done = snakemake(tmp_path, "-n", "--config", f"rsna_dir={data}", check=False)
     assert done.returncode != 0
     out = done.stdout + done.stderr
     assert f"{data}/train.csv: image_id: 1 blank cell(s), line 2" in out
-    assert f"{data}/train.csv: image_id: 1 id(s) occur more than once: 6 (lines 3, 4)" in out
+    assert (
+        f"{data}/train.csv: image_id: 2 id(s) occur more than once: 6, 1454993661 (as 01454993661 and "
+        "1454993661) (lines 3, 4, 5, 6)"
+    ) in out
     assert "decode" not in out.split("WorkflowError")[0]  # no job was planned, let alone run

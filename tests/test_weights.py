@@ -65,18 +65,18 @@ def test_what_a_run_needs():
         "efficientnet_b0.ra_in1k",
         "maxvit_nano_rw_256.sw_in1k",
         catalog.INCEPTION_FILE,
+        "deit_base_distilled_patch16_224.fb_in1k",  # config.yaml's projected discriminator
+        "tf_efficientnet_lite0.in1k",
     ]
     # Per model through model_settings; no GAN without the augmented data set; FID's substitute needs none.
     config = _config(model_settings={"resnet152": {"pretrained": False}}, datasets=["processed"])
     assert "resnet152.a1h_in1k" not in [n.tag for n in catalog.needed(config)]
     assert catalog.inception(config) is None and catalog.inception(_config(gan={"inception": "none"})) is None
     assert catalog.needed(merge(_config(), TINY)) == []  # the test config: random start, no Inception
-    projected = catalog.projected(_config(gan={"discriminator": "projected"}))
-    assert [n.tag for n in projected] == [
-        "tf_efficientnet_lite0.in1k",
-        "deit_base_distilled_patch16_224.fb_in1k",
-    ]
-    assert catalog.projected(_config()) == []  # no gan.discriminator key: not projected
+    projected = catalog.projected(_config(gan={"feature_networks": ["tf_efficientnet_lite0"]}))
+    assert [n.tag for n in projected] == ["tf_efficientnet_lite0.in1k"]  # gan.feature_networks decides
+    assert catalog.projected(_config(gan={"discriminator": "residual"})) == []
+    assert catalog.projected(_config(gan={"feature_weights": "random"})) == []  # on purpose: no files
 
 
 def test_a_missing_file_is_named_on_one_line(tmp_path):

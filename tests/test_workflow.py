@@ -1,25 +1,35 @@
-"""The workflow as a user runs it: config checks, the tiny DAG end to end, re-running only what changed."""
+"""The workflow as a user runs it: config checks, the tiny DAG end to end, re-running only what changed:
+after a config change, and after a code edit (the code triggers of mammoflow.plan.code)."""
 
 import json
+import re
+import shutil
 import subprocess
 import sys
+from collections import Counter
+from types import SimpleNamespace
 
 import browser
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, SNAKEMAKE_ENV
+from rule_commands import rule_commands
 
 from mammoflow.config import problems
+from mammoflow.plan.code import Package
 from mammoflow.store import open_store
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+TINY = REPO / "tests/config/tiny.yaml"
+# The predict job of the tiny run: the phantom's own folder, labelled, so external metrics are computed too.
+PREDICT = "predict:\n  data: {tiny: results/phantom}\n  bootstrap: 20\n  cam_max: 2\n  threads: 1\n"
 
 
-def snakemake(workdir, *args, check=True):
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", "--configfile", str(REPO / "tests/config/tiny.yaml"), *args]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=SNAKEMAKE_ENV)
+def snakemake(workdir, *args, check=True, repo=REPO, env=None):
+    command = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", "--configfile", str(TINY), *args]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env or SNAKEMAKE_ENV)
     if check and done.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
@@ -57,9 +67,29 @@ def _dry_run_jobs(workdir, *args):
     return jobs
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny DAG run once, then its predict job, for every check below (in file order: the last one
+    deletes a cell). Every job records the mammoflow modules it loaded (mammoflow/__main__.py)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    loaded = workdir / "loaded"
+    loaded.mkdir()
+    (workdir / "predict.yaml").write_text(PREDICT)
+    env = {**SNAKEMAKE_ENV, "MAMMOFLOW_RECORD_MODULES": str(loaded)}
+    snakemake(workdir, env=env)
+    snakemake(workdir, "--configfile", str(TINY), str(workdir / "predict.yaml"), "--", "predict_all", env=env)
+    return SimpleNamespace(workdir=workdir, results=workdir / "results", loaded=loaded)
+
+
+def scheduled(output: str) -> list[tuple[str, str]]:
+    """(rule, reason) of every job a dry run prints."""
+    blocks = re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?=^\S|\Z)", output, flags=re.M | re.S)
+    return [(rule, re.search(r"^\s+reason: (.*)$", body, flags=re.M).group(1)) for rule, body in blocks]
+
+
 @pytest.mark.slow
-def test_tiny_workflow_end_to_end(tmp_path):
-    snakemake(tmp_path)
+def test_tiny_workflow_end_to_end(tiny_run):
+    tmp_path = tiny_run.workdir
     results = tmp_path / "results"
     train = pd.read_csv(results / "phantom/train.csv")
     index = pd.read_parquet(results / "decoded/index.parquet")
@@ -104,7 +134,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert np.load(path.parent / "maps.npy").shape == (len(boxes), 32, 32)
         assert (path.parent / "figure6.png").stat().st_size > 1000
 
-    # The report closes the DAG: every cell in its table, a page that loads whole in a real browser, and
+    # The report closes the DAG: every cell in its table (the page in a browser: the next test), and
     # Snakemake's own report of the outputs marked for it.
     table = pd.read_csv(results / "report/table2.csv")
     assert len(table) == 2 * 3 * 1 and (table["folds_ok"] == 2).all()
@@ -114,13 +144,30 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert "## clean protocol, 64 px" in (results / "report/table2.md").read_text()
     page = (results / "report/index.html").read_text()
     assert "Made on the built-in phantom data" in page and "Leakage audit" in page
-    if browser.available():  # else tests/test_report_page.py says why the browser checks skip
-        check, images, problems, _ = browser.load(results / "report/index.html", tmp_path / "report.png")
-        assert (check, problems) == ("ok", []) and images >= 10
     snakemake(tmp_path, "--report", str(tmp_path / "snakemake-report.html"))
     own = (tmp_path / "snakemake-report.html").read_text()
     assert "Figure 1: GAN" in own and "table2.csv" in own
 
+    # The predict job on the phantom's own (labelled) folder: a submission and the external metrics.
+    submission = pd.read_csv(results / "predict/tiny/submission.csv")
+    assert len(submission) == train.groupby(["patient_id", "laterality"]).ngroups
+    assert (
+        json.loads((results / "predict/tiny/external.json").read_text())["image"]["auc"]["value"] is not None
+    )
+
+
+@pytest.mark.slow
+def test_report_page_loads_whole_in_a_browser(tiny_run):
+    """Skips, saying why, where there is no headless browser (browser.find_browser)."""
+    check, images, problems, _ = browser.load(
+        tiny_run.results / "report/index.html", tiny_run.workdir / "report.png"
+    )
+    assert (check, problems) == ("ok", []) and images >= 10
+
+
+@pytest.mark.slow
+def test_each_change_reruns_exactly_what_depends_on_it(tiny_run):
+    tmp_path = tiny_run.workdir
     # Nothing left to do. Each change re-runs exactly what depends on it:
     assert _dry_run_jobs(tmp_path) == {}
     override = tmp_path / "override.yaml"
@@ -161,6 +208,76 @@ def test_tiny_workflow_end_to_end(tmp_path):
     # (--forcerun takes several files, so `all`, which only collects, comes along as the default target.)
     assert _dry_run_jobs(tmp_path, "--forcerun", one) == {"train": 1, "cam": 1, "report": 1, "all": 1}
 
+
+@pytest.mark.slow
+def test_every_job_loads_only_modules_its_code_trigger_hashes(tiny_run):
+    """What each job of the tiny run had in sys.modules at exit is inside its command's static closure."""
+    package = Package(REPO / "src")
+    records = [json.loads(path.read_text()) for path in sorted(tiny_run.loaded.glob("*.json"))]
+    ran = {record["command"] for record in records}
+    assert ran == {"phantom", "decode", "index", "preprocess", "folds", "gan-stage", "gan-fid", "synthesize",
+                   "train", "cam", "report", "predict"}  # fmt: skip
+    for record in records:
+        outside = set(record["modules"]) - package.command_modules(record["command"])
+        assert not outside, f"{record['command']} loaded {sorted(outside)}, which its code trigger misses"
+
+
+def _edits(package: Package, rules: dict[str, str]) -> dict[str, frozenset]:
+    """One file per set of rules whose commands' closures hold it (files of one set are alike to the
+    triggers), with that set; mammoflow.stats (which predict/thresholds.py became) and a report template
+    among them."""
+    holders = {}
+    for name in sorted(package.known, key=lambda n: (n != "mammoflow.stats", n)):
+        held = frozenset(r for r, c in rules.items() if name in package.command_modules(c))
+        holders.setdefault(held, package.path_of(name))
+    edits = {path: held for held, path in holders.items()}
+    edits[package.root / "report/templates/report.html.j2"] = frozenset({"report"})
+    return {str(path): held for path, held in edits.items()}
+
+
+@pytest.mark.slow
+def test_an_edit_reruns_exactly_the_jobs_that_load_the_edited_file(tiny_run, tmp_path):
+    """In a copy of the repository, a comment appended to one file at a time: a dry run on the finished tiny
+    run schedules every job whose command's closure holds the file (params changed: code; downstream of
+    another such job Snakemake gives only that reason), and beside them only what depends on them (input
+    updated). Editing mammoflow.stats re-runs the training cells."""
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, copy / name)
+    for name in ("workflow", "src"):
+        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    configs = ["--configfile", str(TINY), str(tiny_run.workdir / "predict.yaml")]
+    argv = ["-s", str(copy / "Snakefile"), "--directory", str(tiny_run.workdir), "--cores", "2", "-n",
+            *configs, "--", "all", "predict_all"]  # fmt: skip
+    rules = rule_commands()
+    edits = _edits(Package(copy / "src"), rules)
+    assert edits[str(copy / "src/mammoflow/stats.py")] >= {"train", "train_without_weights", "cam", "report"}
+    runs = [{"argv": ["--forceall", *argv], "edit": None}] + [{"argv": argv, "edit": path} for path in edits]
+    spec = tmp_path / "runs.json"
+    spec.write_text(json.dumps(runs))
+    command = [sys.executable, str(REPO / "tests/dry_runs.py"), str(spec)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=SNAKEMAKE_ENV, check=True)
+    everything, *outputs = json.loads(done.stdout)
+    jobs_of = Counter(rule for rule, _ in scheduled(everything))
+    for (path, held), output in zip(edits.items(), outputs, strict=True):
+        jobs = scheduled(output)
+        # Every job of a rule that loads the file, its code trigger changed (or an input, by one of them);
+        # any other job only because an input was updated by one of them.
+        held_jobs = {rule: n for rule, n in jobs_of.items() if rule in held}
+        count = Counter(rule for rule, _ in jobs)
+        assert {rule: count[rule] for rule in held_jobs} == held_jobs, path
+        changed = {rule for rule, reason in jobs if "Params have changed" in reason}
+        assert changed <= held and bool(changed) == bool(held_jobs), f"{path}: code of {changed}, not {held}"
+        others = {reason for rule, reason in jobs if rule not in held}
+        assert all(reason.startswith("Input files updated by another job") for reason in others), path
+        assert not any("Params have changed" in reason for reason in others), path
+
+
+@pytest.mark.slow
+def test_a_partial_matrix_still_gets_its_report(tiny_run):
+    """Last: it deletes a cell of the tiny run."""
+    tmp_path, results = tiny_run.workdir, tiny_run.results
     # A partial matrix (a cell lost): with report.partial the report asks only for what exists, marks the
     # missing cell and re-runs nothing else.
     (results / "train/clean/64/original/resnet18/fold1/metrics.json").unlink()

@@ -1,160 +1,48 @@
-"""The command line the Snakemake rules call: `mammoflow <stage> ...`; each stage runs alone too."""
+"""The command line the Snakemake rules call: `mammoflow <command> ...`; each stage runs alone too.
+
+Each subcommand's parser and code live in its stage's module (mammoflow.commands.COMMANDS). Only the module
+of the command asked for is imported, so a job loads its own stage and no other (the workflow's code
+triggers hash exactly that, mammoflow.plan.code); `mammoflow --help` imports them all to list them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
 
 from mammoflow import __version__
-from mammoflow.arguments import json_object
-from mammoflow.classify import cli as classify_cli
-from mammoflow.explain import cli as explain_cli
-from mammoflow.gan import cli as gan_cli
-from mammoflow.predict import cli as predict_cli
-from mammoflow.report import cli as report_cli
-from mammoflow.weights import cli as weights_cli
+from mammoflow.commands import COMMANDS, GPU_COMMANDS, LEASE_MODULE
+from mammoflow.errors import DataError, DiskFullError
 
 
-def cmd_phantom(args: argparse.Namespace) -> None:
-    from mammoflow.phantom import PhantomSpec, generate
-
-    generate(Path(args.out), PhantomSpec.from_config(args.spec), workers=args.workers)
-
-
-def cmd_decode(args: argparse.Namespace) -> None:
-    from mammoflow.decode import decode_shard
-
-    decode_shard(
-        args.data_dir,
-        args.out,
-        args.shard,
-        args.shards,
-        working_size=args.working_size,
-        workers=args.workers,
-        strict=args.strict,
-        decoders=tuple(args.decoders),
-        reduce=args.reduce,
-        sheet=args.sheet or None,
-        images=args.images,
-    )
-
-
-def cmd_index(args: argparse.Namespace) -> None:
-    from mammoflow.decode import index_shards
-
-    index_shards(args.shard_dirs, args.index, args.errors, max_failed_fraction=args.max_failed_fraction)
-
-
-def cmd_preprocess(args: argparse.Namespace) -> None:
-    from mammoflow.preprocess import ProcessOptions
-    from mammoflow.store import build_store
-
-    options = ProcessOptions.from_config(args.options)
-    lesions = args.lesions if args.lesions else None
-    build_store(args.index, args.dataset, args.res, args.out, options, lesions, workers=args.workers)
-
-
-def cmd_folds(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from mammoflow.atomic import write_parquet
-    from mammoflow.folds import make_folds
-    from mammoflow.samplesheet import read_sheet
-
-    if args.sheet:
-        images = read_sheet(args.sheet, labels=True)[["image_id", "patient_id", "cancer"]]
-    else:
-        images = pd.read_parquet(args.index, columns=["image_id", "patient_id", "cancer"])
-    required = args.require_positive_training
-    folds = make_folds(images, args.k, args.seed, tuple(args.protocols), require_positive_training=required)
-    write_parquet(folds, args.out)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mammoflow", description=__doc__)
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``command`` alone, or (None or unknown) of every subcommand."""
+    parser = argparse.ArgumentParser(prog="mammoflow", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"mammoflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("phantom", help="generate the built-in phantom data set in the RSNA layout")
-    p.add_argument("--out", required=True, help="folder to write train.csv, train_images/, lesions.csv")
-    p.add_argument("--spec", type=json_object, default={}, help="phantom settings as a JSON object")
-    p.add_argument("--workers", type=int, default=1)
-    p.set_defaults(func=cmd_phantom)
-
-    p = sub.add_parser("decode", help="decode one shard of the DICOMs to working-size 16-bit images")
-    p.add_argument("--data-dir", required=True, help="RSNA-layout folder (train.csv, train_images/)")
-    p.add_argument("--out", required=True, help="shard folder")
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--shards", type=int, required=True)
-    p.add_argument("--working-size", type=int, default=1024, help="long side of the decoded images")
-    p.add_argument("--workers", type=int, default=1, help="decoder processes")
-    p.add_argument("--decoders", nargs="+", default=["dicomsdl", "pydicom"], choices=["dicomsdl", "pydicom"])
-    p.add_argument("--strict", action="store_true", help="fail on the first file that cannot be decoded")
-    p.add_argument(
-        "--reduce",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="decode JPEG 2000 at the deepest level that keeps the long side >= the working size",
-    )
-    p.add_argument("--sheet", default="", help="the sample sheet (default: DATA_DIR/train.csv)")
-    p.add_argument("--images", default="train_images", help="image folder under DATA_DIR (RSNA layout)")
-    p.set_defaults(func=cmd_decode)
-
-    p = sub.add_parser("index", help="join decoded shards into one index and one error list")
-    p.add_argument("shard_dirs", nargs="+")
-    p.add_argument("--index", required=True)
-    p.add_argument("--errors", required=True)
-    p.add_argument(
-        "--max-failed-fraction",
-        type=float,
-        default=0.01,
-        help="fail when more than this share of the files could not be decoded (after writing the list)",
-    )
-    p.set_defaults(func=cmd_index)
-
-    p = sub.add_parser("preprocess", help="build the packed store of one data set at one resolution")
-    p.add_argument("--index", required=True, help="decoded index.parquet")
-    p.add_argument("--dataset", required=True, choices=["original", "processed"])
-    p.add_argument("--res", type=int, required=True)
-    p.add_argument("--out", required=True, help="store folder")
-    p.add_argument("--options", type=json_object, default={}, help="preprocess settings as a JSON object")
-    p.add_argument("--lesions", default="", help="optional lesion-box sidecar CSV (phantom data)")
-    p.add_argument("--workers", type=int, default=1)
-    p.set_defaults(func=cmd_preprocess)
-
-    p = sub.add_parser("folds", help="assign cross-validation folds for each protocol")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--sheet", help="the sample sheet (train.csv): folds before decoding")
-    source.add_argument("--index", help="a decoded index.parquet instead")
-    p.add_argument("--out", required=True)
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--protocols", nargs="+", default=["clean", "paper"], choices=["clean", "paper"])
-    p.add_argument(
-        "--require-positive-training",
-        action="store_true",
-        help="fail when a clean fold's training part has no positive patient (its GAN would have none)",
-    )
-    p.set_defaults(func=cmd_folds)
-
-    # The later stages' packages each own their subcommands; importing them costs nothing (no torch).
-    for stage_cli in (classify_cli, gan_cli, explain_cli, report_cli, predict_cli, weights_cli):
-        stage_cli.register(sub)
+    wanted = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
+    for module in dict.fromkeys(c.module for c in wanted):  # a module registers all its commands at once
+        importlib.import_module(module).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mammoflow.devices import lease_for_command
-    from mammoflow.errors import DataError, FoldError
-    from mammoflow.samplesheet import SheetError
-
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    asked = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(asked).parse_args(argv)
     try:
-        # Several GPU jobs on one machine: each takes a free device before torch touches CUDA.
-        lease_for_command(args.command, getattr(args, "device", None))
+        if args.command in GPU_COMMANDS:
+            # Several GPU jobs on one machine: each takes a free device before torch touches CUDA.
+            devices = importlib.import_module(LEASE_MODULE)
+            devices.lease_for_command(args.command, getattr(args, "device", None))
         args.func(args)
-    except (DataError, FoldError, SheetError, ValueError, FileNotFoundError) as exc:
+    except (
+        DataError,
+        DiskFullError,
+        ValueError,
+        FileNotFoundError,
+    ) as exc:  # SheetError and FoldError are ValueErrors
         print(f"mammoflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

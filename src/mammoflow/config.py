@@ -18,10 +18,13 @@ mammoflow's other dependencies can run it.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+from mammoflow.matrix import keeps_weights
 
 # The study's models; any other name is looked up in timm's registry (imported only then).
 PAPER_MODELS = ("resnet18", "resnet34", "resnet152", "efficientnet_b0", "maxvit_nano_rw_256")
@@ -107,8 +110,25 @@ def problems(config: dict, schema_path: str | Path) -> list[str]:
         moved.append("data.rsna_dir: moved to the top-level key rsna_dir (snakemake --config rsna_dir=DIR)")
         config.pop("data")
     coerce(config, schema)
-    found = moved + schema_problems(config, schema)
+    infinite = non_finite_problems(config)
+    named = {p.split(":")[0] for p in infinite}
+    found = moved + infinite + [p for p in schema_problems(config, schema) if p.split(":")[0] not in named]
     return found or semantic_problems(config)
+
+
+def non_finite_problems(value, where: str = "") -> list[str]:
+    """Every NaN and infinity in the config (YAML's ``.nan``, ``.inf``). JSON Schema's ``number`` admits them
+    and no range excludes NaN (every comparison with it is false), so ``lr: .nan`` would reach a training
+    cell, after Snakemake had removed the cell's old outputs."""
+    if isinstance(value, dict):
+        return [
+            p for k, v in value.items() for p in non_finite_problems(v, f"{where}.{k}" if where else str(k))
+        ]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_finite_problems(v, f"{where}.{i}")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where}: {value} is not a finite number"]
+    return []
 
 
 def semantic_problems(config: dict) -> list[str]:
@@ -153,10 +173,7 @@ def semantic_problems(config: dict) -> list[str]:
 
 def _weightless_problems(config: dict) -> list[str]:
     """Models whose cells keep no weights (train.keep_weights: false) cannot be explained or applied."""
-    train, own = config.get("train", {}), config.get("model_settings", {})
-    weightless = [
-        m for m in config.get("models", []) if not {**train, **own.get(m, {})}.get("keep_weights", True)
-    ]
+    weightless = [m for m in config.get("models", []) if not keeps_weights(config, m)]
     if not weightless:
         return []
     found = []

@@ -1,46 +1,56 @@
 """The decode stage: one shard of the data set's DICOMs to working-size 16-bit images.
 
 A shard holds every ``shards``-th row of train.csv (sorted by patient and image), so shards are balanced
-and their number, not the number of images, sets the number of DAG jobs. Each DICOM is decoded exactly
-once here; every resolution and data set is made from these images.
+and their number, not the number of images, sets the number of DAG jobs. Each DICOM is decoded once here
+(a JPEG 2000 file with ``reduce`` off, twice: see the mask source below); every resolution and data set is
+made from these images.
 
 With ``reduce`` (decode.reduce, the default) JPEG 2000 files are decoded at the deepest wavelet level whose
 long side is still >= 3/4 of the working size (decoder ``pillow-j2k``, mammoflow.j2k) and then resized to
 it with the full-size resize's geometry; every other file, and any J2K file that path cannot read exactly,
-is decoded in full.
+is decoded in full. Either way a JPEG 2000 image gets a *mask source* made from that reduced decode, the
+copy preprocessing finds the breast on (``mask_source``), so that the crop box does not depend on the path.
+
+Before any decoder runs, the file's declared size is checked, and the decoders run in child processes
+under a memory and a time limit (mammoflow.limits, decode.max_megapixels / max_memory_mb / timeout_s).
 
 Shard layout (``results/decoded/shard{NNN}/``):
-- ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense);
+- ``pixels.u16``: the images, raw little-endian uint16, one after the other (bright = dense), each followed
+  by its mask source when it has one;
 - ``meta.parquet``: one row per decoded image: the train.csv columns, ``offset``/``height``/``width`` into
   pixels.u16, the header facts preprocessing needs (windows, VOI LUT function, VOI LUT and Modality LUT
   Sequence tables, bits, photometric, ...), ``lossy``, the original size (``rows``/``cols``), the JPEG 2000
   ``level`` decoded and the decoded size (``decoded_height``/``decoded_width``: rows/cols / 2**level),
-  the decoder used and the seconds it took;
+  the decoder used and the seconds it took, and the mask source's ``mask_source_offset``/``_height``/
+  ``_width`` (0 x 0: none) and ``mask_source_level``;
 - ``errors.parquet``: image_id, patient_id, path, reason for each file that could not be decoded.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from mammoflow import j2k
-from mammoflow.atomic import atomic_path, write_parquet, write_text
-from mammoflow.dicom import DecodedImage, DicomError, read_image
+from mammoflow.atomic import atomic_path, write_parquet
+from mammoflow.decoded import DecodedImages, index_shards
+from mammoflow.dicom import DecodedImage, DicomError, read_image, read_j2k_reduced
 from mammoflow.errors import DataError
-from mammoflow.isolated import imap_with_fallback
+from mammoflow.isolated import ChildLimits, imap_with_fallback
+from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
+from mammoflow.preprocess import mask_grid
 from mammoflow.progress import say
 from mammoflow.samplesheet import SheetError, read_sheet
 
+__all__ = ["DecodedImages", "decode_shard", "index_shards"]  # the stage's results, re-exported from decoded
+
 ERROR_COLUMNS = ["image_id", "patient_id", "path", "reason"]
-# Above this share of undecodable files the index step fails the run (decode.max_failed_fraction).
-MAX_FAILED_FRACTION = 0.01
 
 
 def load_train_table(data_dir: str | Path, sheet: str | Path | None = None) -> pd.DataFrame:
@@ -79,6 +89,15 @@ class DecodeTask:
     path: str
     working_size: int
     decoders: tuple[str, ...]  # tried in order; a crash moves the file on to the next one
+    limits: DecodeLimits = DEFAULT_LIMITS
+    # Off when the file is given again after a crash: the crash may have been the mask source's decode,
+    # and the reduced path's retry (after its reduced reader crashed) has none either.
+    mask_source: bool = True
+
+
+def child_limits(limits: DecodeLimits) -> ChildLimits:
+    """The decoder processes' share of the limits: memory and time (the size is checked in the task)."""
+    return ChildLimits(limits.max_memory_mb or None, limits.timeout_s or None)
 
 
 def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
@@ -86,15 +105,54 @@ def decoder_chain(decoders: tuple[str, ...], reduce: bool) -> tuple[str, ...]:
     return (REDUCED_DECODER, *decoders) if reduce else tuple(decoders)
 
 
-def decode_to_working_size(task: DecodeTask) -> tuple[np.ndarray, dict] | str:
-    """Worker body: decoded + resized image and its header facts, or the reason it failed."""
+class WorkingImage(NamedTuple):
+    pixels: np.ndarray  # uint16 at the working size, bright = dense
+    meta: dict  # the header facts preprocessing needs, decoder, level, seconds
+    mask_source: np.ndarray | None  # the copy the breast is found on (``mask_source``), or None
+
+
+def decode_to_working_size(task: DecodeTask) -> WorkingImage | str:
+    """Worker body: decoded + resized image, its header facts and its mask source, or why it failed."""
     try:
-        image = read_image(task.path, task.decoders, reduce_to=j2k.min_long_side(task.working_size))
+        reduce_to = j2k.min_long_side(task.working_size)
+        image = read_image(task.path, task.decoders, reduce_to, task.limits.max_pixels)
     except DicomError as exc:
         return str(exc)
+    # Before the resize, which may clamp the reduced image in place (j2k.clamp_bright_ringing).
+    source = mask_source(task, image, working_shape(image.header.rows, image.header.cols, task.working_size))
     started = time.perf_counter()
     pixels = _resize(image, task.working_size)
-    return pixels, _meta_of(image, pixels, time.perf_counter() - started)
+    meta = _meta_of(image, pixels, time.perf_counter() - started)
+    meta["mask_source_level"] = source[1] if source else 0
+    return WorkingImage(pixels, meta, source[0] if source else None)
+
+
+def mask_source(task: DecodeTask, image: DecodedImage, shape: tuple[int, int]):
+    """(copy, level): the low-resolution copy a JPEG 2000 image's breast is found on (``preprocess.mask_grid``
+    of the working ``shape``), made from the reduced decode (decode.reduce's level); None for other files
+    and where that level cannot be read exactly.
+
+    The same copy whichever path decoded the image: the full and the reduced images differ a little, and
+    on a sharp, noisy skin line a mask found on each moved the crop box by a whole mask pixel (4 working
+    pixels) and the processed store by 1.6 grey levels. The reduced path has that decode already (a resize
+    here); the full path makes it too, for JPEG 2000 files (about a fifth of a full decode's time).
+    """
+    grid, scale = mask_grid(shape)
+    if image.header.transfer_syntax not in j2k.J2K_SYNTAXES or scale >= 1 or not task.mask_source:
+        return None
+    if image.decoder == REDUCED_DECODER:
+        reduced = image
+    elif REDUCED_DECODER in task.decoders:
+        return None  # the reduced reader was tried on this file and declined it or failed
+    else:
+        try:
+            reduced = read_j2k_reduced(
+                task.path, j2k.min_long_side(task.working_size), task.limits.max_pixels
+            )
+        except DicomError:  # NotForThisDecoder too: as in the reduced path, no mask source
+            return None
+    copy = cv2.resize(reduced.pixels.astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA)
+    return np.rint(copy).astype(np.uint16), reduced.level
 
 
 def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
@@ -102,7 +160,9 @@ def _resize(image: DecodedImage, working_size: int) -> np.ndarray:
     height, width = working_shape(image.header.rows, image.header.cols, working_size)
     if image.level:
         rows, cols = image.header.rows, image.header.cols
-        return area_resize_cells(image.pixels, image.level, rows, cols, height, width)
+        resized = area_resize_cells(image.pixels, image.level, rows, cols, height, width)
+        # On the working grid, where the full decode's maximum is taken (j2k.clamp_bright_ringing).
+        return j2k.clamp_bright_ringing(resized)
     return area_resize(image.pixels, height, width)
 
 
@@ -197,9 +257,10 @@ def decode_shard(
     reduce: bool = True,
     sheet: str | Path | None = None,
     images: str = "train_images",
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> tuple[int, int]:
     """Decode one shard of the sheet (``data_dir/train.csv`` by default, images under ``data_dir/images``);
-    returns (images decoded, files that failed)."""
+    returns (images decoded, files that failed). Files over ``limits`` are failures with their reason."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = shard_rows(load_train_table(data_dir, sheet), shard, shards)
@@ -208,6 +269,7 @@ def decode_shard(
             str(image_path(data_dir, r.patient_id, r.image_id, images)),
             working_size,
             decoder_chain(decoders, reduce),
+            limits,
         )
         for r in rows.itertuples()
     ]
@@ -221,8 +283,9 @@ def decode_shard(
             dict(enumerate(tasks)),
             workers,
             lambda task: task.decoders,
-            lambda task, left: DecodeTask(task.path, working_size, left),
+            lambda task, left: replace(task, decoders=left, mask_source=False),
             f"decode shard {shard}",
+            child_limits(limits),
         )
         for i, result in results:
             if isinstance(result, str):
@@ -230,10 +293,16 @@ def decode_shard(
                 if strict:
                     raise DataError(f"{tasks[i].path}: {result}")
                 continue
-            pixels, meta = result
+            pixels, meta, source = result
             sink.write(pixels.astype("<u2", copy=False).tobytes())
             metas[i] = {**meta, "offset": offset}
             offset += pixels.size
+            # The mask source follows its image in the same file (index: mask_source_offset/_height/_width).
+            height, width = source.shape if source is not None else (0, 0)
+            metas[i].update(mask_source_offset=offset, mask_source_height=height, mask_source_width=width)
+            if source is not None:
+                sink.write(source.astype("<u2", copy=False).tobytes())
+                offset += source.size
     _write_meta(rows, tasks, metas, out_dir)
     _write_errors(rows, tasks, errors, out_dir)
     say(f"shard {shard}/{shards}: decoded {len(metas)} images, {len(errors)} could not be decoded")
@@ -263,80 +332,3 @@ def _write_errors(rows: pd.DataFrame, tasks: list[DecodeTask], errors: dict[int,
         columns=ERROR_COLUMNS,
     )
     write_parquet(frame, out_dir / "errors.parquet")
-
-
-def index_shards(
-    shard_dirs: list[str | Path],
-    index_path: str | Path,
-    errors_path: str | Path,
-    max_failed_fraction: float = MAX_FAILED_FRACTION,
-) -> pd.DataFrame:
-    """Join the shards' meta and errors into one index (with a ``shard_dir`` column) and one error list.
-
-    The error list and a summary (``summary.json`` beside the index) are written first; then, when more than
-    ``max_failed_fraction`` of the files could not be decoded, the run fails naming the count and the list.
-    """
-    metas, errors = [], []
-    for shard_dir in shard_dirs:
-        meta = pd.read_parquet(Path(shard_dir) / "meta.parquet")
-        meta["shard_dir"] = str(Path(shard_dir).resolve())
-        metas.append(meta)
-        errors.append(pd.read_parquet(Path(shard_dir) / "errors.parquet"))
-    index = pd.concat(metas, ignore_index=True).sort_values(["patient_id", "image_id"], kind="stable")
-    index = index.reset_index(drop=True)
-    all_errors = pd.concat(errors, ignore_index=True).sort_values("image_id").reset_index(drop=True)
-    write_parquet(all_errors, errors_path)
-    summary = decode_summary(index, all_errors, errors_path)
-    summary["line"] = summary_line(summary)
-    write_text(json.dumps(summary, indent=2) + "\n", Path(index_path).with_name("summary.json"))
-    say(summary["line"])
-    total = summary["decoded"] + summary["failed"]
-    if index.empty:
-        raise DataError(f"no image could be decoded ({summary['failed']} failed); the reasons: {errors_path}")
-    if summary["failed"] > max_failed_fraction * total:
-        raise DataError(
-            f"{summary['failed']} of {total} files ({summary['failed'] / total:.1%}) could not be decoded, "
-            f"more than decode.max_failed_fraction={max_failed_fraction:g}; the list: {errors_path}"
-        )
-    write_parquet(index, index_path)
-    return index
-
-
-def decode_summary(index: pd.DataFrame, errors: pd.DataFrame, errors_path: str | Path) -> dict:
-    """What a run decoded, in numbers, for the console and the report."""
-    lossy = int(index["lossy"].astype(bool).sum()) if "lossy" in index.columns else 0
-    return {
-        "decoded": len(index),
-        "failed": len(errors),
-        "lossy": lossy,
-        "errors": str(errors_path),
-    }
-
-
-def summary_line(summary: dict) -> str:
-    line = f"decode: {summary['decoded']} images decoded, {summary['failed']} could not be decoded"
-    line += f", {summary['lossy']} lossy-compressed"
-    return line + (f"; the list with reasons: {summary['errors']}" if summary["failed"] else "")
-
-
-class DecodedImages:
-    """Zero-copy access to the decoded images listed in an index (memory-mapped shards)."""
-
-    def __init__(self, index: pd.DataFrame) -> None:
-        self.index = index.reset_index(drop=True)
-        self._maps: dict[str, np.memmap] = {}
-
-    @classmethod
-    def open(cls, index_path: str | Path) -> DecodedImages:
-        return cls(pd.read_parquet(index_path))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def pixels(self, row: int) -> np.ndarray:
-        entry = self.index.iloc[row]
-        shard_dir = entry["shard_dir"]
-        if shard_dir not in self._maps:
-            self._maps[shard_dir] = np.memmap(Path(shard_dir) / "pixels.u16", dtype="<u2", mode="r")
-        start, height, width = int(entry["offset"]), int(entry["height"]), int(entry["width"])
-        return self._maps[shard_dir][start : start + height * width].reshape(height, width)

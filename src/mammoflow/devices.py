@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-# Subcommands that put work on a GPU when there is one (the rules with resources gpu=1).
-GPU_COMMANDS = frozenset({"train", "gan-stage", "gan-fid", "synthesize", "cam", "predict"})
+from mammoflow.commands import GPU_COMMANDS
 
 
 @dataclass

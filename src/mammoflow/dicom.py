@@ -26,60 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mammoflow import j2k
-
-# Decoding plugin that pydicom should use per transfer syntax. Its default choice for JPEG-LS is the
-# pylibjpeg plugin, about 4x slower than pyjpegls on mammograms.
-_PYDICOM_PLUGIN = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
-
-TRANSFER_SYNTAX_NAMES = {
-    "1.2.840.10008.1.2": "Implicit VR Little Endian",
-    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
-    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
-    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
-    "1.2.840.10008.1.2.4.50": "JPEG Baseline (process 1)",
-    "1.2.840.10008.1.2.4.51": "JPEG Extended (process 2 & 4)",
-    "1.2.840.10008.1.2.4.57": "JPEG Lossless (process 14)",
-    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1 (process 14)",
-    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
-    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-lossless",
-    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
-    "1.2.840.10008.1.2.4.91": "JPEG 2000",
-    "1.2.840.10008.1.2.4.201": "HTJ2K Lossless",
-    "1.2.840.10008.1.2.4.202": "HTJ2K Lossless RPCL",
-    "1.2.840.10008.1.2.4.203": "HTJ2K",
-    "1.2.840.10008.1.2.5": "RLE Lossless",
-}
-
-# The syntaxes dicomsdl is given: those it decodes bit for bit like pydicom on pydicom's own test corpus
-# and on this project's files (tests/test_dicom_corpus.py). Lossy JPEG (4.50/4.51) is left to pydicom:
-# the two IDCTs differ by a grey level here and there, and one image must not depend on the decoder.
-DICOMSDL_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2",
-        "1.2.840.10008.1.2.1",
-        "1.2.840.10008.1.2.2",
-        "1.2.840.10008.1.2.4.57",
-        "1.2.840.10008.1.2.4.70",
-        "1.2.840.10008.1.2.4.80",
-        "1.2.840.10008.1.2.4.81",
-        "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.5",
-    }
-)
-
-# Syntaxes that may hold a lossy image. An image in one of them is lossy unless its header says
-# LossyImageCompression "00" (a reversible code in a lossy-capable syntax); in any syntax "01" is lossy.
-LOSSY_CAPABLE_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.81",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.203",
-    }
-)
+from mammoflow import j2k, limits
+from mammoflow.isolated import memory_budget_mb
+from mammoflow.syntaxes import DICOMSDL_SYNTAXES, LOSSY_CAPABLE_SYNTAXES, PYDICOM_PLUGIN, syntax_name
 
 
 class DicomError(Exception):
@@ -150,8 +99,9 @@ def _is_lossy(transfer_syntax: str, lossy_image_compression) -> bool:
     return flag == "01" or (transfer_syntax in LOSSY_CAPABLE_SYNTAXES and flag != "00")
 
 
-def _header_from(get, transfer_syntax: str) -> Header:
-    """Build a Header from a getter (keyword -> value or None) shared by both decoders."""
+def _header_from(get, transfer_syntax: str, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> Header:
+    """Build a Header from a getter (keyword -> value or None) shared by both decoders; refuses a declared
+    size over ``max_pixels`` before the decoder allocates anything."""
     samples = get("SamplesPerPixel")
     if samples not in (None, 1):
         raise DicomError(f"not a grayscale image (SamplesPerPixel={samples})")
@@ -163,6 +113,9 @@ def _header_from(get, transfer_syntax: str) -> Header:
     rows, cols, bits = get("Rows"), get("Columns"), get("BitsStored")
     if not rows or not cols or not bits:
         raise DicomError(f"incomplete image header (Rows={rows}, Columns={cols}, BitsStored={bits})")
+    too_large = limits.over_limit(int(rows), int(cols), max_pixels, "the header (Rows x Columns)")
+    if too_large:
+        raise DicomError(too_large)
     allocated = int(get("BitsAllocated") or 0)
     if allocated not in (8, 16):
         raise DicomError(f"BitsAllocated={allocated}: a mammogram has 8 or 16 bits per pixel")
@@ -244,7 +197,7 @@ def _finish(pixels: np.ndarray, header: Header, decoder: str, started: float, le
     return DecodedImage(pixels, header, inverted, decoder, time.perf_counter() - started, level)
 
 
-def read_with_dicomsdl(path: str | Path) -> DecodedImage:
+def read_with_dicomsdl(path: str | Path, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> DecodedImage:
     import dicomsdl
 
     started = time.perf_counter()
@@ -257,8 +210,8 @@ def read_with_dicomsdl(path: str | Path) -> DecodedImage:
     if dcm.getDataElement("PixelData").vr() == dicomsdl.VR.NONE:
         raise DicomError("no pixel data (PixelData element missing)")
     if transfer_syntax not in DICOMSDL_SYNTAXES:
-        raise DicomError(f"dicomsdl is not used for {_syntax_name(transfer_syntax)}")
-    header = _header_from(lambda key: getattr(dcm, key), transfer_syntax)
+        raise DicomError(f"dicomsdl is not used for {syntax_name(transfer_syntax)}")
+    header = _header_from(lambda key: getattr(dcm, key), transfer_syntax, max_pixels)
     if any(dcm.getDataElement(k).vr() != dicomsdl.VR.NONE for k in ("VOILUTSequence", "ModalityLUTSequence")):
         import pydicom
 
@@ -266,7 +219,7 @@ def read_with_dicomsdl(path: str | Path) -> DecodedImage:
     try:
         pixels = dcm.pixelData(storedvalue=True)
     except Exception as exc:
-        raise DicomError(f"dicomsdl cannot decode {_syntax_name(transfer_syntax)}: {_one_line(exc)}") from exc
+        raise DicomError(f"dicomsdl cannot decode {syntax_name(transfer_syntax)}: {_one_line(exc)}") from exc
     if pixels is None:
         raise DicomError("dicomsdl returned no pixel data")
     return _finish(np.asarray(pixels), header, "dicomsdl", started)
@@ -293,11 +246,11 @@ def _read_dataset(path: str | Path, **options):
     return ds, transfer_syntax
 
 
-def read_with_pydicom(path: str | Path) -> DecodedImage:
+def read_with_pydicom(path: str | Path, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> DecodedImage:
     started = time.perf_counter()
     ds, transfer_syntax = _read_dataset(path)
-    header = _add_luts(_header_from(lambda key: ds.get(key), transfer_syntax), ds)
-    plugin = _PYDICOM_PLUGIN.get(transfer_syntax, "")
+    header = _add_luts(_header_from(lambda key: ds.get(key), transfer_syntax, max_pixels), ds)
+    plugin = PYDICOM_PLUGIN.get(transfer_syntax, "")
     try:
         pixels = ds.pixel_array if not plugin else _pydicom_array_with(ds, plugin)
     except Exception as exc:
@@ -305,7 +258,7 @@ def read_with_pydicom(path: str | Path) -> DecodedImage:
             raise DicomError(
                 f"pixel data shorter than the header says (truncated file): {_one_line(exc)}"
             ) from exc
-        raise DicomError(f"pydicom cannot decode {_syntax_name(transfer_syntax)}: {_one_line(exc)}") from exc
+        raise DicomError(f"pydicom cannot decode {syntax_name(transfer_syntax)}: {_one_line(exc)}") from exc
     return _finish(np.asarray(pixels), header, "pydicom", started)
 
 
@@ -319,7 +272,9 @@ def _pydicom_array_with(ds, plugin: str) -> np.ndarray:
         return ds.pixel_array
 
 
-def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
+def read_j2k_reduced(
+    path: str | Path, reduce_to: int, max_pixels: int = limits.DEFAULT_MAX_PIXELS
+) -> DecodedImage:
     """JPEG 2000 at the deepest level whose long side is >= reduce_to (mammoflow.j2k), with Pillow.
 
     Raises NotForThisDecoder when the file is not one the reduced path can read exactly (another syntax,
@@ -331,8 +286,8 @@ def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
     # Large elements stay on disk until read: a file of another syntax costs only its header here.
     ds, transfer_syntax = _read_dataset(path, defer_size="64 KB")
     if transfer_syntax not in j2k.J2K_SYNTAXES:
-        raise NotForThisDecoder(f"{_syntax_name(transfer_syntax)} is not JPEG 2000")
-    header = _add_luts(_header_from(lambda key: ds.get(key), transfer_syntax), ds)
+        raise NotForThisDecoder(f"{syntax_name(transfer_syntax)} is not JPEG 2000")
+    header = _add_luts(_header_from(lambda key: ds.get(key), transfer_syntax, max_pixels), ds)
     try:
         codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
         facts = j2k.read_main_header(codestream)
@@ -358,21 +313,31 @@ def read_j2k_reduced(path: str | Path, reduce_to: int) -> DecodedImage:
 
 
 def read_image(
-    path: str | Path, decoders: tuple[str, ...] = ("dicomsdl", "pydicom"), reduce_to: int | None = None
+    path: str | Path,
+    decoders: tuple[str, ...] = ("dicomsdl", "pydicom"),
+    reduce_to: int | None = None,
+    max_pixels: int = limits.DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
     """Decode with the first decoder that succeeds. Raises DicomError naming every decoder's reason.
 
     Decoder "pillow-j2k" (with ``reduce_to``) reads JPEG 2000 at the deepest level whose long side is
-    >= reduce_to and passes every other file on silently; put it first in ``decoders``.
+    >= reduce_to and passes every other file on silently; put it first in ``decoders``. A file whose header
+    or codestream declares more than ``max_pixels``, or two sizes that disagree, reaches no decoder.
     """
     path = Path(path)
     if not path.is_file():
         raise DicomError("file not found")
     if path.stat().st_size == 0:
         raise DicomError("empty file")
-    readers = {"dicomsdl": read_with_dicomsdl, "pydicom": read_with_pydicom}
+    refused = limits.declared_size_problem(path, max_pixels)
+    if refused:
+        raise DicomError(refused)
+    readers = {
+        "dicomsdl": lambda p: read_with_dicomsdl(p, max_pixels),
+        "pydicom": lambda p: read_with_pydicom(p, max_pixels),
+    }
     if reduce_to is not None:
-        readers["pillow-j2k"] = lambda p: read_j2k_reduced(p, reduce_to)
+        readers["pillow-j2k"] = lambda p: read_j2k_reduced(p, reduce_to, max_pixels)
     unknown = [name for name in decoders if name not in readers]
     if unknown:
         raise ValueError(f"unknown decoder(s) {unknown} (pillow-j2k needs reduce_to)")
@@ -383,14 +348,20 @@ def read_image(
         except NotForThisDecoder:
             continue
         except DicomError as exc:
-            reasons.append(f"{name}: {exc}")
+            reasons.append(f"{name}: {exc}{_memory_note(exc.__cause__)}")
+        except MemoryError as exc:
+            reasons.append(f"{name}: ran out of memory{_memory_note(exc)}")
         except Exception as exc:  # a decoder bug must not kill a whole shard: record it
             reasons.append(f"{name}: unexpected {type(exc).__name__}: {_one_line(exc)}")
     raise DicomError("; ".join(reasons))
 
 
-def _syntax_name(uid: str) -> str:
-    return f"{TRANSFER_SYNTAX_NAMES.get(uid, 'transfer syntax')} ({uid or 'unknown'})"
+def _memory_note(exc: BaseException | None) -> str:
+    """For a decoder that could not allocate: the bound it ran into, when it ran under one."""
+    budget = memory_budget_mb()
+    if not isinstance(exc, MemoryError) or not budget:
+        return ""
+    return f" (a decoder process may use {budget} MiB more than at its start: decode.max_memory_mb)"
 
 
 def _one_line(exc: BaseException) -> str:

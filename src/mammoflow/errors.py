@@ -8,3 +8,7 @@ class DataError(Exception):
 
 class FoldError(ValueError):
     """The folds cannot be made as asked (too few patients or positives, a protocol's requirement)."""
+
+
+class DiskFullError(Exception):
+    """A write found no space left on its disk; the message names the file."""

@@ -92,8 +92,8 @@ def synthetic_dir(protocol: str, res: int | str, part: str, root: str | Path = R
 
 # ------------------------------------------------------------------------------------ training, CAM
 @dataclass(frozen=True)
-class Cell:
-    """One cell of the training matrix."""
+class CellKey:
+    """Which cell of the training matrix a path belongs to (a cell's job, its inputs: classify.train.Cell)."""
 
     protocol: str
     res: int
@@ -145,7 +145,7 @@ _CELL = re.compile(
 )
 
 
-def parse_cell(path: str | Path) -> Cell:
+def parse_cell(path: str | Path) -> CellKey:
     """The cell a path under ``train/`` or ``cam/`` belongs to; ValueError for any other path."""
     match = _CELL.search(Path(path).as_posix())
     if not match:
@@ -153,7 +153,7 @@ def parse_cell(path: str | Path) -> Cell:
             f"{path}: not under train/ or cam/{{protocol}}/{{res}}/{{dataset}}/{{model}}/fold{{k}}"
         )
     g = match.groupdict()
-    return Cell(g["protocol"], int(g["res"]), g["dataset"], g["model"], int(g["fold"]))
+    return CellKey(g["protocol"], int(g["res"]), g["dataset"], g["model"], int(g["fold"]))
 
 
 # ------------------------------------------------------------------------------------ report, predict

@@ -71,14 +71,25 @@ class Box:
 # ---------------------------------------------------------------------------------------------- breast
 
 
-def breast_mask(pixels: np.ndarray, opening: float = 0.05) -> tuple[np.ndarray, float]:
-    """Low-resolution boolean mask of the breast and the factor from mask to image coordinates."""
-    scale = min(1.0, MASK_LONG_SIDE / max(pixels.shape))
-    small = cv2.resize(
-        pixels,
-        (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))),
-        interpolation=cv2.INTER_AREA,
-    ).astype(np.float32)
+def mask_grid(shape: tuple[int, int]) -> tuple[tuple[int, int], float]:
+    """(rows, columns) of the low-resolution copy the breast is found on, and its scale to the image."""
+    scale = min(1.0, MASK_LONG_SIDE / max(shape))
+    return (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))), scale
+
+
+def breast_mask(
+    pixels: np.ndarray, opening: float = 0.05, source: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """Low-resolution boolean mask of the breast and the factor from mask to image coordinates.
+
+    ``source``: the low-resolution copy to find it on (``mask_grid``'s shape), when the decode stage made
+    one (``decode.mask_source``); otherwise the image is resized to it here.
+    """
+    grid, scale = mask_grid(pixels.shape)
+    if source is not None and source.shape == grid:
+        small = source.astype(np.float32)
+    else:
+        small = cv2.resize(pixels, grid[::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
     lo, hi = percentiles(small, [1, 99])
     if hi <= lo:
         return np.ones(small.shape, bool), 1 / scale
@@ -284,8 +295,11 @@ def prepare_original(pixels: np.ndarray, res: int) -> Prepared:
     return Prepared(to_uint8(y), placement, Box(0, 0, pixels.shape[1], pixels.shape[0]))
 
 
-def prepare_processed(pixels: np.ndarray, meta, res: int, options: ProcessOptions) -> Prepared:
-    small_mask, to_image = breast_mask(pixels, options.opening)
+def prepare_processed(
+    pixels: np.ndarray, meta, res: int, options: ProcessOptions, mask_source: np.ndarray | None = None
+) -> Prepared:
+    """The `processed` image; the breast is found on ``mask_source`` when given (``breast_mask``)."""
+    small_mask, to_image = breast_mask(pixels, options.opening, mask_source)
     box = crop_box(small_mask, to_image, pixels.shape, options.crop_margin)
     x0, y0, x1, y1 = int(box.x0), int(box.y0), int(box.x1), int(box.y1)
     crop = pixels[y0:y1, x0:x1]

@@ -12,6 +12,7 @@ stages that read the sheet, so a sheet edited between the two is still caught.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ LATERALITIES = ("L", "R")
 # Views in the RSNA data (CC and MLO dominate; the rest are rare supplementary views).
 VIEWS = ("CC", "MLO", "ML", "LM", "AT", "LMO", "XCCL", "XCCM")
 SHOWN = 5  # rows quoted per problem
+ASCII_DIGITS = re.compile(r"[0-9]+")  # not \d, which matches every Unicode decimal digit
+INT64_MAX = 2**63 - 1
 
 
 class SheetError(ValueError):
@@ -46,6 +49,56 @@ def _first(values) -> str:
 def _lines(rows: list[int]) -> str:
     """Spreadsheet line numbers (header = line 1) of data rows (0-based)."""
     return f"line{'s' if len(rows) > 1 else ''} {_first(r + 2 for r in rows)}"
+
+
+def parse_id(text: str) -> int | None:
+    """An id as the integer the stages use (int64), or None: ASCII digits only, so that neither a
+    superscript two nor Arabic-Indic digits pass for an id (``str.isdigit`` accepts both, and ``int`` reads
+    Arabic-Indic one-two-three as 123), and within int64, where every table keeps it."""
+    if not ASCII_DIGITS.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= INT64_MAX else None
+
+
+def _id_problems(name: str, values: list[str]) -> list[str]:
+    problems = []
+    blank = [i for i, v in enumerate(values) if not v]
+    if blank:
+        problems.append(f"{name}: {len(blank)} blank cell(s), {_lines(blank)}")
+    bad = [i for i, v in enumerate(values) if v and not ASCII_DIGITS.fullmatch(v)]
+    if bad:
+        shown = _first(repr(values[i]) if not values[i].isascii() else values[i] for i in bad)
+        problems.append(
+            f"{name}: {len(bad)} value(s) not a whole number in ASCII digits 0-9: {shown} ({_lines(bad)})"
+        )
+    large = [i for i, v in enumerate(values) if ASCII_DIGITS.fullmatch(v) and parse_id(v) is None]
+    if large:
+        shown = _first(values[i] for i in large)
+        problems.append(
+            f"{name}: {len(large)} value(s) above {INT64_MAX} (the largest 64-bit integer): {shown} "
+            f"({_lines(large)})"
+        )
+    return problems
+
+
+def _repeated_ids(values: list[str]) -> list[str]:
+    """Image ids that occur more than once as numbers: ``01454993661`` and ``1454993661`` are one image."""
+    seen: dict[int, list[int]] = {}
+    for i, v in enumerate(values):
+        number = parse_id(v)
+        if number is not None:
+            seen.setdefault(number, []).append(i)
+    repeated = {n: rows for n, rows in seen.items() if len(rows) > 1}
+    if not repeated:
+        return []
+
+    def shown(number: int) -> str:
+        spellings = dict.fromkeys(values[i] for i in repeated[number])
+        return str(number) if list(spellings) == [str(number)] else f"{number} (as {' and '.join(spellings)})"
+
+    where = _lines(sorted(i for rows in repeated.values() for i in rows))
+    return [f"image_id: {len(repeated)} id(s) occur more than once: {_first(map(shown, repeated))} ({where})"]
 
 
 def sheet_problems(path: str | Path, labels: bool | None = True) -> list[str]:
@@ -79,21 +132,8 @@ def sheet_problems(path: str | Path, labels: bool | None = True) -> list[str]:
     column = {name: [r[header.index(name)].strip() for r in rows] for name in header}
     problems = []
     for name in ID_COLUMNS:
-        blank = [i for i, v in enumerate(column[name]) if not v]
-        if blank:
-            problems.append(f"{name}: {len(blank)} blank cell(s), {_lines(blank)}")
-        bad = [i for i, v in enumerate(column[name]) if v and not v.isdigit()]
-        if bad:
-            values = _first(column[name][i] for i in bad)
-            problems.append(f"{name}: {len(bad)} value(s) not a whole number: {values} ({_lines(bad)})")
-    seen: dict[str, list[int]] = {}
-    for i, v in enumerate(column["image_id"]):
-        if v:
-            seen.setdefault(v, []).append(i)
-    repeated = {v: rows_ for v, rows_ in seen.items() if len(rows_) > 1}
-    if repeated:
-        where = _lines(sorted(i for rows_ in repeated.values() for i in rows_))
-        problems.append(f"image_id: {len(repeated)} id(s) occur more than once: {_first(repeated)} ({where})")
+        problems += _id_problems(name, column[name])
+    problems += _repeated_ids(column["image_id"])
     checks = [("laterality", LATERALITIES), ("view", VIEWS)]
     if labels is not False and LABEL in header:
         checks.append((LABEL, ("0", "1")))

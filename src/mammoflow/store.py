@@ -1,7 +1,9 @@
 """Packed image stores: ``images.npy`` (N x res x res uint8, memory-mappable) + ``manifest.parquet``.
 
 Training reads a store with ``np.load(..., mmap_mode="r")`` and indexes whole batches at once; no per-image
-files exist anywhere after decoding. The manifest's ``row`` is the image's index in ``images.npy``.
+files exist anywhere after decoding. The manifest's ``row`` is the image's index in ``images.npy``. The
+manifest also records a checksum of the pixels, which ``open_store`` verifies before any reader sees them
+(store_integrity.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mammoflow.atomic import atomic_path, write_parquet, write_text
+from mammoflow.atomic import allocate_npy, atomic_path, write_text
 from mammoflow.progress import progress, say
+from mammoflow.store_integrity import open_verified, write_manifest
 
 if TYPE_CHECKING:
     from mammoflow.preprocess import Prepared, ProcessOptions
@@ -29,17 +32,14 @@ DATASETS = ("original", "processed")
 # train.csv columns carried into every manifest when the data set has them.
 CARRIED = ["site_id", "machine_id", "age", "density", "prediction_id", "biopsy", "BIRADS", "implant"]
 LESION_COLUMNS = ["lesion_x0", "lesion_y0", "lesion_x1", "lesion_y1"]
-# What identifies an image of a store (and of a cell's predictions); `source` is real or synthetic.
-ID_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "source"]
+# Who an image of a store is and its label (also in a cell's predictions); `source` is real or synthetic.
+IMAGE_COLUMNS = ["image_id", "patient_id", "laterality", "view", "cancer", "source"]
 
 
 def open_store(store_dir: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
-    store_dir = Path(store_dir)
-    images = np.load(store_dir / "images.npy", mmap_mode="r")
-    manifest = pd.read_parquet(store_dir / "manifest.parquet")
-    if len(manifest) != len(images):
-        raise ValueError(f"{store_dir}: manifest has {len(manifest)} rows but images.npy {len(images)}")
-    return images, manifest
+    """Images (memory-mapped, read-only) and manifest, once both match the checksum the manifest records:
+    a changed, truncated or relabelled store is refused by name (store_integrity.StoreError)."""
+    return open_verified(store_dir)
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -48,7 +48,7 @@ _state: dict = {}
 
 
 def _init_worker(index_path: str, images_path: str, dataset: str, res: int, options: dict) -> None:
-    from mammoflow.decode import DecodedImages
+    from mammoflow.decoded import DecodedImages
     from mammoflow.preprocess import ProcessOptions
 
     _state["decoded"] = DecodedImages.open(index_path)
@@ -68,7 +68,8 @@ def _prepare_rows(rows: list[int]) -> list[tuple[int, Prepared]]:
             prepared = prepare_original(pixels, _state["res"])
         else:
             meta = decoded.index.iloc[row]
-            prepared = prepare_processed(pixels, meta, _state["res"], _state["options"])
+            source = decoded.mask_source(row)
+            prepared = prepare_processed(pixels, meta, _state["res"], _state["options"], source)
         out[row] = prepared.image
         done.append((row, Prepared(np.empty(0, np.uint8), prepared.placement, prepared.crop)))
     out.flush()
@@ -99,7 +100,8 @@ def build_store(
     started = time.perf_counter()
     placements: dict[int, Prepared] = {}
     with atomic_path(out_dir / "images.npy") as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(index), res, res))
+        # Reserved on disk up front: a full disk fails here with one line, not as SIGBUS in a worker.
+        images = allocate_npy(tmp, (len(index), res, res), np.uint8)
         del images  # workers write through their own maps
         chunks = [list(range(i, min(i + 32, len(index)))) for i in range(0, len(index), 32)]
         init_args = (str(index_path), str(tmp), dataset, res, asdict(options))
@@ -121,7 +123,7 @@ def build_store(
             _state.clear()
     seconds = time.perf_counter() - started
     manifest = _manifest(index, placements, dataset, res, lesions_csv)
-    write_parquet(manifest, out_dir / "manifest.parquet")
+    write_manifest(manifest, out_dir)  # with the checksum of images.npy (store_integrity.py)
     images = np.load(out_dir / "images.npy", mmap_mode="r")
     write_contact_sheet(images, manifest, out_dir / "contact_sheet.png", title=f"{dataset} {res}px")
     summary = {

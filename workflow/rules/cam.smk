@@ -23,7 +23,7 @@ rule cam:
         store=parent("images"),
         synthetic=synthetic_option,
         out=parent("summary"),
-        code=package_digest("explain"),
+        code=code_digest("cam"),
     threads: config["cam"]["threads"]
     resources:
         gpu=1,

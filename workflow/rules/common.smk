@@ -1,82 +1,44 @@
-# Shared by every stage's rules: the data source, the results tree (src/mammoflow/paths.py), each stage's
-# parameters and targets. The rule files hold rules only.
-import hashlib
+# The rules' targets and input functions (the rule files hold rules only). What they are computed from is
+# Python the Snakefile imports: the results tree (mammoflow.paths), the matrix (mammoflow.matrix), the data
+# source, GAN stages, predict choice and code triggers (mammoflow.plan).
 import json
-import re
 import shlex
-import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
 from mammoflow import paths
-from mammoflow.gan.settings import needed_stages, source_resolution, stage_settings, synthesis_stage
-from mammoflow.samplesheet import sheet_problems
+from mammoflow.gan.settings import stage_settings, synthesis_stage
+from mammoflow.matrix import Matrix, cam_models, model_settings
+from mammoflow.plan import predict as predict_plan
+from mammoflow.plan.code import Package
+from mammoflow.plan import rules as rule_helpers
+from mammoflow.plan.rules import as_json, parent
 from mammoflow.weights import catalog as weights_catalog
 
-# Rules run `python -m mammoflow ...` with this checkout's src/ on PYTHONPATH: without conda, the Python
-# that runs Snakemake (a venv works without being activated); with --software-deployment-method conda, the
-# stage's environment (envs/*.yaml), which Snakemake activates inside the job.
-SRC = str(Path(workflow.basedir) / "src")
-_CONDA = "conda" in {str(m).lower().rsplit(".", 1)[-1] for m in workflow.deployment_settings.deployment_method}
-_PATH = "" if _CONDA else f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; "
-# (Snakemake formats the prefix like a command: doubled braces stay shell braces.)
-shell.prefix(f"set -euo pipefail; {_PATH}export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
-
 RESULTS = paths.RESULTS
-USE_PHANTOM = not config["rsna_dir"]
-DATA_DIR = paths.phantom_dir() if USE_PHANTOM else config["rsna_dir"]
-SHEET = f"{DATA_DIR}/train.csv"
-LESIONS = f"{paths.phantom_dir()}/lesions.csv" if USE_PHANTOM else ""
 SHARDS = range(config["decode"]["shards"])
 STORE_DATASETS = [d for d in config["datasets"] if d in ("original", "processed")]
+MATRIX = Matrix.from_config(config)
 GAN = config["gan"]
-GAN_ON = "augmented" in config["datasets"]
+GAN_ON, GAN_FID_STAGES = GAN_PLAN.on, GAN_PLAN.fid_stages  # GAN_PLAN: the Snakefile checked it
+# Each rule's code trigger: the hash of the package files its command's job can load (mammoflow.plan.code).
+code_digest = Package(SRC).digest
 
 
-def config_error(message):
-    raise WorkflowError(f"config: {message}")
+def cell_settings(model):
+    return model_settings(config, model)
 
 
-if not USE_PHANTOM:
-    if not Path(DATA_DIR).is_dir():
-        config_error(f"rsna_dir={DATA_DIR!r}: no such folder (expected a Kaggle RSNA folder)")
-    if not Path(SHEET).is_file():
-        config_error(f"rsna_dir={DATA_DIR!r}: no train.csv there (expected a Kaggle RSNA folder)")
-    # The sample sheet decides every path and label: check it before the DAG is built (`snakemake -n` too).
-    _sheet_problems = sheet_problems(SHEET, labels=True)
-    if _sheet_problems:
-        raise WorkflowError("\n".join(f"{SHEET}: {p}" for p in _sheet_problems))
+def models_matching(keep):
+    return rule_helpers.models_matching(config, keep)
 
 
-def as_json(section, drop=("threads",)):
-    """A config section as a JSON argument; changing it re-runs the rule (Snakemake's params trigger)."""
-    return json.dumps({k: v for k, v in section.items() if k not in drop}, sort_keys=True)
-
-
-def package_digest(package):
-    """Hash of a stage package's sources: a parameter of its jobs, so editing the code re-runs them
-    (Snakemake's own code trigger only sees the rule's shell command). Read as files: nothing is imported."""
-    digest = hashlib.sha256()
-    for path in sorted((Path(SRC) / "mammoflow" / package).rglob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def report_code():
-    """Hash of what makes the page: the report package with its templates, and the metrics and paths it
-    reads (package_digest sees only one package's .py files)."""
-    src = Path(SRC) / "mammoflow"
-    files = [*sorted((src / "report").rglob("*.*")), src / "classify" / "metrics.py", src / "paths.py"]
-    digest = hashlib.sha256()
-    for path in files:
-        if path.suffix in (".py", ".j2", ".css", ".js", ".csv"):
-            digest.update(path.relative_to(src).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def parent(name):
-    """A params function: the folder of one of the rule's outputs (or inputs), as its command wants it."""
-    return lambda w, input, output: str(Path(output[name] if name in output.keys() else input[name]).parent)
+def config_checked(function, *args):
+    """A plan function's ValueError as Snakemake's one-line config error."""
+    try:
+        return function(*args)
+    except ValueError as error:
+        raise WorkflowError(f"config: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -91,16 +53,6 @@ def data_targets():
             for name in ("images.npy", "manifest.parquet", "contact_sheet.png")
         ],
     ]
-
-
-STARTED = time.time()
-
-
-def print_decode_summary():
-    """The index step's one-line summary (decoded, failed, lossy, where the list is), if this run wrote it."""
-    summary = Path(paths.decoded_index()).with_name("summary.json")
-    if summary.is_file() and summary.stat().st_mtime >= STARTED:
-        print(json.loads(summary.read_text())["line"], file=sys.stderr)
 
 
 def shard_outputs(name):
@@ -142,11 +94,19 @@ def fid_inception(w):
     return [] if need is None else [weights_file(need)]
 
 
-def projected_feature_files(w=None):
-    """The projected discriminator's feature networks, {timm name: file in the weights folder}; empty unless
-    gan.discriminator is projected. An input function for the GAN stage rule (it fails the DAG build when
-    a file is missing)."""
-    return {need.architecture: weights_file(need) for need in weights_catalog.projected(config)}
+def gan_feature_weights(w):
+    """The projected discriminator's feature network files in the weights folder (gan.feature_networks'
+    order); none unless gan.discriminator is projected with pretrained features. An input function of the
+    GAN stage rule: a missing file stops the DAG build."""
+    return [weights_file(need) for need in weights_catalog.projected(config)]
+
+
+def gan_feature_weights_option(w, input):
+    names = [need.architecture for need in weights_catalog.projected(config)]
+    return " ".join(
+        f"--feature-weights {shlex.quote(f'{name}={path}')}"
+        for name, path in zip(names, input.feature_weights, strict=True)
+    )
 
 
 def weights_needed():
@@ -160,100 +120,40 @@ def weights_absent(w):
     return [need.tag for need in weights_catalog.needed(config) if weights_catalog.locate(root, need) is None]
 
 
+def decode_limit_arguments():
+    """decode.max_megapixels, max_memory_mb and timeout_s as the command-line options of decode and predict."""
+    d = config["decode"]
+    return f"--max-megapixels {d['max_megapixels']} --max-memory-mb {d['max_memory_mb']} --timeout-s {d['timeout_s']}"
+
+
 # ------------------------------------------------------------------------------------------------- GAN
-# The `augmented` data set is processed + synthetic positives from the GAN stages. `clean`: a GAN per fold,
-# trained only on that fold's training positives, its images used only in that fold's training set.
-# `paper`: one GAN on all positives, its images split into the folds (so they reach validation).
-if GAN_ON:
-    try:
-        GAN_STAGES = needed_stages(config["resolutions"], GAN["stages"])
-    except ValueError as exc:
-        config_error(str(exc))
-else:
-    GAN_STAGES = []
-GAN_FID_STAGES = GAN_STAGES or GAN["stages"]
-
-
-def gan_parts(protocol):
-    return [paths.gan_part(protocol, k) for k in range(config["folds"]["k"])] if protocol == "clean" else ["all"]
-
-
-def gan_source_store(stage):
-    return paths.store_dir(source_resolution(int(stage), config["resolutions"]), "processed")
-
-
-def gan_stage_index(stage):
-    if stage not in GAN["stages"]:
-        raise WorkflowError(f"there is no GAN stage {stage}: gan.stages is {GAN['stages']}")
-    return GAN["stages"].index(stage)
-
-
-def gan_previous_network(w):
-    i = gan_stage_index(int(w.stage))
-    return [f"{paths.gan_stage_dir(w.protocol, w.part, GAN['stages'][i - 1])}/network.pt"] if i else []
-
-
-def gan_stage_minutes(w):
-    """A generous SLURM limit; a stage that hits it resumes from its last checkpoint when re-run."""
-    stage = int(w.stage)
-    kimg = GAN["kimg"][gan_stage_index(stage)]
-    return int(30 + kimg * max((stage / 256) ** 2, 1 / 16) * 10 / 60 * 3)
-
-
-def synthetic_store(protocol, res, fold):
-    return paths.synthetic_dir(protocol, res, paths.gan_part(protocol, fold))
+gan_source_store = GAN_PLAN.source_store
+gan_previous_network = GAN_PLAN.previous_network
+gan_stage_minutes = GAN_PLAN.stage_minutes
+synthesis_network = GAN_PLAN.synthesis_network
+published_fid = GAN_PLAN.published_fid
+GAN_NETWORKS = GAN_PLAN.networks
 
 
 def gan_targets():
     if not GAN_ON:
         return []
-    targets = []
+    targets = [published_fid(res) for res in sorted(GAN_NETWORKS)]
     for protocol in config["protocols"]:
-        for part in gan_parts(protocol):
-            for stage in GAN_STAGES:
+        for part in GAN_PLAN.parts(protocol):
+            for stage in GAN_PLAN.stages:
                 d = paths.gan_stage_dir(protocol, part, stage)
                 targets += [f"{d}/fid.json", f"{d}/snapshots.png"]
         for res in config["resolutions"]:
-            for k in range(config["folds"]["k"]) if protocol == "clean" else [None]:
-                store = synthetic_store(protocol, res, k)
+            for k in range(MATRIX.k) if protocol == "clean" else [None]:
+                store = GAN_PLAN.synthetic_store(protocol, res, k)
                 targets += [f"{store}/images.npy", f"{store}/manifest.parquet", f"{store}/contact_sheet.png"]
     return list(dict.fromkeys(targets))
 
 
 # -------------------------------------------------------------------------------------- training, CAM
-def cell_settings(model):
-    """The train section with the model's own overrides: a model's change re-runs only its cells."""
-    return {**config["train"], **config["model_settings"].get(model, {})}
-
-
-def keeps_weights(model):
-    """Whether the model's cells write model.safetensors (train.keep_weights, per model)."""
-    return bool(cell_settings(model)["keep_weights"])
-
-
-def models_matching(keep):
-    """A wildcard pattern for the models whose cells keep (or drop) their weights; one that never matches
-    when there are none."""
-    return "|".join(re.escape(m) for m in config["models"] if keeps_weights(m) == keep) or "(?!x)x"
-
-
-def matrix_datasets():
-    return list(config["datasets"])
-
-
-def matrix_cells(models=None):
-    return [
-        (protocol, res, dataset, model, fold)
-        for protocol in config["protocols"]
-        for res in config["resolutions"]
-        for dataset in matrix_datasets()
-        for model in models or config["models"]
-        for fold in range(config["folds"]["k"])
-    ]
-
-
 def train_targets():
-    return [f"{paths.cell_dir(*cell)}/metrics.json" for cell in matrix_cells()]
+    return [f"{paths.cell_dir(*cell)}/metrics.json" for cell in MATRIX.cells()]
 
 
 def cell_inputs(w):
@@ -264,7 +164,7 @@ def cell_inputs(w):
         "folds": paths.folds_table(),
     }
     if w.dataset == "augmented":
-        inputs["synthetic"] = f"{synthetic_store(w.protocol, w.res, w.fold)}/images.npy"
+        inputs["synthetic"] = f"{GAN_PLAN.synthetic_store(w.protocol, w.res, w.fold)}/images.npy"
     return inputs
 
 
@@ -272,18 +172,9 @@ def synthetic_option(w, input):
     return f"--synthetic {shlex.quote(str(Path(input.synthetic).parent))}" if "synthetic" in input.keys() else ""
 
 
-def cam_models():
-    """cam.models (null: every model of the matrix), in the matrix's order."""
-    chosen = config["cam"]["models"]
-    return [m for m in config["models"] if chosen is None or m in chosen]
-
-
 def cam_targets():
-    return [
-        f"{paths.cam_dir(*cell)}/{name}"
-        for cell in matrix_cells(cam_models())
-        for name in ("summary.json", "figure6.png")
-    ]
+    explained = replace(MATRIX, models=cam_models(config))
+    return [f"{paths.cam_dir(*cell)}/{name}" for cell in explained.cells() for name in ("summary.json", "figure6.png")]
 
 
 def cam_inputs(w):
@@ -313,37 +204,12 @@ def report_inputs(wildcards):
 
 # ---------------------------------------------------------------------------------------------- predict
 def predict_choice():
-    """(protocol, resolution, data set, models) of the cells to apply."""
-    section = config["predict"]
-    protocol = section["protocol"] or ("clean" if "clean" in config["protocols"] else config["protocols"][0])
-    resolution = section["resolution"] or max(config["resolutions"])
-    datasets = matrix_datasets()
-    dataset = section["dataset"] or next(d for d in ("processed", "original", *datasets) if d in datasets)
-    named = [m for m in section["models"] if m not in ("best", "all")]
-    unknown = [m for m in named if m not in config["models"]]
-    if unknown:
-        config_error(f"predict.models: {unknown} not in models {config['models']}")
-    if protocol not in config["protocols"] or resolution not in config["resolutions"] or dataset not in datasets:
-        config_error(f"predict: {protocol}/{resolution}/{dataset} is not part of the trained matrix")
-    return protocol, resolution, dataset, named or config["models"]
+    """(protocol, resolution, data set, models) of the cells the predict rule applies."""
+    return config_checked(predict_plan.predict_choice, config)
 
 
 def predict_inputs(w):
-    if w.name not in config["predict"]["data"]:
-        config_error(f"predict.data has no folder named {w.name!r} (known: {sorted(config['predict']['data'])})")
-    protocol, resolution, dataset, models = predict_choice()
-    cells = [
-        path
-        for model in models
-        if keeps_weights(model)  # best and all choose among the models that kept their weights
-        for fold in range(config["folds"]["k"])
-        for path in (
-            paths.cell_artifact(protocol, resolution, dataset, model, fold),
-            paths.cell_weights(protocol, resolution, dataset, model, fold),
-            f"{paths.cell_dir(protocol, resolution, dataset, model, fold)}/predictions.parquet",
-        )
-    ]
-    return {"data": config["predict"]["data"][w.name], "cells": cells}
+    return config_checked(predict_plan.predict_cells, config, w.name)
 
 
 def predict_targets():

@@ -9,6 +9,7 @@ rule phantom:
     params:
         spec=as_json(config["phantom"]),
         out=parent("csv"),
+        code=code_digest("phantom"),
     threads: config["phantom"]["threads"]
     resources:
         mem_mb=4000,
@@ -38,9 +39,12 @@ rule decode:
         decoders=config["decode"]["decoders"],
         strict="--strict" if config["decode"]["strict"] else "",
         reduce="--reduce" if config["decode"]["reduce"] else "--no-reduce",
+        code=code_digest("decode"),
+        limits=decode_limit_arguments(),
     threads: config["decode"]["threads"]
     resources:
-        mem_mb=3000,
+        # Each decoder process may use decode.max_memory_mb: asked for, so that bound is what stops a file.
+        mem_mb=lambda w, threads: 1000 + threads * (config["decode"]["max_memory_mb"] or 2000),
         runtime=600,
     log:
         "logs/decode/shard{shard}.log",
@@ -51,7 +55,8 @@ rule decode:
     shell:
         "python -m mammoflow decode --data-dir {params.data_dir:q} --sheet {input.sheet:q} --out {params.out:q}"
         " --shard {wildcards.shard} --shards {params.shards} --working-size {params.working_size}"
-        " --workers {threads} --decoders {params.decoders:q} {params.strict} {params.reduce} > {log:q} 2>&1"
+        " --workers {threads} --decoders {params.decoders:q} {params.strict} {params.reduce} {params.limits}"
+        " > {log:q} 2>&1"
 
 
 rule decode_index:
@@ -64,16 +69,20 @@ rule decode_index:
     params:
         shard_dirs=lambda w, input: [str(Path(p).parent) for p in input.meta],
         max_failed=config["decode"]["max_failed_fraction"],
+        code=code_digest("index"),
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        "logs/decode_index.log",
+        # Snakemake deletes a failed job's outputs (errors.parquet) but keeps its logs: the list the
+        # failure message names is this CSV.
+        main="logs/decode_index.log",
+        failed="logs/decode_failed.csv",
     conda:
         "../../envs/data.yaml"
     shell:
         "python -m mammoflow index {params.shard_dirs:q} --index {output.index:q} --errors {output.errors:q}"
-        " --max-failed-fraction {params.max_failed} > {log:q} 2>&1"
+        " --max-failed-fraction {params.max_failed} --failure-list {log.failed:q} > {log.main:q} 2>&1"
 
 
 rule preprocess:
@@ -98,6 +107,7 @@ rule preprocess:
         options=lambda w: as_json(config["preprocess"]) if w.dataset == "processed" else "{}",
         lesions=lambda w, input: ["--lesions", input.lesions] if input.lesions else [],
         out=parent("images"),
+        code=code_digest("preprocess"),
     threads: config["preprocess"]["threads"]
     resources:
         mem_mb=4000,
@@ -125,6 +135,7 @@ rule folds:
         seed=config["folds"]["seed"],
         # Each `clean` fold's GAN trains on that fold's training positives: there must be some.
         positives="--require-positive-training" if GAN_ON and "clean" in config["protocols"] else "",
+        code=code_digest("folds"),
     resources:
         mem_mb=2000,
         runtime=10,

@@ -8,6 +8,7 @@ rule gan_stage:
         manifest=lambda w: f"{gan_source_store(w.stage)}/manifest.parquet",
         folds=paths.folds_table(),
         previous=gan_previous_network,
+        feature_weights=gan_feature_weights,
     output:
         network=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/network.pt",
         stats=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/stats.jsonl",
@@ -24,6 +25,8 @@ rule gan_stage:
         store=parent("images"),
         out=parent("network"),
         previous=lambda w, input: str(input.previous[0]) if input.previous else "",
+        code=code_digest("gan-stage"),
+        feature_weights=gan_feature_weights_option,
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -39,7 +42,7 @@ rule gan_stage:
         "python -m mammoflow gan-stage --store {params.store:q} --folds {input.folds:q}"
         " --protocol {wildcards.protocol} --part {wildcards.part} --stage {wildcards.stage}"
         " --previous={params.previous:q} --out {params.out:q} --settings {params.settings:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " {params.feature_weights} --threads {threads} > {log:q} 2>&1"
 
 
 # One FID job per GAN (all its stages, one Inception load): changing the FID settings re-runs only these.
@@ -57,6 +60,7 @@ rule gan_fid:
         batch=GAN["fid_batch"],
         inception=lambda w, input: input.inception[0] if input.inception else "none",
         seed=GAN["seed"],
+        code=code_digest("gan-fid"),
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -74,9 +78,41 @@ rule gan_fid:
         " --batch {params.batch} --inception {params.inception:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
+# gan.network set: the published network's FID at each resolution it serves, against all positives.
+rule gan_fid_published:
+    input:
+        network=lambda w: GAN_NETWORKS[int(w.res)],
+        images=lambda w: f"{paths.store_dir(w.res, 'processed')}/images.npy",
+        folds=paths.folds_table(),
+    output:
+        published_fid("{res}"),
+    params:
+        store=lambda w, input: str(Path(input.images).parent),
+        images=GAN["fid_images"],
+        batch=GAN["fid_batch"],
+        inception=GAN["inception"],
+        seed=GAN["seed"],
+        code=code_digest("gan-fid"),
+    threads: GAN["threads"]
+    resources:
+        gpu=1,
+        mem_mb=lambda w: 4000 if int(w.res) <= 128 else 16000,
+        runtime=lambda w: 20 + GAN["fid_images"] // 1000,
+    log:
+        "logs/gan/published/fid{res}.log",
+    benchmark:
+        "benchmarks/gan/published/fid{res}.tsv"
+    conda:
+        "../../envs/gan.yaml"
+    shell:
+        "python -m mammoflow gan-fid --networks {input.network:q} --stores {params.store:q} --folds {input.folds:q}"
+        " --protocol paper --part all --resolution {wildcards.res} --out {output:q} --images {params.images}"
+        " --batch {params.batch} --inception {params.inception:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+
+
 rule synthesize:
     input:
-        network=lambda w: f"{paths.gan_stage_dir(w.protocol, w.part, synthesis_stage(int(w.res), GAN['stages']))}/network.pt",
+        network=synthesis_network,
     output:
         images=f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/images.npy",
         manifest=f"{paths.synthetic_dir('{protocol}', '{res}', '{part}')}/manifest.parquet",
@@ -94,6 +130,7 @@ rule synthesize:
         seed=GAN["seed"],
         folds=config["folds"]["k"],
         out=parent("images"),
+        code=code_digest("synthesize"),
     threads: GAN["threads"]
     resources:
         gpu=1,

@@ -5,8 +5,8 @@
 #
 #   snakemake --cores 2 --configfile presets/demo.yaml unseen.yaml -- predict_all   (unseen.yaml: predict.data)
 #
-# Its helpers (common.smk: predict_choice, predict_inputs) turn the CLI's defaults into explicit arguments,
-# so that the rule's inputs are exactly the cells the command may use.
+# Its helpers (common.smk: predict_choice, predict_inputs, from mammoflow.plan.predict) turn the CLI's
+# defaults into explicit arguments, so that the rule's inputs are exactly the cells the command may use.
 PREDICT = paths.predict_dir("{name}")
 
 
@@ -31,7 +31,8 @@ rule predict:
         submission=config["predict"]["submission"],
         bootstrap=config["predict"]["bootstrap"],
         cam_max=config["predict"]["cam_max"],
-        code=package_digest("predict"),
+        code=code_digest("predict"),
+        limits=decode_limit_arguments(),
     threads: config["predict"]["threads"]
     resources:
         gpu=1,
@@ -48,7 +49,7 @@ rule predict:
         " --protocol {params.choice[0]} --resolution {params.choice[1]} --dataset {params.choice[2]}"
         " --models {params.models} --name {wildcards.name} --aggregation {params.aggregation}"
         " --submission {params.submission:q} --bootstrap {params.bootstrap}"
-        " --cam-max {params.cam_max} --workers {threads} --threads {threads} > {log:q} 2>&1"
+        " --cam-max {params.cam_max} --workers {threads} --threads {threads} {params.limits} > {log:q} 2>&1"
 
 
 rule predict_all:

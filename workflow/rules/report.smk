@@ -30,7 +30,7 @@ rule report:
         shown=lambda w: as_json({"phantom": USE_PHANTOM, **{k: config[k] for k in REPORT_KEYS}}, drop=()),
         results=lambda w, output: str(Path(output.cells).parents[1]),
         out=parent("html"),
-        code=report_code(),
+        code=code_digest("report"),
     log:
         "logs/report.log",
     benchmark:

@@ -19,7 +19,7 @@ rule train:
         pretrained=cell_weights_option,
         out=parent("metrics"),
         decode=as_json({k: config["decode"][k] for k in ("working_size", "decoders", "reduce")}),
-        code=package_digest("classify"),
+        code=code_digest("train"),
     threads: config["train"]["threads"]
     resources:
         gpu=1,

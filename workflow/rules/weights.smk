@@ -10,6 +10,7 @@ rule weights:
         folder=parent("manifest"),
         need=weights_needed(),
         absent=weights_absent,
+        code=code_digest("weights"),
     log:
         "logs/weights.log",
     conda:

@@ -9,7 +9,9 @@ Two files in the cell folder:
   input (channels, scaling, normalisation), the output (which class is cancer), the resolution, the data
   set kind, the decode and preprocess settings its store was built with, protocol and fold, the pretrained
   weights it started from (tag, file, SHA-256), the thresholds chosen on the cell's own validation
-  predictions, the versions, and the weights file's SHA-256.
+  predictions, the versions, and the weights file's SHA-256. The weights file's header carries the rest
+  of model.json in turn, so that neither can be swapped or edited alone (artifact_checks.py checks both,
+  and the architecture against the weights' shapes, before anything is loaded).
 
 ``load_artifact`` needs neither the training config nor the store: a folder with these two files is a
 model that can be handed to someone else. Half precision halves the disk (a resnet152 cell: 233 MB as
@@ -37,10 +39,13 @@ from mammoflow.classify.models import (
     build_model,
     size_kwargs,
 )
+from mammoflow.stats import choose_thresholds
 
 FORMAT = "mammoflow-model"
-FORMAT_VERSION = 2  # 2: fastai's head, two outputs; 1: timm's classifier, one logit (still read)
-READABLE_VERSIONS = (1, 2)
+# 2: fastai's head, two outputs, weights bound to model.json. 1 (mammoflow 0.1): timm's one-logit
+# classifier and unbound weights, refused (nothing shows its model.json belongs to its weights).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (2,)
 WEIGHTS_NAME = paths.ARTIFACT_WEIGHTS  # model.safetensors
 METADATA_NAME = paths.ARTIFACT_METADATA  # model.json
 # A torch.save file is a zip archive (PK..) or, in the legacy format, a bare pickle (protocol byte 0x80).
@@ -98,17 +103,14 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
     there is nothing to load."""
     from safetensors.torch import save_file
 
+    from mammoflow.classify.artifact_checks import IDENTITY_KEY, sort_header, weights_identity
+
     for key in ("architecture", "resolution"):
         if key not in metadata:
             raise ArtifactError(f"artifact metadata needs {key!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / WEIGHTS_NAME
-    weights = None
-    if keep_weights:
-        with atomic_path(weights_path) as tmp:
-            save_file(half_precision_state(model), str(tmp), metadata={"format": "pt"})
-        weights = {"file": WEIGHTS_NAME, "dtype": "float16", "sha256": file_sha256(weights_path)}
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -117,9 +119,16 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
         # (a model without fastai's head is timm's one-logit network of format version 1)
         "head": FASTAI_HEAD if isinstance(model, Classifier) else LEGACY_HEAD,
         "output": OUTPUT if isinstance(model, Classifier) else LEGACY_OUTPUT,
-        "weights": weights,
+        "weights": None,
         "versions": versions(),
     }
+    if keep_weights:
+        # The weights carry the model.json they belong to (artifact_checks.py checks the two agree).
+        header = {"format": "pt", IDENTITY_KEY: weights_identity(document)}
+        with atomic_path(weights_path) as tmp:
+            save_file(half_precision_state(model), str(tmp), metadata=header)
+            sort_header(tmp)
+        document["weights"] = {"file": WEIGHTS_NAME, "dtype": "float16", "sha256": file_sha256(weights_path)}
     write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", out_dir / METADATA_NAME)
     return document
 
@@ -137,13 +146,16 @@ def read_metadata(path: str | Path) -> dict:
         raise ArtifactError(f"{path}: not a model artifact's JSON metadata: {exc}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a {FORMAT} artifact (format {document.get('format')!r})")
+    if document.get("format_version") == 1:
+        raise ArtifactError(
+            f"{path}: artifact format version 1 (mammoflow 0.1: timm's one-logit head, and weights that do "
+            "not record the model.json they belong to); retrain the cell with this mammoflow"
+        )
     if document.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{path}: artifact format version {document.get('format_version')!r}; "
-            f"this mammoflow reads versions {', '.join(map(str, READABLE_VERSIONS))}"
+            f"this mammoflow reads version {', '.join(map(str, READABLE_VERSIONS))}"
         )
-    if document["format_version"] == 1:
-        document.setdefault("head", LEGACY_HEAD)
     missing = [k for k in ("architecture", "resolution", "input", "weights") if k not in document]
     if missing:
         raise ArtifactError(f"{path}: metadata lacks {', '.join(missing)}")
@@ -167,39 +179,31 @@ def _refuse_pickle(path: Path) -> None:
     raise ArtifactError(f"{path}: not a safetensors file (no valid header)")
 
 
-def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The model (fp32, eval mode) and its metadata. Never unpickles: the weights must be safetensors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    metadata = read_metadata(path)
-    folder = Path(metadata["_dir"])
-    if metadata["weights"] is None:
-        raise ArtifactError(
-            f"{folder / METADATA_NAME}: this cell kept no weights (train.keep_weights: false for "
-            f"{metadata['architecture']}); set model_settings.{metadata['architecture']}.keep_weights "
-            "true and rerun the cell to use the model"
-        )
-    name = Path(str(metadata["weights"].get("file", "")))
-    if name.name != str(name) or not name.name:
-        raise ArtifactError(f"{folder / METADATA_NAME}: weights file must be a plain name, not {name!s}")
-    weights_path = folder / name
-    if not weights_path.is_file():
-        raise ArtifactError(f"{weights_path}: the artifact's weights file is missing")
-    _refuse_pickle(weights_path)
-    expected = metadata["weights"].get("sha256")
-    if expected and file_sha256(weights_path) != expected:
-        raise ArtifactError(f"{weights_path}: SHA-256 differs from {METADATA_NAME}: the file was changed")
-    try:
-        state = load_file(str(weights_path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{weights_path}: cannot be read as safetensors: {exc}") from exc
+def model_from_metadata(metadata: dict) -> nn.Module:
+    """The untrained model an artifact's model.json describes (its weights are loaded into it)."""
     try:
         model, _ = build_model(
             metadata["architecture"], int(metadata["resolution"]), head=metadata.get("head")
         )
     except ValueError as exc:
-        raise ArtifactError(f"{folder / METADATA_NAME}: {exc}") from exc
+        raise ArtifactError(f"{Path(metadata['_dir']) / METADATA_NAME}: {exc}") from exc
+    return model
+
+
+def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The model (fp32, eval mode) and its metadata. Never unpickles: the weights must be safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from mammoflow.classify.artifact_checks import check_artifact
+
+    metadata = check_artifact(path)  # weights record, hash, input, cell, binding, shapes: artifact_checks.py
+    weights_path = Path(metadata["_dir"]) / metadata["weights"]["file"]
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{weights_path}: cannot be read as safetensors: {exc}") from exc
+    model = model_from_metadata(metadata)
     reference = model.state_dict()
     state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
     try:
@@ -247,7 +251,6 @@ def describe_cell(
     """The metadata of a finished cell: its data set's preparation (from the store's summary.json) and
     the thresholds chosen on its own validation predictions (real images only), image and breast level."""
     from mammoflow.classify.metrics import breast_level
-    from mammoflow.predict.thresholds import choose_thresholds
 
     summary_path = Path(store) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

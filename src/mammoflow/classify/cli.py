@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammoflow.arguments import json_object
+from mammoflow.arguments import NON_NEGATIVE, json_object
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--synthetic", default="", help="synthetic store to add (the augmented data set)")
     p.add_argument("--folds", required=True, help="folds.parquet")
     p.add_argument("--model", required=True, help="timm model name")
-    p.add_argument("--fold", type=int, required=True, help="validation fold")
+    p.add_argument("--fold", type=NON_NEGATIVE, required=True, help="validation fold")
     p.add_argument("--protocol", choices=["clean", "paper"], default="clean")
     p.add_argument("--settings", type=json_object, default={}, help="training settings as a JSON object")
     p.add_argument("--out", required=True, help="cell folder")
@@ -46,5 +46,7 @@ def register(sub) -> None:
         "--weights-tag", default="", help="its timm <name>.<tag> (the pretrained config to load with)"
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument(
+        "--threads", type=NON_NEGATIVE, default=0, help="CPU threads for torch (0: torch's default)"
+    )
     p.set_defaults(func=cmd_train)

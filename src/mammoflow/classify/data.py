@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammoflow.store import ID_COLUMNS, open_store
+from mammoflow.store import IMAGE_COLUMNS, open_store
 
 
 @dataclass
@@ -28,7 +28,7 @@ class CellData:
 
     real: np.ndarray  # N x res x res uint8, memory-mapped
     synthetic: np.ndarray | None  # M x res x res uint8, or None
-    table: pd.DataFrame  # one row per image of both: ID_COLUMNS + fold; index = position real..synthetic
+    table: pd.DataFrame  # one row per image of both: IMAGE_COLUMNS + fold; index = position real..synthetic
     train: np.ndarray  # positions (before over-sampling)
     valid: np.ndarray
 
@@ -59,7 +59,7 @@ def load_cell_data(
     folds = folds[folds["protocol"] == protocol][["image_id", "fold"]]
     if folds.empty:
         raise ValueError(f"{folds_path}: no folds for protocol {protocol!r}")
-    table = manifest[ID_COLUMNS].merge(folds, on="image_id", how="left")
+    table = manifest[IMAGE_COLUMNS].merge(folds, on="image_id", how="left")
     missing = table["fold"].isna()
     if missing.any():
         raise ValueError(
@@ -78,7 +78,7 @@ def load_cell_data(
         extra["source"] = "synthetic"
         if protocol == "clean" or "fold" not in extra.columns:
             extra["fold"] = -1  # never a validation fold
-        table = pd.concat([table, extra[[*ID_COLUMNS, "fold"]]], ignore_index=True)
+        table = pd.concat([table, extra[[*IMAGE_COLUMNS, "fold"]]], ignore_index=True)
     table["fold"] = table["fold"].astype(int)
     position = np.arange(len(table))
     valid = position[table["fold"].to_numpy() == fold]

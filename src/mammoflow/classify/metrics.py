@@ -17,38 +17,11 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix
+
+from mammoflow.stats import probabilistic_f1, ratio, roc_auc, sensitivity_at_specificity
 
 THRESHOLD = 0.5
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return float(num / den) if den > 0 else None
-
-
-def probabilistic_f1(y: np.ndarray, p: np.ndarray) -> float:
-    """The RSNA competition metric: F1 with probabilities as soft counts (0 when there are no positives,
-    as the competition's scoring code gives it)."""
-    true_positive = float(np.sum(p * y))
-    precision = _ratio(true_positive, float(np.sum(p))) or 0.0
-    recall = _ratio(true_positive, float(np.sum(y))) or 0.0
-    return _ratio(2 * precision * recall, precision + recall) or 0.0
-
-
-def sensitivity_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float = 0.9) -> float | None:
-    """Highest sensitivity of a threshold whose specificity is at least ``specificity`` (None without both
-    classes). Every distinct score is a candidate threshold: ``roc_curve``'s default drops points that lie
-    on a straight line between others, and with tied scores the one that meets the specificity can be
-    among them."""
-    if len(np.unique(y)) < 2:
-        return None
-    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
-    allowed = fpr <= 1 - specificity + 1e-12
-    return float(tpr[allowed].max())  # the first point (nothing called positive) is always allowed
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = THRESHOLD) -> dict:
@@ -60,14 +33,14 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = THRESHOLD) -
     p = np.asarray(p, dtype=float)
     predicted = (p >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
-    precision = _ratio(tp, tp + fp) or 0.0
-    recall = _ratio(tp, tp + fn)
-    f1 = None if recall is None else (_ratio(2 * precision * recall, precision + recall) or 0.0)
+    precision = ratio(tp, tp + fp) or 0.0
+    recall = ratio(tp, tp + fn)
+    f1 = None if recall is None else (ratio(2 * precision * recall, precision + recall) or 0.0)
     return {
         "n": len(y),
         "positives": int(y.sum()),
-        "accuracy": _ratio(tp + tn, len(y)),
-        "auc": _auc(y, p),
+        "accuracy": ratio(tp + tn, len(y)),
+        "auc": roc_auc(y, p),
         "precision": precision,
         "recall": recall,
         "f1": f1,
@@ -81,40 +54,6 @@ def breast_level(predictions: pd.DataFrame) -> pd.DataFrame:
     """One row per breast (patient, laterality): the mean of its images' probabilities, its label."""
     grouped = predictions.groupby(["patient_id", "laterality"], sort=True)
     return grouped.agg(cancer=("cancer", "max"), probability=("probability", "mean")).reset_index()
-
-
-def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float | None:
-    """The score at or above which calling positive gives the highest F1 (the pF1 of binarised
-    predictions, as RSNA entrants tuned it); the highest such score on ties, None without positives."""
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    if y.sum() == 0:
-        return None
-    order = np.argsort(-p, kind="stable")
-    sorted_p = p[order]
-    # Counts at the last position of each distinct score (descending): a tie is called positive together.
-    last = np.r_[np.flatnonzero(np.diff(sorted_p) != 0), len(p) - 1]
-    true_positives = np.cumsum(y[order])[last]
-    f1 = 2 * true_positives / (last + 1 + y.sum())  # 2tp / (called positive + positives)
-    return float(sorted_p[last[int(np.argmax(f1))]])
-
-
-def f1_at_out_of_fold_threshold(breasts: pd.DataFrame) -> pd.DataFrame:
-    """Per fold: the threshold that maximises F1 on the *other* folds' rows (columns fold, cancer,
-    probability), and the binarised pF1 (= F1) of this fold's rows at it. The fold that is scored never
-    picks its own threshold. Columns fold, threshold, pf1 (None where a threshold or F1 is undefined)."""
-    rows = []
-    for fold in sorted(breasts["fold"].unique()):
-        inside = breasts["fold"] == fold
-        other = breasts[~inside]
-        threshold = best_f1_threshold(other["cancer"].to_numpy(), other["probability"].to_numpy())
-        value = None
-        if threshold is not None:
-            scored = breasts[inside]
-            value = binary_metrics(scored["cancer"].to_numpy(), scored["probability"].to_numpy(), threshold)[
-                "f1"
-            ]
-        rows.append({"fold": int(fold), "threshold": threshold, "pf1": value})
-    return pd.DataFrame(rows, columns=["fold", "threshold", "pf1"])
 
 
 def cell_metrics(predictions: pd.DataFrame) -> tuple[dict, list[str]]:

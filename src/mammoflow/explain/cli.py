@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from mammoflow.arguments import json_object
+from mammoflow.arguments import NON_NEGATIVE, json_object
 
 
 def cmd_cam(args: argparse.Namespace) -> None:
-    from mammoflow.explain.stage import CamSettings, run_cam
+    from mammoflow.explain.stage import CamJob, CamSettings, run_cam
 
-    run_cam(
-        args.cell,
-        args.store,
-        args.out,
-        CamSettings.from_config(args.settings),
-        synthetic_dir=args.synthetic or None,
-        device=args.device,
-        threads=args.threads,
+    job = CamJob(
+        Path(args.cell),
+        Path(args.store),
+        Path(args.out),
+        synthetic_dir=Path(args.synthetic) if args.synthetic else None,
         protocol=args.protocol,
         dataset=args.dataset,
         fold=args.fold,
     )
+    run_cam(job, CamSettings.from_config(args.settings), device=args.device, threads=args.threads)
 
 
 def register(sub) -> None:
@@ -33,7 +32,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--protocol", default=None, help="for the summary (default: read off the cell path)")
     p.add_argument("--dataset", default=None, help="for the summary (default: read off the cell path)")
-    p.add_argument("--fold", type=int, default=None, help="for the summary (default: read off the cell path)")
+    p.add_argument(
+        "--fold", type=NON_NEGATIVE, default=None, help="for the summary (default: read off the cell path)"
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument(
+        "--threads", type=NON_NEGATIVE, default=0, help="CPU threads for torch (0: torch's default)"
+    )
     p.set_defaults(func=cmd_cam)

@@ -14,7 +14,6 @@ import torch
 
 from mammoflow import paths
 from mammoflow.atomic import atomic_path, write_json, write_parquet
-from mammoflow.explain.boxes import chance_hit_rate, find_peak, fixed_box, score, threshold_box
 from mammoflow.explain.figure import choose_examples, write_figure
 from mammoflow.explain.gradcam import (
     METHODS,
@@ -25,35 +24,11 @@ from mammoflow.explain.gradcam import (
     grad_cam_maps,
 )
 from mammoflow.explain.inputs import gather, load_cell_model, locate, select, store_table
+from mammoflow.explain.scores import COLUMNS, records, summarise
 from mammoflow.progress import progress, say
-from mammoflow.store import ID_COLUMNS, LESION_COLUMNS, open_store
+from mammoflow.store import IMAGE_COLUMNS, open_store
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
-BOX_COLUMNS = ["box_x0", "box_y0", "box_x1", "box_y1"]
-NO_BOXES = "no lesion boxes: localisation cannot be scored on this data"
-# boxes.parquet: the contract, then what helps to read it (why an image was chosen, map quality).
-COLUMNS = {
-    "image_id": "int64",
-    "patient_id": "int64",
-    "laterality": "object",
-    "view": "object",
-    "cancer": "int8",
-    "source": "object",
-    "probability": "float64",
-    "predicted_positive": "bool",
-    "peak_value": "float32",
-    "peak_x": "int32",
-    "peak_y": "int32",
-    **dict.fromkeys(BOX_COLUMNS, "int32"),
-    **dict.fromkeys(LESION_COLUMNS, "float64"),
-    "hit": "boolean",
-    "iou": "float64",
-    "hit_stretched": "boolean",
-    "map_constant": "bool",
-    "peak_ties": "int32",
-    "model_probability": "float64",
-    "selected_by": "object",
-}
 
 
 @dataclass(frozen=True)
@@ -116,18 +91,155 @@ def identity_of(cell_dir: Path, predictions: pd.DataFrame, **given) -> CellIdent
 # ---------------------------------------------------------------------------------------------- run
 
 
+@dataclass(frozen=True)
+class CamJob:
+    """One cell to explain: its folder (model artifact, predictions.parquet), the stores its validation
+    images are in, where the results go, and (for the summary) its protocol, data set and fold when they
+    cannot be read off the cell's path."""
+
+    cell_dir: Path
+    store_dir: Path
+    out_dir: Path
+    synthetic_dir: Path | None = None
+    protocol: str | None = None
+    dataset: str | None = None
+    fold: int | None = None
+
+
+@dataclass
+class _Inputs:
+    """What one cell's explanation reads: its predictions located in the stores, and its model."""
+
+    predictions_path: Path
+    identity: CellIdentity
+    model: torch.nn.Module
+    saved: dict
+    stores: dict[str, np.ndarray]
+    chosen: pd.DataFrame
+    total: int
+    has_boxes: bool
+
+    @property
+    def name(self) -> str:
+        return self.saved["model"]
+
+    @property
+    def res(self) -> int:
+        return int(self.saved["resolution"])
+
+
+def _open_sized(store_dir: Path, res: int) -> tuple[np.ndarray, pd.DataFrame]:
+    images, manifest = open_store(store_dir)
+    if images.shape[1:] != (res, res):
+        raise ValueError(f"{store_dir}: images are {images.shape[1:]}, the model was trained at {res} px")
+    return images, manifest
+
+
+def _load_inputs(job: CamJob, settings: CamSettings) -> _Inputs:
+    predictions_path = Path(job.cell_dir) / "predictions.parquet"
+    predictions = pd.read_parquet(predictions_path)
+    missing = [c for c in [*IMAGE_COLUMNS, "probability"] if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"{predictions_path}: missing column(s) {', '.join(missing)}")
+    identity = identity_of(
+        Path(job.cell_dir), predictions, protocol=job.protocol, dataset=job.dataset, fold=job.fold
+    )
+    model, saved = load_cell_model(Path(job.cell_dir))
+    res = int(saved["resolution"])
+    real_images, real_manifest = _open_sized(Path(job.store_dir), res)
+    stores = {"real": real_images}
+    real_table = store_table(real_manifest, Path(job.store_dir), "real")
+    synthetic_table = None
+    if job.synthetic_dir:
+        stores["synthetic"], synthetic_manifest = _open_sized(Path(job.synthetic_dir), res)
+        synthetic_table = store_table(synthetic_manifest, Path(job.synthetic_dir), "synthetic")
+    table = locate(
+        predictions[[*IMAGE_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
+    )
+    tables = (real_table, synthetic_table)
+    has_boxes = any(t is not None and bool(t["lesion_x0"].notna().any()) for t in tables)
+    chosen = select(table, settings)
+    return _Inputs(predictions_path, identity, model, saved, stores, chosen, len(table), has_boxes)
+
+
+@dataclass
+class _Explainer:
+    """The explained layer of one model, its feature grid, and the maps, boxes and scores it gives."""
+
+    model: torch.nn.Module
+    architecture: str
+    res: int
+    settings: CamSettings
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.layer, self.layer_name, self.layer_note = explained_layer(
+            self.model, self.architecture, self.res, self.settings.min_cells
+        )
+        self.grid, self.feature_shape = feature_grid(self.model, self.layer, self.res)
+
+    def maps(self, images: np.ndarray):
+        s = self.settings
+        return grad_cam_maps(self.model, self.layer, images, s.batch_size, self.device, False, s.method)
+
+    def aligned(self, maps: np.ndarray) -> np.ndarray:
+        return align_maps(maps, self.grid, *self.feature_shape)
+
+    def explain(self, chosen: pd.DataFrame, stores: dict, show_progress: bool):
+        """boxes.parquet's table, the small maps, and the seconds spent in Grad-CAM itself.
+
+        Batch by batch, keeping only the small maps: memory stays bounded by the batch, whatever the number
+        of images (thousands of predicted positives at 512 px would be GBs)."""
+        rows, small_maps, seconds = [], [], 0.0
+        size = (self.settings.map_size, self.settings.map_size)
+        starts = range(0, len(chosen), self.settings.batch_size)
+        for start in progress(starts, "grad-cam", total=len(starts), enabled=show_progress):
+            chunk = chosen.iloc[start : start + self.settings.batch_size]
+            images = gather(chunk, stores, self.res)
+            cam_started = time.perf_counter()
+            cams = self.maps(images)
+            seconds += time.perf_counter() - cam_started
+            aligned = self.aligned(cams.maps)
+            rows += records(chunk, cams, aligned, self.grid, self.settings, self.res)
+            small_maps += [cv2.resize(m, size, interpolation=cv2.INTER_AREA) for m in aligned]
+        boxes = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
+        maps = np.stack(small_maps) if small_maps else np.zeros((0, *size), np.float32)
+        return boxes, maps, seconds
+
+    def figure(self, path: Path, inputs: _Inputs, boxes: pd.DataFrame, title: str) -> None:
+        """Figure 6. Its examples are chosen once every score is known (hits and misses both); their maps
+        are computed again at full size, for these few images only."""
+        picks = choose_examples(boxes, self.settings.examples)
+        shown = gather(inputs.chosen.iloc[picks], inputs.stores, self.res)
+        shown_table = boxes.iloc[picks].reset_index(drop=True) if picks else boxes
+        figure_maps = list(self.aligned(self.maps(shown).maps)) if picks else []
+        write_figure(path, list(shown), figure_maps, shown_table, self.settings.examples, title)
+
+    def description(self) -> dict:
+        """summary.json's account of the method: layer, alignment and box."""
+        s, grid = self.settings, self.grid
+        stretched = Grid.stretched(self.res, *self.feature_shape)
+        return {
+            "target_layer": self.layer_name,
+            "target_layer_note": self.layer_note,
+            "method": s.method,
+            "alignment": {
+                "cell_centre_x0": grid.x0,
+                "cell_centre_y0": grid.y0,
+                "cell_spacing": [grid.sx, grid.sy],
+                "shift_from_stretched_px": [grid.x0 - stretched.x0, grid.y0 - stretched.y0],
+            },
+            "box": {
+                "mode": s.box,
+                "fraction": s.box_fraction,
+                "side_px": max(round(s.box_fraction * self.res), 1) if s.box == "fixed" else None,
+                "threshold": s.box_threshold if s.box == "threshold" else None,
+            },
+        }
+
+
 def run_cam(
-    cell_dir: str | Path,
-    store_dir: str | Path,
-    out_dir: str | Path,
-    settings: CamSettings,
-    synthetic_dir: str | Path | None = None,
-    device: str = "auto",
-    threads: int = 0,
-    protocol: str | None = None,
-    dataset: str | None = None,
-    fold: int | None = None,
-    show_progress: bool = True,
+    job: CamJob, settings: CamSettings, device: str = "auto", threads: int = 0, show_progress: bool = True
 ) -> dict:
     """Explain one cell's validation images; write boxes.parquet, maps.npy, summary.json, figure6.png."""
     from mammoflow.devices import pick_device
@@ -135,107 +247,36 @@ def run_cam(
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
-    cell_dir, store_dir, out_dir = Path(cell_dir), Path(store_dir), Path(out_dir)
     dev = pick_device(device)
-    predictions_path = cell_dir / "predictions.parquet"
-    predictions = pd.read_parquet(predictions_path)
-    missing = [c for c in [*ID_COLUMNS, "probability"] if c not in predictions.columns]
-    if missing:
-        raise ValueError(f"{predictions_path}: missing column(s) {', '.join(missing)}")
-    identity = identity_of(cell_dir, predictions, protocol=protocol, dataset=dataset, fold=fold)
-    model, saved = load_cell_model(cell_dir)
-    name, res = saved["model"], int(saved["resolution"])
-
-    real_images, real_manifest = open_store(store_dir)
-    if real_images.shape[1:] != (res, res):
-        raise ValueError(
-            f"{store_dir}: images are {real_images.shape[1:]}, the model was trained at {res} px"
-        )
-    stores = {"real": real_images}
-    synthetic_table = None
-    if synthetic_dir:
-        synthetic_images, synthetic_manifest = open_store(synthetic_dir)
-        if synthetic_images.shape[1:] != (res, res):
-            raise ValueError(f"{synthetic_dir}: images are {synthetic_images.shape[1:]}, not {res} x {res}")
-        stores["synthetic"] = synthetic_images
-        synthetic_table = store_table(synthetic_manifest, Path(synthetic_dir), "synthetic")
-    real_table = store_table(real_manifest, store_dir, "real")
-    table = locate(
-        predictions[[*ID_COLUMNS, "probability"]], real_table, synthetic_table, str(predictions_path)
-    )
-    chosen = select(table, settings)
-    layer, layer_name, layer_note = explained_layer(model, name, res, settings.min_cells)
-    grid, feature_shape = feature_grid(model, layer, res)
-    if "fallback" in layer_name:
-        say(f"NOTICE: {name} is not a known architecture; Grad-CAM explains {layer_name}")
-    if layer_note:
-        say(f"NOTICE: {layer_note}")
+    inputs = _load_inputs(job, settings)
+    name, res, identity = inputs.name, inputs.res, inputs.identity
+    explainer = _Explainer(inputs.model, name, res, settings, dev)
+    if "fallback" in explainer.layer_name:
+        say(f"NOTICE: {name} is not a known architecture; Grad-CAM explains {explainer.layer_name}")
+    if explainer.layer_note:
+        say(f"NOTICE: {explainer.layer_note}")
     say(
         f"cam {name} {res}px {identity.dataset} {identity.protocol} fold {identity.fold}: "
-        f"{len(chosen)} of {len(table)} validation images "
-        f"({int(chosen['predicted_positive'].sum())} predicted positive); {METHOD_NAMES[settings.method]} "
-        f"on {layer_name}; {dev}"
+        f"{len(inputs.chosen)} of {inputs.total} validation images "
+        f"({int(inputs.chosen['predicted_positive'].sum())} predicted positive); "
+        f"{METHOD_NAMES[settings.method]} on {explainer.layer_name}; {dev}"
     )
-
-    # Batch by batch, keeping only the small maps and the figure's examples: memory stays bounded by the
-    # batch, whatever the number of images (thousands of predicted positives at 512 px would be GBs).
-    records, small_maps = [], []
-    size = (settings.map_size, settings.map_size)
-    cam_seconds = 0.0
-    starts = range(0, len(chosen), settings.batch_size)
-    for start in progress(starts, "grad-cam", total=len(starts), enabled=show_progress):
-        chunk = chosen.iloc[start : start + settings.batch_size]
-        images = gather(chunk, stores, res)
-        cam_started = time.perf_counter()
-        cams = grad_cam_maps(model, layer, images, settings.batch_size, dev, False, settings.method)
-        cam_seconds += time.perf_counter() - cam_started
-        aligned = align_maps(cams.maps, grid, *feature_shape)
-        records += _records(chunk, cams, aligned, grid, settings, res)
-        small_maps += [cv2.resize(m, size, interpolation=cv2.INTER_AREA) for m in aligned]
-    boxes = pd.DataFrame(records, columns=list(COLUMNS)).astype(COLUMNS)
-    maps = np.stack(small_maps) if small_maps else np.zeros((0, *size), np.float32)
+    boxes, maps, cam_seconds = explainer.explain(inputs.chosen, inputs.stores, show_progress)
+    out_dir = Path(job.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(boxes, out_dir / "boxes.parquet")
     with atomic_path(out_dir / "maps.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, maps.astype(np.float16))
-
-    has_boxes = bool(real_table["lesion_x0"].notna().any()) or (
-        synthetic_table is not None and bool(synthetic_table["lesion_x0"].notna().any())
-    )
-    summary = _summary(boxes, feature_shape, settings, res, has_boxes)
     title = (
         f"{name} {res}px, {identity.dataset}, {identity.protocol} fold {identity.fold}: "
-        f"{METHOD_NAMES[settings.method]} on {layer_name}, {settings.box} box"
+        f"{METHOD_NAMES[settings.method]} on {explainer.layer_name}, {settings.box} box"
     )
-    # Figure 6's examples are chosen once every score is known (hits and misses both); their maps are
-    # computed again at full size, for these few images only.
-    picks = choose_examples(boxes, settings.examples)
-    shown = gather(chosen.iloc[picks], stores, res)
-    maps_ = shown
-    if picks:
-        maps_ = grad_cam_maps(model, layer, shown, settings.batch_size, dev, False, settings.method).maps
-    shown_table = boxes.iloc[picks].reset_index(drop=True) if picks else boxes
-    figure_maps = list(align_maps(maps_, grid, *feature_shape)) if picks else []
-    write_figure(out_dir / "figure6.png", list(shown), figure_maps, shown_table, settings.examples, title)
-    stretched = Grid.stretched(res, *feature_shape)
+    explainer.figure(out_dir / "figure6.png", inputs, boxes, title)
+    summary = summarise(boxes, explainer.feature_shape, settings, res, inputs.has_boxes)
     summary.update(
-        target_layer=layer_name,
-        target_layer_note=layer_note,
-        method=settings.method,
-        alignment={
-            "cell_centre_x0": grid.x0,
-            "cell_centre_y0": grid.y0,
-            "cell_spacing": [grid.sx, grid.sy],
-            "shift_from_stretched_px": [grid.x0 - stretched.x0, grid.y0 - stretched.y0],
-        },
-        box={
-            "mode": settings.box,
-            "fraction": settings.box_fraction,
-            "side_px": max(round(settings.box_fraction * res), 1) if settings.box == "fixed" else None,
-            "threshold": settings.box_threshold if settings.box == "threshold" else None,
-        },
+        **explainer.description(),
         model=name,
-        weights=saved.get("weights"),
+        weights=inputs.saved.get("weights"),
         resolution=res,
         dataset=identity.dataset,
         protocol=identity.protocol,
@@ -252,100 +293,3 @@ def run_cam(
         f"(chance {summary['chance_hit_rate']}); {summary['note']}"
     )
     return summary
-
-
-def _records(chunk: pd.DataFrame, cams, aligned: np.ndarray, grid: Grid, settings: CamSettings, res: int):
-    """One boxes.parquet row per image of a batch."""
-    records = []
-    side = max(round(settings.box_fraction * res), 1)
-    for i, row in enumerate(chunk.itertuples(index=False)):
-        peak = find_peak(aligned[i], cams.raw[i], (grid.x0, grid.y0, grid.sx, grid.sy))
-        if settings.box == "fixed":
-            box = fixed_box(peak.x, peak.y, side, res, res)
-        else:
-            box = threshold_box(aligned[i], peak.x, peak.y, settings.box_threshold)
-        lesion = tuple(getattr(row, c) for c in LESION_COLUMNS)
-        known = lesion if np.isfinite(lesion[0]) else None
-        hit, overlap = score(peak, box, known)
-        # The pointing game as fastai's stretched plot shows the map (the study's Figure 6): for comparison.
-        hit_stretched, _ = score(find_peak(cams.maps[i], cams.raw[i]), box, known)
-        records.append(
-            {
-                **{c: getattr(row, c) for c in [*ID_COLUMNS, "probability", "predicted_positive"]},
-                "peak_value": float(cams.raw[i].max()),
-                "peak_x": peak.x,
-                "peak_y": peak.y,
-                **dict(zip(BOX_COLUMNS, box, strict=True)),
-                **dict(zip(LESION_COLUMNS, lesion, strict=True)),
-                "hit": hit,
-                "iou": overlap,
-                "hit_stretched": hit_stretched,
-                "map_constant": peak.constant,
-                "peak_ties": peak.ties,
-                "model_probability": float(cams.probabilities[i]),
-                "selected_by": row.selected_by,
-            }
-        )
-    return records
-
-
-def _mean(values: pd.Series) -> float | None:
-    return float(values.mean()) if len(values) else None
-
-
-def _summary(boxes, feature_shape, settings, res, has_boxes) -> dict:
-    scored = boxes[boxes["lesion_x0"].notna()]
-    scored_positive = scored[scored["predicted_positive"]]
-    lesions = [tuple(r) for r in scored[LESION_COLUMNS].to_numpy(float)]
-    constant = int(boxes["map_constant"].sum())
-    tied = int(((boxes["peak_ties"] > 1) & ~boxes["map_constant"]).sum())
-    feature_map = list(feature_shape)
-    difference = (
-        float(np.abs(boxes["model_probability"] - boxes["probability"]).max()) if len(boxes) else None
-    )
-    notes = []
-    if len(boxes) == 0:
-        notes.append(
-            f"no images to explain: none predicted positive at {settings.threshold}, top_k {settings.top_k}"
-            + (", no lesion boxes" if settings.all_lesions else "")
-        )
-    if not has_boxes:
-        notes.append(NO_BOXES)
-    elif len(boxes) and scored.empty:
-        notes.append("none of the explained images has a lesion box: localisation is not scored")
-    if feature_map == [1, 1]:
-        notes.append(
-            f"the feature map is 1x1 at {res} px: every map is constant, localisation is meaningless"
-        )
-    elif constant:
-        notes.append(f"{constant} constant map(s) (no peak, counted as misses)")
-    if tied:
-        notes.append(f"{tied} map(s) with a tied maximum (peak not unique; the first cell in raster order)")
-    if difference is not None and difference > 0.05:
-        notes.append(f"the model's probabilities differ from predictions.parquet by up to {difference:.3f}")
-        say(f"warning: {notes[-1]}: model and store do not match?")
-    return {
-        "images": len(boxes),
-        "predicted_positive": int(boxes["predicted_positive"].sum()),
-        "scored": len(scored),
-        "hit_rate": _mean(scored["hit"].astype(float)),
-        "mean_iou": _mean(scored["iou"]),
-        "chance_hit_rate": chance_hit_rate(lesions, res, res),
-        "hit_rate_predicted_positive": _mean(scored_positive["hit"].astype(float)),
-        "hit_rate_stretched": _mean(scored["hit_stretched"].astype(float)),
-        "scorable": bool(len(scored)),
-        "note": "; ".join(notes),
-        "selection": {
-            "threshold": settings.threshold,
-            "top_k": settings.top_k,
-            "all_lesions": settings.all_lesions,
-            "by_reason": {
-                reason: int(boxes["selected_by"].str.contains(reason).sum())
-                for reason in ("positive", "top_k", "lesion")
-            },
-        },
-        "feature_map": feature_map,
-        "constant_maps": constant,
-        "tied_peaks": tied,
-        "max_probability_difference": difference,
-    }

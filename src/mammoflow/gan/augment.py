@@ -8,7 +8,8 @@ Images are one-channel, in [-1, 1], background (air) at -1:
   saturation step of the original policy has no meaning for one channel and is left out;
 - ``translation``: shift by up to 1/8 of the side, filling with the background value -1 (the original fills
   with 0, mid-grey here; -1 is what lies outside a mammogram);
-- ``cutout``: a square of half the side, at a random place, set to 0.
+- ``cutout``: a square of ``cutout_ratio`` of the side (the residual discriminator: 0.5, DiffAugment's
+  paper; the projected one: 0.2, StyleGAN-XL's ``training/diffaug.py``), at a random place, set to 0.
 
 Randomness comes from torch's global generator, which the training loop seeds per step.
 """
@@ -53,14 +54,16 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).to(x.dtype)[:, None]
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...] | list[str]) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor, policy: tuple[str, ...] | list[str], cutout_ratio: float = 0.5
+) -> torch.Tensor:
     for name in policy:
         if name == "color":
             x = brightness_contrast(x)
         elif name == "translation":
             x = translation(x)
         elif name == "cutout":
-            x = cutout(x)
+            x = cutout(x, cutout_ratio)
         else:
             raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(POLICIES)}")
     return x

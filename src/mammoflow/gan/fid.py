@@ -288,15 +288,9 @@ class FeatureExtractor:
 @torch.no_grad()
 def generated_batches(generator, n: int, seed: int, batch: int = 64, device="cpu") -> Iterator[np.ndarray]:
     """The images ``sample.generate`` draws (same latents, same order), one uint8 batch at a time."""
-    from mammoflow.gan.network_io import to_uint8
+    from mammoflow.gan.network_io import draw, to_uint8, z_dim
     from mammoflow.gan.sample import latents
 
-    z = latents(n, generator.spec.z_dim, seed)  # n x z_dim floats: 13 MB for 50,000, the only O(n) array
+    z = latents(n, z_dim(generator), seed)  # n x z_dim floats: 13 MB for 50,000, the only O(n) array
     for start in range(0, n, batch):
-        yield to_uint8(generator(z[start : start + batch].to(device), truncation=1.0, noise_mode="const"))
-
-
-def fid_report(
-    generated: np.ndarray, real: np.ndarray, setting: str, device: str | torch.device = "cpu"
-) -> dict:
-    return FeatureExtractor(setting, device).report(generated, real)
+        yield to_uint8(draw(generator, z[start : start + batch].to(device)))

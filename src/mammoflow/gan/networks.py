@@ -1,5 +1,10 @@
 """Generator and discriminator, StyleGAN family, in plain PyTorch; grayscale (one channel), images in [-1, 1].
 
+To be replaced: the generator here (StyleGAN2-style layers) goes once the stage loop (gan/train.py) trains
+StyleGAN-XL's generator (gan/stylegan_xl/); until then it is what `gan-stage` trains and what the
+`network.pt` files of format ``mammoflow-gan/1`` hold. The residual discriminator stays (gan.discriminator:
+residual).
+
 Generator (``GeneratorSpec.stages`` = the resolutions grown so far, e.g. (16, 32, 256)):
 
 - mapping network: z (``z_dim``) -> normalised -> ``map_layers`` fully connected layers -> w (``w_dim``),

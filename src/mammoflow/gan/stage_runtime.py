@@ -1,4 +1,4 @@
-"""What a long GAN stage needs around its loop: per-part step timing and a clean stop on SIGTERM."""
+"""What a long GAN stage needs around its loop: how it runs, per-part step timing, a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
+
+from mammoflow.progress import say
 
 
 class StepTimer:
@@ -55,3 +58,15 @@ class _Termination:
 
 class Interrupted(RuntimeError):
     """The stage stopped early (SIGTERM, or a test's ``stop_after_step``); its checkpoint is on disk."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a stage runs, as opposed to what it trains (StageSettings): none of this changes the result."""
+
+    device: str | None = None  # cuda or cpu (None: cuda when present)
+    meta: dict = field(default_factory=dict)  # recorded in network.pt; its "label" titles snapshots.png
+    stop_after_step: int | None = None  # tests: stop as a kill would, after this step
+    profile: bool = False  # time each part of a step (synchronises a GPU at every boundary)
+    show_progress: bool = True
+    log: Callable[[str], None] = say

@@ -1,20 +1,25 @@
-"""One progressive stage: train, checkpoint, resume, and write the stage folder.
+"""One progressive stage: the training loop, and the stage folder it writes.
 
-Losses are StyleGAN2's: non-saturating logistic for both players, R1 on real images applied lazily (every
-``r1_interval`` steps, scaled by the interval, with Adam's lr and betas adjusted as in StyleGAN2), an
-exponential moving average of the generator (half-life ``ema_kimg``, ramped up over the first 5 % of the
-images) that is what the stage hands on. A step is one generator update and one discriminator update,
-each on ``batch`` images; kimg counts the real images the discriminator has seen.
+The loop follows StyleGAN-XL's ``training/training_loop.py``; the losses are in ``losses`` and everything
+the stage carries from step to step (networks, optimisers, progress; checkpoint and resume) in
+``stage_state``. A step is one batch of ``batch`` real images and four phases (``losses``): the generator's
+loss, its regulariser when due, the discriminator's loss, its regulariser when due; each phase zeroes its
+player's gradients, back-propagates, replaces non-finite gradients (NaN by 0, infinities by +-1e5, as
+StyleGAN does) and steps that player's Adam. Only the parameters a stage trains are switched on, and
+only during their own player's phases: the new head alone in a grown stage (``freeze``), the heads alone
+in a projected discriminator. Then the EMA generator moves toward the generator: half-life ``ema_kimg``,
+ramped up over the first ``ema_rampup`` of the images, beta from the images shown before the step, as
+StyleGAN's loop computes it. kimg counts the real images the discriminator has seen.
 
 Resuming gives the same result as an uninterrupted run (CPU; on a GPU up to cuDNN's own
 nondeterminism): every step draws its randomness from torch's generator seeded by (seed, step), and its
-real images from a permutation seeded by (seed, epoch), so nothing random has to survive an interruption;
-the checkpoint holds the networks, the optimisers' moments, the step, and what was logged so far.
+real images from a permutation seeded by (seed, epoch), so no random state has to survive an interruption.
 
 Stage folder (``out_dir``)::
 
-    network.pt            the EMA generator, its spec, and what it was trained on (the next stage's input)
-    stats.jsonl           one line per tick: step, kimg, seconds, losses, logits, R1, EMA beta
+    network.pt            the EMA generator, its layer table, what it was trained on, the discriminator
+    stats.jsonl           one line per tick: step, kimg, seconds, losses, mean logits, regularisers, blur,
+                          EMA beta, the discriminator
     snapshots.png         fixed latents drawn by the EMA generator over training (the paper's Figure 1)
     training_images.parquet  every real image the discriminator was shown, and how often (leakage audit)
     resume.pt             the last checkpoint while the stage runs; removed when it has finished
@@ -22,63 +27,29 @@ Stage folder (``out_dir``)::
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
-import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from mammoflow.atomic import atomic_path, file_sha256, write_parquet, write_text
 from mammoflow.devices import pick_device
-from mammoflow.gan.augment import POLICIES, diff_augment
 from mammoflow.gan.data import Positives
-from mammoflow.gan.network_io import FORMAT, to_uint8
-from mammoflow.gan.networks import Discriminator, GeneratorSpec, build_generator, grow_generator
+from mammoflow.gan.network_io import generator_payload, to_uint8
+from mammoflow.gan.settings import StageSettings
 from mammoflow.gan.snapshots import shrink_for_sheet, write_snapshot_figure
-from mammoflow.gan.stage_runtime import Interrupted, StepTimer, _Termination
-from mammoflow.progress import progress, say
+from mammoflow.gan.stage_runtime import Interrupted, RunOptions, StepTimer, _Termination
+from mammoflow.gan.stage_state import StageState, is_stem
+from mammoflow.gan.stylegan_xl import ArchSpec
+from mammoflow.progress import progress
 
 GRID_SEED = 20230321  # the snapshot latents: the same in every stage, so the grids can be compared
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    kimg: float
-    batch: int = 32
-    glr: float = 0.0025
-    dlr: float = 0.002
-    r1_gamma: float | None = None  # None: 0.0002 * res**2 / batch (StyleGAN2-ADA's heuristic)
-    r1_interval: int = 16
-    ema_kimg: float = 10.0
-    ema_rampup: float | None = 0.05
-    freeze: bool = True
-    augment: tuple[str, ...] = POLICIES
-    mixed_precision: bool = True
-    seed: int = 0
-    snapshots: int = 6
-    grid: int = 8
-    checkpoint_kimg: float = 50.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "augment", tuple(self.augment))
-        unknown = set(self.augment) - set(POLICIES)
-        if unknown:
-            raise ValueError(f"unknown augmentation {sorted(unknown)}; known: {', '.join(POLICIES)}")
-
-    def gamma(self, res: int) -> float:
-        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * res * res / self.batch
-
-    def steps(self) -> int:
-        return max(1, math.ceil(self.kimg * 1000 / self.batch))
+PHASES = 4  # latents are drawn for Gmain, Greg, Dmain, Dreg at every step, used or not (as StyleGAN does)
 
 
 @dataclass
@@ -128,263 +99,248 @@ def gan_precision(mixed_precision: bool, device: torch.device) -> tuple[bool, st
     return True, "bf16 autocast"
 
 
-# ------------------------------------------------------------------------------------------- training
+def resolve_feature_weights(settings: StageSettings, given: dict[str, Path]) -> dict[str, Path | None]:
+    """Feature network -> its weights file (None: random), in the discriminator's order; refuses what
+    cannot be meant: missing files for ``pretrained``, files for ``random`` or for networks not configured."""
+    if not settings.projected:
+        if given:
+            raise ValueError(
+                f"feature network weights given ({', '.join(given)}) to a residual discriminator"
+            )
+        return {}
+    unknown = sorted(set(given) - set(settings.feature_networks))
+    if unknown:
+        raise ValueError(
+            f"weights given for {unknown}, not in gan.feature_networks {list(settings.feature_networks)}"
+        )
+    if settings.feature_weights == "random":
+        if given:
+            raise ValueError(
+                f"gan.feature_weights is random, yet weights files were given for {sorted(given)}"
+            )
+        return dict.fromkeys(settings.feature_networks)
+    missing = [n for n in settings.feature_networks if n not in given]
+    if missing:
+        raise ValueError(
+            f"the projected discriminator needs the pretrained weights of {missing} (--feature-weights "
+            "NAME=PATH; the workflow's weights step fills them) and never downloads them; to train against "
+            "randomly initialised feature networks on purpose, set gan.feature_weights: random"
+        )
+    return {n: Path(given[n]) for n in settings.feature_networks}
+
+
+def describe_discriminator(settings: StageSettings, features: dict[str, Path | None]) -> dict:
+    """What ran, for network.pt, stats.jsonl and the report."""
+    if not settings.projected:
+        return {
+            "kind": "residual",
+            "label": "residual (StyleGAN2, trained from scratch)",
+            "feature_networks": [],
+        }
+    networks = [
+        {"name": n, "weights": str(p) if p else None, "sha256": file_sha256(p) if p else None}
+        for n, p in features.items()
+    ]
+    names = ", ".join(features)
+    random = settings.feature_weights == "random"
+    label = (
+        f"projected on RANDOM features ({names}; gan.feature_weights: random)"
+        if random
+        else f"projected ({names})"
+    )
+    return {"kind": "projected", "label": label, "random_features": random, "feature_networks": networks}
+
+
+def ema_beta(settings: StageSettings, nimg: int) -> float:
+    ema_nimg = settings.ema_kimg * 1000
+    if settings.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, nimg * settings.ema_rampup)
+    return 0.5 ** (settings.batch / max(ema_nimg, 1e-8))
+
+
+# ------------------------------------------------------------------------------------------- one step
+
+
+def run_phase(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, loss) -> dict:
+    """Switch one player's trained parameters on, back-propagate ``loss()``, clean the gradients, step."""
+    for p in params:
+        p.requires_grad_(True)
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        stats = loss()
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    if stats is None:  # the phase had nothing to do (a regulariser not yet due)
+        return {}
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+    optimizer.step()
+    return stats
+
+
+def training_step(
+    state: StageState, settings: StageSettings, real: torch.Tensor, step: int, timer: StepTimer
+) -> dict:
+    loss, nimg = state.loss, step * settings.batch
+    z = torch.randn(PHASES, settings.batch, state.G.z_dim, device=real.device)
+    stats: dict = {}
+    with timer("generator"):
+        stats |= run_phase(state.g_params, state.opt_g, lambda: loss.g_main(z[0], nimg))
+    if loss.g_reg_interval and step % loss.g_reg_interval == 0:
+        with timer("regularisers"):
+            stats |= run_phase(state.g_params, state.opt_g, lambda: loss.g_reg(z[1], nimg))
+    with timer("discriminator"):
+        stats |= run_phase(state.d_params, state.opt_d, lambda: loss.d_main(real, z[2], nimg))
+    if loss.d_reg_interval and step % loss.d_reg_interval == 0:
+        with timer("regularisers"):
+            stats |= run_phase(state.d_params, state.opt_d, lambda: loss.d_reg(real, nimg))
+    with timer("ema"):
+        beta = ema_beta(settings, nimg)
+        state.update_ema(beta)
+    return stats | loss.schedule(nimg) | {"ema_beta": torch.tensor(beta)}
+
+
+# ------------------------------------------------------------------------------------------- the stage
 
 
 def train_stage(
     positives: Positives,
-    spec: GeneratorSpec,
-    settings: TrainSettings,
+    spec: ArchSpec,
+    settings: StageSettings,
     out_dir: str | Path,
     previous: str | Path | None = None,
-    device: str | None = None,
-    meta: dict | None = None,
-    stop_after_step: int | None = None,
-    profile: bool = False,
-    show_progress: bool = True,
-    log: Callable[[str], None] = say,
+    feature_weights: dict[str, Path] | None = None,
+    options: RunOptions | None = None,
 ) -> StageResult:
-    """Train the last stage of ``spec`` on ``positives`` and write the stage folder (see module doc)."""
+    """Train the last stage of ``spec`` (the generator's layer table: the stem, or the stem and its heads, the
+    last of which this stage adds) on ``positives`` and write the stage folder (see module doc).
+
+    ``feature_weights``: the projected discriminator's weights file per feature network.
+    """
+    options = options or RunOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dev = pick_device(device)
-    res = spec.resolution
+    dev = pick_device(options.device)
+    res = spec.img_resolution
+    previous = Path(previous) if previous else None
     if positives.images.shape[1:] != (res, res):
         raise ValueError(f"positives are {positives.images.shape[1:]} px, the stage is {res} px")
-    if (previous is None) != (len(spec.stages) == 1):
+    if (previous is None) != is_stem(spec):
         raise ValueError(
-            f"stage {res}: a previous stage's network is needed exactly when stages > 1 ({spec.stages})"
+            f"stage {res}: a previous stage's network is needed exactly when the stage grows a head"
         )
+    features = resolve_feature_weights(settings, feature_weights or {})
+    discriminator = describe_discriminator(settings, features)
     amp, precision = gan_precision(settings.mixed_precision, dev)
-    log(f"stage {res}: {precision}")
-    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp)
-    # channels_last: faster convolutions on GPUs (tensor cores) and, measured here, on CPUs too (oneDNN).
-    memory_format = torch.channels_last
+    options.log(f"stage {res}: {precision}; discriminator {discriminator['label']}")
 
-    # What this run is; a checkpoint of anything else is not resumed.
-    identity = hashlib.sha256(
-        json.dumps(
-            {
-                "spec": spec.to_dict(),
-                "settings": asdict(settings),
-                "previous": file_sha256(previous) if previous else None,
-                "images": hashlib.sha256(positives.images.tobytes()).hexdigest(),
-                "ids": positives.image_ids.tolist(),
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    def autocast():
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp)
 
-    torch.manual_seed(settings.seed)
-    if previous is not None:
-        previous_payload = torch.load(previous, map_location="cpu", weights_only=True)
-        previous_spec = GeneratorSpec.from_dict(previous_payload["spec"])
-        if previous_spec.grown(res) != spec:
-            raise ValueError(f"{previous}: its generator ({previous_spec}) does not grow into {spec}")
-        generator = grow_generator(previous_payload["state"], previous_spec, res)
-    else:
-        generator = build_generator(spec)
-    generator.set_frozen(settings.freeze)
-    discriminator = Discriminator(res, spec.cbase, spec.cmax)
-    generator.to(dev, memory_format=memory_format)
-    discriminator.to(dev, memory_format=memory_format)
-    g_ema = copy.deepcopy(generator).eval().requires_grad_(False)
-
-    trainable = generator.trainable_parameters()
-    fused = dev.type in ("cpu", "cuda") or None  # one kernel for all parameters (bench/optimizer.py)
-    opt_g = torch.optim.Adam(trainable, lr=settings.glr, betas=(0.0, 0.99), eps=1e-8, fused=fused)
-    ratio = settings.r1_interval / (settings.r1_interval + 1)
-    opt_d = torch.optim.Adam(
-        discriminator.parameters(), lr=settings.dlr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8, fused=fused
-    )
-
-    total_steps = settings.steps()
-    batch = settings.batch
-    n_real = len(positives.images)
-    gamma = settings.gamma(res)
-    checkpoint_steps = max(1, round(settings.checkpoint_kimg * 1000 / batch))
-    tick_steps = max(1, total_steps // 100)
-    count = max(2, settings.snapshots)
-    snapshot_steps = sorted({round(i * total_steps / (count - 1)) for i in range(count)})
-    grid_z = torch.randn(settings.grid, spec.z_dim, generator=torch.Generator().manual_seed(GRID_SEED))
-
-    start_step, stats, snapshots, seconds_before = 0, [], [], 0.0
-    shown = np.zeros(n_real, np.int64)
+    state = StageState.build(spec, settings, previous, features, positives, dev, autocast)
     resume_path = out_dir / "resume.pt"
     for stale in out_dir.glob(".*.tmp*"):  # a write cut short by a kill; the last complete one is kept
         stale.unlink(missing_ok=True)
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if state.get("identity") == identity:
-            generator.load_state_dict(state["G"])
-            g_ema.load_state_dict(state["G_ema"])
-            discriminator.load_state_dict(state["D"])
-            opt_g.load_state_dict(state["opt_G"])
-            opt_d.load_state_dict(state["opt_D"])
-            start_step, stats, seconds_before = state["step"], state["stats"], state["seconds"]
-            snapshots = [(kimg, tiles.numpy()) for kimg, tiles in state["snapshots"]]
-            shown = state["shown"].numpy().copy()
-            log(f"stage {res}: resumed from {resume_path} at step {start_step}/{total_steps}")
-        else:
-            log(f"stage {res}: {resume_path} belongs to other settings or data; starting afresh")
+    if state.restore(resume_path, options.log):
+        options.log(f"stage {res}: resumed from {resume_path} at step {state.step}/{settings.steps()}")
+    start_step = state.step
+    timer = StepTimer(options.profile, dev)
+    seconds = _run_steps(state, positives, settings, discriminator["label"], resume_path, timer, options)
+    ran = {"precision": precision, "discriminator": discriminator, "meta": options.meta}
+    network = _write_stage(state, positives, spec, settings, out_dir, ran)
+    resume_path.unlink(missing_ok=True)
+    kimg = round(settings.steps() * settings.batch / 1000, 3)
+    rate = 3600 * kimg / max(seconds, 1e-9)
+    options.log(
+        f"stage {res}: {settings.steps()} steps, {kimg} kimg in {seconds:.1f} s ({rate:.1f} kimg/h); "
+        f"{len(positives.images)} real positives -> {network}"
+    )
+    return StageResult(network, settings.steps(), kimg, seconds, start_step, dict(timer.totals))
 
-    images_dev = torch.from_numpy(positives.images).to(dev)
-    timer = StepTimer(profile, dev)
+
+def _snapshot(state: StageState, grid_z: torch.Tensor, kimg: float) -> None:
+    if any(k == kimg for k, _ in state.snapshots):
+        return
+    with torch.no_grad():
+        drawn = state.G_ema(grid_z, noise_mode="const")
+    state.snapshots.append((kimg, shrink_for_sheet(to_uint8(drawn))))
+
+
+def _run_steps(state, positives, settings, label, resume_path, timer, options) -> float:
+    """Steps from ``state.step`` to the end, with ticks, snapshots and checkpoints; the seconds trained."""
+    dev = next(state.G.parameters()).device
+    total, batch, res = settings.steps(), settings.batch, positives.images.shape[-1]
+    checkpoint_steps = max(1, round(settings.checkpoint_kimg * 1000 / batch))
+    tick_steps = max(1, total // 100)
+    count = max(2, settings.snapshots)
+    snapshot_steps = sorted({round(i * total / (count - 1)) for i in range(count)})
+    grid_z = torch.randn(settings.grid, state.G.z_dim, generator=torch.Generator().manual_seed(GRID_SEED)).to(
+        dev
+    )
+    images = torch.from_numpy(positives.images).to(dev)
     started = time.perf_counter()
 
     def elapsed() -> float:
-        return seconds_before + time.perf_counter() - started
-
-    def snapshot(step: int) -> None:
-        with torch.no_grad():
-            drawn = g_ema(grid_z.to(dev), noise_mode="const")
-        snapshots.append((round(step * batch / 1000, 3), shrink_for_sheet(to_uint8(drawn))))
-
-    def save_checkpoint(step: int) -> None:
-        state = {
-            "identity": identity,
-            "step": step,
-            "G": generator.state_dict(),
-            "G_ema": g_ema.state_dict(),
-            "D": discriminator.state_dict(),
-            "opt_G": opt_g.state_dict(),
-            "opt_D": opt_d.state_dict(),
-            "stats": stats,
-            "snapshots": [(kimg, torch.from_numpy(tiles)) for kimg, tiles in snapshots],
-            "shown": torch.from_numpy(shown),
-            "seconds": elapsed(),
-        }
-        with atomic_path(resume_path) as tmp:
-            torch.save(state, tmp)
+        return state.seconds_before + time.perf_counter() - started
 
     tick: dict[str, list[torch.Tensor]] = defaultdict(list)
-    steps = range(start_step, total_steps)
+    steps = range(state.step, total)
     with _Termination() as termination:
-        for step in progress(steps, f"stage {res}px", total=len(steps), enabled=show_progress):
-            if step in snapshot_steps and not any(k == round(step * batch / 1000, 3) for k, _ in snapshots):
-                snapshot(step)
+        for step in progress(steps, f"stage {res}px", total=len(steps), enabled=options.show_progress):
+            if step in snapshot_steps:
+                _snapshot(state, grid_z, round(step * batch / 1000, 3))
             torch.manual_seed(step_seed(settings.seed, step))
             with timer("data"):
-                rows = batch_indices(n_real, batch, step, settings.seed)
-                np.add.at(shown, rows, 1)
-                real = to_unit(images_dev[torch.from_numpy(rows).to(dev)]).contiguous(
-                    memory_format=memory_format
+                rows = batch_indices(len(images), batch, step, settings.seed)
+                np.add.at(state.shown, rows, 1)
+                real = to_unit(images[torch.from_numpy(rows).to(dev)]).contiguous(
+                    memory_format=torch.channels_last
                 )
-
-            # Generator: non-saturating logistic loss.
-            discriminator.requires_grad_(False)
-            with timer("networks"), autocast:
-                z = torch.randn(batch, spec.z_dim, device=dev)
-                fake = generator(z, update_w_avg=True)
-            with timer("augment"), autocast:
-                fake_aug = diff_augment(fake, settings.augment)
-            with timer("networks"), autocast:
-                loss_g = F.softplus(-discriminator(fake_aug)).mean()
-            with timer("networks"):
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-            with timer("optimizer"):
-                opt_g.step()
-
-            # Discriminator: logistic loss on generated and real images.
-            discriminator.requires_grad_(True)
-            with timer("networks"), torch.no_grad(), autocast:
-                z = torch.randn(batch, spec.z_dim, device=dev)
-                fake = generator(z)
-            with timer("augment"), autocast:
-                fake_aug = diff_augment(fake, settings.augment)
-                real_aug = diff_augment(real, settings.augment)
-            with timer("networks"), autocast:
-                logits_fake = discriminator(fake_aug)
-                logits_real = discriminator(real_aug)
-                loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
-            with timer("networks"):
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-            with timer("optimizer"):
-                opt_d.step()
-
-            # Lazy R1 on real images (full precision: a gradient penalty is sensitive to rounding).
-            if gamma > 0 and step % settings.r1_interval == 0:
-                with timer(
-                    "r1"
-                ):  # the networks' passes of the penalty, timed apart (bench/gan.py amortises it)
-                    real_in = real.detach().requires_grad_(True)
-                    logits = discriminator(diff_augment(real_in, settings.augment))
-                    (grad,) = torch.autograd.grad(logits.sum(), real_in, create_graph=True)
-                    penalty = grad.square().sum(dim=[1, 2, 3]).mean()
-                    opt_d.zero_grad(set_to_none=True)
-                    (penalty * (gamma / 2) * settings.r1_interval).backward()
-                with timer("optimizer"):
-                    opt_d.step()
-                tick["r1"].append(penalty.detach())
-
-            # Exponential moving average of the generator.
-            with timer("ema"), torch.no_grad():
-                nimg = (step + 1) * batch
-                ema_nimg = settings.ema_kimg * 1000
-                if settings.ema_rampup:
-                    ema_nimg = min(ema_nimg, nimg * settings.ema_rampup)
-                beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
-                for p_ema, p in zip(g_ema.parameters(), generator.parameters(), strict=True):
-                    if p.requires_grad:
-                        p_ema.copy_(p.detach().lerp(p_ema, beta))
-                for b_ema, b in zip(g_ema.buffers(), generator.buffers(), strict=True):
-                    b_ema.copy_(b)
-
+            stats = training_step(state, settings, real, step, timer)
             with timer("bookkeeping"):
                 # Tensors until the tick ends: .item() every step would stall a GPU every step.
-                tick["loss_g"].append(loss_g.detach().float())
-                tick["loss_d"].append(loss_d.detach().float())
-                tick["d_real"].append(logits_real.detach().float().mean())
-                tick["d_fake"].append(logits_fake.detach().float().mean())
-                done = step + 1
-                if done % tick_steps == 0 or done == total_steps:
+                for key, value in stats.items():
+                    tick[key].append(value.detach().float())
+                state.step = done = step + 1
+                if done % tick_steps == 0 or done == total:
                     record = {"stage": res, "step": done, "kimg": round(done * batch / 1000, 3)}
-                    record.update(
-                        {k: round(torch.stack(v).mean().item(), 5) for k, v in sorted(tick.items())}
-                    )
-                    record.update({"ema_beta": round(beta, 6), "seconds": round(elapsed(), 2)})
-                    stats.append(record)
+                    record |= {k: round(torch.stack(v).mean().item(), 6) for k, v in sorted(tick.items())}
+                    record |= {"seconds": round(elapsed(), 2), "discriminator": label}
+                    state.stats.append(record)
                     tick.clear()
-                if done < total_steps and (done % checkpoint_steps == 0 or termination.requested):
-                    save_checkpoint(done)
+                if done < total and (done % checkpoint_steps == 0 or termination.requested):
+                    state.save(resume_path, elapsed())
                 if termination.requested:
                     raise Interrupted(
                         f"stage {res}: SIGTERM at step {done}; checkpoint written to {resume_path}"
                     )
-                if stop_after_step is not None and done >= stop_after_step and done < total_steps:
+                stop = options.stop_after_step
+                if stop is not None and stop <= done < total:
                     raise Interrupted(f"stage {res}: stopped after step {done} (stop_after_step)")
+    _snapshot(state, grid_z, round(total * batch / 1000, 3))
+    return elapsed()
 
-    if not any(k == round(total_steps * batch / 1000, 3) for k, _ in snapshots):
-        snapshot(total_steps)
-    seconds = elapsed()
-    kimg = round(total_steps * batch / 1000, 3)
-    payload = {
-        "format": FORMAT,
-        "spec": spec.to_dict(),
-        "state": {k: v.detach().cpu() for k, v in g_ema.state_dict().items()},
-        "stage": res,
-        "kimg": kimg,
-        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
-        "training_images": int(n_real),
-        "precision": precision,
-        "meta": meta or {},
-    }
+
+def _write_stage(state, positives, spec, settings, out_dir, ran: dict) -> Path:
+    """network.pt (plus ``ran``: precision, discriminator, meta), stats.jsonl, snapshots.png, images shown."""
+    res, meta = spec.img_resolution, ran["meta"]
+    payload = generator_payload(
+        state.G_ema,
+        kimg=round(settings.steps() * settings.batch / 1000, 3),
+        settings=settings.to_dict(),
+        training_images=len(positives.images),
+        **ran,
+    )
     network = out_dir / "network.pt"
     with atomic_path(network) as tmp:
         torch.save(payload, tmp)
-    write_text("".join(json.dumps(r) + "\n" for r in stats), out_dir / "stats.jsonl")
-    label = (meta or {}).get("label", "")
-    write_snapshot_figure(
-        snapshots, out_dir / "snapshots.png", f"{label} stage {res} px: EMA generator, fixed latents"
-    )
+    write_text("".join(json.dumps(r) + "\n" for r in state.stats), out_dir / "stats.jsonl")
+    title = f"{meta.get('label', '')} stage {res} px: EMA generator, fixed latents"
+    write_snapshot_figure(state.snapshots, out_dir / "snapshots.png", title)
     write_parquet(
-        pd.DataFrame({"image_id": positives.image_ids, "shown": shown}), out_dir / "training_images.parquet"
+        pd.DataFrame({"image_id": positives.image_ids, "shown": state.shown}),
+        out_dir / "training_images.parquet",
     )
-    resume_path.unlink(missing_ok=True)
-    log(
-        f"stage {res}: {total_steps} steps, {kimg} kimg in {seconds:.1f} s "
-        f"({3600 * kimg / max(seconds, 1e-9):.1f} kimg/h); {n_real} real positives -> {network}"
-    )
-    return StageResult(network, total_steps, kimg, seconds, start_step, dict(timer.totals))
+    return network

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from mammoflow.arguments import COUNT, NON_NEGATIVE, add_limit_arguments
+
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from mammoflow.limits import DecodeLimits
     from mammoflow.predict.run import PredictOptions, run_predict
 
     options = PredictOptions(
@@ -26,6 +29,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         seed=args.seed,
         cam_max=args.cam_max,
         working_size=args.working_size,
+        decode_limits=DecodeLimits(args.max_megapixels, args.max_memory_mb, args.timeout_s),
     )
     run_predict(args.data, args.out, options)
 
@@ -64,7 +68,7 @@ def register(sub) -> None:
         help="model artifacts (cell folders or model.json) instead of the run's cells",
     )
     p.add_argument("--protocol", choices=["clean", "paper"], default=None, help="default: clean when trained")
-    p.add_argument("--resolution", type=int, default=None, help="default: the highest trained")
+    p.add_argument("--resolution", type=COUNT, default=None, help="default: the highest trained")
     p.add_argument(
         "--dataset", choices=["original", "processed", "augmented"], default=None, help="default: processed"
     )
@@ -74,15 +78,23 @@ def register(sub) -> None:
     p.add_argument("--submission", choices=["probability", "binary"], default="probability",
                    help="submission values: probabilities, or 0/1 at the pF1-optimal threshold")  # fmt: skip
     p.add_argument("--name", default=None, help="name of this prediction (default: the output folder's name)")
-    p.add_argument("--workers", type=int, default=1, help="decoder processes")
+    p.add_argument("--workers", type=COUNT, default=1, help="decoder processes")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--bootstrap", type=int, default=1000, help="patient resamples for the external intervals")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--cam-max", type=int, default=20, help="Grad-CAM panels for at most this many flagged breasts"
+        "--threads", type=NON_NEGATIVE, default=0, help="CPU threads for torch (0: torch's default)"
     )
-    p.add_argument("--working-size", type=int, default=None,
+    p.add_argument("--batch-size", type=COUNT, default=64)
+    p.add_argument(
+        "--bootstrap", type=NON_NEGATIVE, default=1000, help="patient resamples for the external intervals"
+    )
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument(
+        "--cam-max",
+        type=NON_NEGATIVE,
+        default=20,
+        help="Grad-CAM panels for at most this many flagged breasts",
+    )
+    p.add_argument("--working-size", type=COUNT, default=None,
                    help="decode size, only for artifacts that do not record it")  # fmt: skip
+    add_limit_arguments(p)  # the decode stage's bounds on one file: size, memory, time
     p.set_defaults(func=cmd_predict)

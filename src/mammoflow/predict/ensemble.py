@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from mammoflow import paths
-from mammoflow.classify.artifact import METADATA_NAME, load_artifact, read_metadata
-from mammoflow.classify.metrics import _auc
+from mammoflow.classify.artifact import METADATA_NAME, ArtifactError, load_artifact, read_metadata
+from mammoflow.classify.artifact_checks import check_artifact
 from mammoflow.classify.models import normalize_batch, positive_probability
 from mammoflow.classify.precision import logits_fp32, resolve_precision
+from mammoflow.predict.choice import pick
 from mammoflow.progress import say
+from mammoflow.stats import roc_auc
 
 KEY_FIELDS = ("protocol", "resolution", "dataset", "architecture")
 
@@ -84,13 +86,8 @@ def cells_of(artifacts: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*KEY_FIELDS, "fold", "cell"])
 
 
-def _pick(cells: pd.DataFrame, column: str, wanted, preferred) -> pd.DataFrame:
-    available = sorted(cells[column].unique(), key=str)
-    if wanted is None:
-        wanted = next((p for p in preferred if p in available), available[-1])
-    if wanted not in available:
-        raise ValueError(f"no trained cells with {column} {wanted!r}; available: {available}")
-    return cells[cells[column] == wanted]
+def _pick(cells: pd.DataFrame, column: str, wanted) -> pd.DataFrame:
+    return cells[cells[column] == pick(column, cells[column].tolist(), wanted)]
 
 
 def choose_models(
@@ -107,9 +104,9 @@ def choose_models(
         raise FileNotFoundError(
             "no trained model artifacts found (run the workflow first, or give --artifacts)"
         )
-    cells = _pick(cells, "protocol", protocol, ["clean"])
-    cells = _pick(cells, "resolution", resolution, sorted(cells["resolution"].unique(), reverse=True))
-    cells = _pick(cells, "dataset", dataset, ["processed", "original", "augmented"])
+    cells = _pick(cells, "protocol", protocol)
+    cells = _pick(cells, "resolution", resolution)
+    cells = _pick(cells, "dataset", dataset)
     groups = {
         name: ModelChoice(*key, cells=[Path(c) for c in group.sort_values("fold")["cell"]])
         for key, group in cells.groupby(list(KEY_FIELDS), sort=True)
@@ -125,7 +122,7 @@ def choose_models(
     scores = {}
     for name, choice in groups.items():
         oof = out_of_fold(choice)
-        scores[name] = _auc(oof["cancer"].to_numpy(), oof["probability"].to_numpy()) if len(oof) else None
+        scores[name] = roc_auc(oof["cancer"].to_numpy(), oof["probability"].to_numpy()) if len(oof) else None
     ranked = sorted(groups, key=lambda n: (scores[n] is not None, scores[n] or 0.0), reverse=True)
     say("out-of-fold AUC: " + ", ".join(f"{n} {scores[n] if scores[n] is None else round(scores[n], 3)}"
                                         for n in ranked))  # fmt: skip
@@ -176,6 +173,25 @@ def probabilities(
             logits = logits_fp32(model, x, precision)
         out.append(positive_probability(logits).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.empty(0)
+
+
+def checked_artifacts(choices: list[ModelChoice]) -> list[dict]:
+    """Every chosen cell's artifact checked in full (classify/artifact_checks.py), before anything is decoded,
+    and each model's folds distinct: the metadata, cell by cell in the choices' order."""
+    metadatas = []
+    for choice in choices:
+        folds: dict[int, Path] = {}
+        for cell in choice.cells:
+            metadata = check_artifact(cell)
+            fold = metadata.get("fold")
+            if fold in folds:
+                raise ArtifactError(
+                    f"{cell}: {choice.label} fold {fold} again (also {folds[fold]}): an ensemble averages "
+                    "each fold's model once; give each fold's artifact once"
+                )
+            folds[fold] = cell
+            metadatas.append(metadata)
+    return metadatas
 
 
 def load_folds(choice: ModelChoice, device: torch.device) -> list[tuple[nn.Module, dict]]:

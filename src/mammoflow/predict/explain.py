@@ -17,7 +17,8 @@ from mammoflow.atomic import write_parquet
 from mammoflow.explain.boxes import find_peak, fixed_box
 from mammoflow.explain.figure import write_figure
 from mammoflow.explain.gradcam import align_maps, explained_layer, feature_grid, grad_cam_maps
-from mammoflow.explain.stage import BOX_COLUMNS, METHOD_NAMES, CamSettings
+from mammoflow.explain.scores import BOX_COLUMNS
+from mammoflow.explain.stage import METHOD_NAMES, CamSettings
 from mammoflow.progress import say
 from mammoflow.store import LESION_COLUMNS
 

@@ -11,14 +11,16 @@ temporary folder, so a data set of any size needs no more memory than a batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mammoflow.decode import DecodeTask, decode_to_working_size
+from mammoflow.atomic import allocate_npy
+from mammoflow.decode import DecodeTask, child_limits, decode_to_working_size
 from mammoflow.isolated import imap_with_fallback
+from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
 from mammoflow.preprocess import ProcessOptions, prepare_original, prepare_processed
 
 
@@ -44,10 +46,11 @@ class Preparation:
         pairs = tuple(sorted(vars(options).items())) if options else ()
         return cls(dataset, int(metadata["resolution"]), pairs)
 
-    def process(self, pixels: np.ndarray, meta: dict) -> np.ndarray:
+    def process(self, pixels: np.ndarray, meta: dict, mask_source: np.ndarray | None = None) -> np.ndarray:
         if self.dataset == "original":
             return prepare_original(pixels, self.resolution).image
-        return prepare_processed(pixels, meta, self.resolution, ProcessOptions(**dict(self.options))).image
+        options = ProcessOptions(**dict(self.options))
+        return prepare_processed(pixels, meta, self.resolution, options, mask_source).image
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,12 @@ def prepare_one(task: PrepareTask) -> tuple[list[np.ndarray], dict] | str:
     result = decode_to_working_size(task.decode)
     if isinstance(result, str):
         return result
-    pixels, meta = result
+    pixels, meta, mask_source = result
     # The header facts as the decode stage's index gives them to preprocessing (plus the laterality,
     # which decides on which side the chest wall is kept when padding).
     meta = {**meta, "laterality": task.laterality}
     try:
-        return [p.process(pixels, meta) for p in task.preparations], meta
+        return [p.process(pixels, meta, mask_source) for p in task.preparations], meta
     except Exception as exc:  # e.g. a constant or degenerate image: this file's failure, not the run's
         return f"preprocessing failed: {type(exc).__name__}: {exc}"
 
@@ -79,16 +82,16 @@ def prepare_images(
     working_size: int,
     decoders: tuple[str, ...],
     workers: int = 1,
+    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> tuple[dict[Preparation, np.ndarray], pd.DataFrame]:
     """Arrays (N x res x res uint8 per preparation, row i = images row i) and a per-image status table:
-    ``decoded`` (bool), ``reason`` (why not), ``decoder``, ``decode_seconds``."""
+    ``decoded`` (bool), ``reason`` (why not), ``decoder``, ``decode_seconds``. A file over the decode
+    ``limits`` (declared size, decoder memory or time) is not decoded, with its reason."""
     n = len(images)
+    # Reserved on disk up front (a full disk fails here, by name), not filled through a sparse map.
     arrays = {
-        prep: np.lib.format.open_memmap(
-            work_dir / f"{prep.dataset}_{prep.resolution}_{k}.npy",
-            mode="w+",
-            dtype=np.uint8,
-            shape=(n, prep.resolution, prep.resolution),
+        prep: allocate_npy(
+            work_dir / f"{prep.dataset}_{prep.resolution}_{k}.npy", (n, *[prep.resolution] * 2), np.uint8
         )
         for k, prep in enumerate(preparations)
     }
@@ -102,7 +105,7 @@ def prepare_images(
         if not Path(row.path).is_file():
             status.loc[i, "reason"] = f"file not found: {row.path}"
             continue
-        decode = DecodeTask(str(row.path), working_size, tuple(decoders))
+        decode = DecodeTask(str(row.path), working_size, tuple(decoders), limits)
         tasks[i] = PrepareTask(decode, str(row.laterality), tuple(preparations))
     # The decode stage's rule: a decoder that crashes on a file hands it to the next one.
     results = imap_with_fallback(
@@ -110,10 +113,9 @@ def prepare_images(
         tasks,
         workers,
         lambda task: task.decode.decoders,
-        lambda task, left: PrepareTask(
-            DecodeTask(task.decode.path, working_size, left), task.laterality, task.preparations
-        ),
+        lambda task, left: replace(task, decode=replace(task.decode, decoders=left, mask_source=False)),
         "decode + preprocess",
+        child_limits(limits),
     )
     for i, result in results:
         if isinstance(result, str):

@@ -21,6 +21,7 @@ Written to ``--out``:
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ import pandas as pd
 import torch
 
 from mammoflow.atomic import atomic_path, write_json, write_parquet
-from mammoflow.classify.artifact import load_artifact, read_metadata
+from mammoflow.classify.artifact import load_artifact
 from mammoflow.decode import decoder_chain
 from mammoflow.devices import pick_device
+from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
 from mammoflow.predict.ensemble import (
     cells_of,
+    checked_artifacts,
     choose_models,
     ensemble_out_of_fold,
     find_cells,
@@ -44,8 +47,8 @@ from mammoflow.predict.ensemble import (
 from mammoflow.predict.explain import explain_breasts
 from mammoflow.predict.inputs import read_inputs
 from mammoflow.predict.prepare import Preparation, prepare_images
-from mammoflow.predict.thresholds import bootstrap_metrics, choose_thresholds
 from mammoflow.progress import say
+from mammoflow.stats import bootstrap_metrics, choose_thresholds
 
 BREAST_KEYS = ["prediction_id", "patient_id", "laterality"]
 
@@ -69,6 +72,7 @@ class PredictOptions:
     seed: int = 0
     cam_max: int = 20  # Grad-CAM panels for at most this many flagged breasts (highest first)
     working_size: int | None = None  # only for artifacts that do not record their decode settings
+    decode_limits: DecodeLimits = DEFAULT_LIMITS  # size, memory and time bounds on decoding one file
 
 
 def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, tuple[str, ...]]:
@@ -153,6 +157,116 @@ def _write_table(frame: pd.DataFrame, stem: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+# Everything a prediction writes into --out. A second prediction into the same folder removes the first's
+# before it starts: an unlabelled folder writes no external.json and may flag other breasts, and the report
+# reads every results/predict/*/external.json it finds.
+OUTPUTS = ("images.parquet", "images.csv", "breasts.parquet", "breasts.csv", "submission.csv", "failed.csv",
+           "summary.json", "external.json")  # fmt: skip
+
+
+def _clear_previous(out_dir: Path) -> None:
+    removed = [name for name in OUTPUTS if (out_dir / name).is_file()]
+    for name in removed:
+        (out_dir / name).unlink()
+    if (out_dir / "cam").is_dir():
+        shutil.rmtree(out_dir / "cam")
+        removed.append("cam/")
+    if removed:
+        say(f"{out_dir}: removed the previous prediction's {', '.join(removed)}")
+
+
+@dataclass
+class _Plan:
+    """The cells to apply, each checked in full, and how their images are decoded and prepared."""
+
+    choices: list
+    metadatas: list[dict]
+    working_size: int
+    decoders: tuple[str, ...]
+    preparations: list
+
+    @classmethod
+    def of(cls, options: PredictOptions) -> _Plan:
+        cells = cells_of(options.artifacts) if options.artifacts else find_cells(Path(options.results))
+        choices = choose_models(cells, options.protocol, options.resolution, options.dataset, options.models)
+        # Every artifact checked in full first: seconds, where decoding a large folder takes hours.
+        metadatas = checked_artifacts(choices)
+        working_size, decoders = _decode_settings(metadatas, options.working_size)
+        preparations = list(dict.fromkeys(Preparation.of(m) for m in metadatas))
+        return cls(choices, metadatas, working_size, decoders, preparations)
+
+
+def _score(table: pd.DataFrame, arrays: dict, plan: _Plan, device, batch_size: int) -> None:
+    """Each model's probability (its folds averaged) and their mean, into ``table`` (NaN where an image
+    could not be decoded)."""
+    rows = np.flatnonzero(table["decoded"].to_numpy())
+    columns = []
+    for choice in plan.choices:
+        fold_probabilities = []
+        for cell in choice.cells:
+            model, metadata = load_artifact(cell, device)
+            prepared = arrays[Preparation.of(metadata)]
+            fold_probabilities.append(probabilities(model, prepared, rows, device, batch_size))
+            del model
+        column = f"p:{choice.label}"
+        table[column] = np.nan
+        table.loc[rows, column] = np.mean(fold_probabilities, axis=0) if len(rows) else []
+        columns.append(column)
+    table["probability"] = table[columns].mean(axis=1, skipna=False)
+
+
+def _write_predictions(table, plan: _Plan, options: PredictOptions, labelled: bool, out_dir: Path):
+    """Thresholds, breasts and flags; images, breasts, failed.csv and submission.csv written."""
+    thresholds = _thresholds(plan.choices, options.aggregation, plan.metadatas)
+    breasts = aggregate_breasts(table, options.aggregation, labelled)
+    for name in ("pf1", "spec90"):
+        table[f"flag_{name}"] = _flag(table["probability"], thresholds["image"][name])
+        breasts[f"flag_{name}"] = _flag(breasts["probability"], thresholds["breast"][name])
+    _write_table(table, out_dir / "images")
+    _write_table(breasts, out_dir / "breasts")
+    failed = table.loc[
+        ~table["decoded"], ["image_id", "patient_id", "laterality", "view", "prediction_id", "path", "reason"]
+    ]
+    with atomic_path(out_dir / "failed.csv") as tmp:
+        failed.to_csv(tmp, index=False)
+    _write_submission(breasts, out_dir / "submission.csv", options.submission, thresholds["breast"]["pf1"])
+    return thresholds, breasts, failed
+
+
+def _describe(data_dir: Path, out_dir: Path, layout: str, plan: _Plan, options: PredictOptions) -> dict:
+    """summary.json's account of what was applied, how, to what."""
+    return {
+        "name": options.name or out_dir.name,
+        "data_dir": str(data_dir),
+        "layout": layout,
+        "models": [{"model": c.label, "folds": [str(p) for p in c.cells]} for c in plan.choices],
+        "aggregation": options.aggregation,
+        "decode": {"working_size": plan.working_size, "decoders": list(plan.decoders)},
+    }
+
+
+def _counts(table: pd.DataFrame, breasts: pd.DataFrame) -> dict:
+    return {
+        "n_images": len(table),
+        "n_decoded": int(table["decoded"].sum()),
+        "n_failed": int((~table["decoded"]).sum()),
+        "n_breasts": len(breasts),
+        "breasts_missing": int((breasts["status"] == "missing").sum()),
+        "breasts_flagged_pf1": int(breasts["flag_pf1"].fillna(False).sum()),
+    }
+
+
+def _throughput(n_images: int, seconds: dict) -> dict:
+    """Throughput of prediction proper: decode, preprocess and the models (with loading them); the Grad-CAM
+    panels and the bootstrap depend on how many breasts are flagged and on --bootstrap."""
+    decoding = seconds["decode_preprocess"]
+    return {
+        "decode_preprocess": n_images / decoding if decoding else None,
+        "prediction": n_images / (seconds["decode_preprocess"] + seconds["models"]),
+        "end_to_end": n_images / seconds["total"],
+    }
+
+
 def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptions) -> dict:
     started = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -160,111 +274,47 @@ def run_predict(data_dir: str | Path, out_dir: str | Path, options: PredictOptio
     if options.threads:
         torch.set_num_threads(options.threads)
     device = pick_device(options.device)
+    plan = _Plan.of(options)
     images, layout = read_inputs(data_dir)
     labelled = layout == "rsna-train"
-    cells = cells_of(options.artifacts) if options.artifacts else find_cells(Path(options.results))
-    choices = choose_models(cells, options.protocol, options.resolution, options.dataset, options.models)
-    metadatas = [read_metadata(c) for choice in choices for c in choice.cells]
-    working_size, decoders = _decode_settings(metadatas, options.working_size)
-    preparations = list(dict.fromkeys(Preparation.of(m) for m in metadatas))
+    _clear_previous(out_dir)
     say(
         f"predict {data_dir} ({layout}, {len(images)} images): "
-        + "; ".join(f"{c.label} ({len(c.cells)} folds)" for c in choices)
-        + f"; decode at {working_size} px with {'/'.join(decoders)}; {device}"
+        + "; ".join(f"{c.label} ({len(c.cells)} folds)" for c in plan.choices)
+        + f"; decode at {plan.working_size} px with {'/'.join(plan.decoders)}; {device}"
     )
-
+    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".work-") as work:
-        prepare_started = time.perf_counter()
+        step = time.perf_counter()
         arrays, status = prepare_images(
-            images, preparations, Path(work), working_size, decoders, options.workers
-        )
-        prepare_seconds = time.perf_counter() - prepare_started
+            images, plan.preparations, Path(work), plan.working_size, plan.decoders, options.workers,
+            options.decode_limits,
+        )  # fmt: skip
+        seconds["decode_preprocess"], step = time.perf_counter() - step, time.perf_counter()
         table = pd.concat([images.drop(columns=["header_error"]), status], axis=1)
-        rows = np.flatnonzero(table["decoded"].to_numpy())
-        model_seconds = time.perf_counter()
-        columns = []
-        for choice in choices:
-            fold_probabilities = []
-            for cell in choice.cells:
-                model, metadata = load_artifact(cell, device)
-                fold_probabilities.append(
-                    probabilities(model, arrays[Preparation.of(metadata)], rows, device, options.batch_size)
-                )
-                del model
-            column = f"p:{choice.label}"
-            table[column] = np.nan
-            table.loc[rows, column] = np.mean(fold_probabilities, axis=0) if len(rows) else []
-            columns.append(column)
-        table["probability"] = table[columns].mean(axis=1, skipna=False)
-        model_seconds = time.perf_counter() - model_seconds
+        _score(table, arrays, plan, device, options.batch_size)
+        seconds["models"], step = time.perf_counter() - step, time.perf_counter()
+        thresholds, breasts, failed = _write_predictions(table, plan, options, labelled, out_dir)
+        pf1 = thresholds["breast"]["pf1"]
+        cam = _explain(out_dir / "cam", table, breasts, arrays, plan.choices[0], pf1, device, options)
+        seconds["cam_panels"], step = time.perf_counter() - step, time.perf_counter()
 
-        thresholds = _thresholds(choices, options.aggregation, metadatas)
-        breasts = aggregate_breasts(table, options.aggregation, labelled)
-        for name in ("pf1", "spec90"):
-            table[f"flag_{name}"] = _flag(table["probability"], thresholds["image"][name])
-            breasts[f"flag_{name}"] = _flag(breasts["probability"], thresholds["breast"][name])
-        _write_table(table, out_dir / "images")
-        _write_table(breasts, out_dir / "breasts")
-        failed = table.loc[
-            ~table["decoded"],
-            ["image_id", "patient_id", "laterality", "view", "prediction_id", "path", "reason"],
-        ]
-        with atomic_path(out_dir / "failed.csv") as tmp:
-            failed.to_csv(tmp, index=False)
-        _write_submission(
-            breasts, out_dir / "submission.csv", options.submission, thresholds["breast"]["pf1"]
-        )
-
-        cam_started = time.perf_counter()
-        cam = _explain(
-            out_dir / "cam", table, breasts, arrays, choices[0], thresholds["breast"]["pf1"], device, options
-        )
-        cam_seconds = time.perf_counter() - cam_started
-
-    summary = {
-        "name": options.name or out_dir.name,
-        "data_dir": str(data_dir),
-        "layout": layout,
-        "models": [{"model": c.label, "folds": [str(p) for p in c.cells]} for c in choices],
-        "aggregation": options.aggregation,
-        "thresholds": thresholds,
-        "decode": {"working_size": working_size, "decoders": list(decoders)},
-        "n_images": len(table),
-        "n_decoded": int(table["decoded"].sum()),
-        "n_failed": int((~table["decoded"]).sum()),
-        "n_breasts": len(breasts),
-        "breasts_missing": int((breasts["status"] == "missing").sum()),
-        "breasts_flagged_pf1": int(breasts["flag_pf1"].fillna(False).sum()),
-        "cam_panels": cam,
-        "device": str(device),
-    }
-    external_seconds = time.perf_counter()
+    summary = {**_describe(data_dir, out_dir, layout, plan, options), "thresholds": thresholds}
+    summary.update(_counts(table, breasts), cam_panels=cam, device=str(device))
     if labelled:
-        external = external_validation(table, breasts, choices, thresholds, summary, options)
+        external = external_validation(table, breasts, plan.choices, thresholds, summary, options)
         write_json(external, out_dir / "external.json")
-    external_seconds = time.perf_counter() - external_seconds
-    total = time.perf_counter() - started
-    # Throughput of prediction proper: decode, preprocess and the models (with loading them); the
-    # Grad-CAM panels and the bootstrap depend on how many breasts are flagged and on --bootstrap.
-    summary["seconds"] = {
-        "decode_preprocess": prepare_seconds,
-        "models": model_seconds,
-        "cam_panels": cam_seconds,
-        "external_validation": external_seconds,
-        "total": total,
-    }
-    summary["images_per_second"] = {
-        "decode_preprocess": len(table) / prepare_seconds if prepare_seconds else None,
-        "prediction": len(table) / (prepare_seconds + model_seconds),
-        "end_to_end": len(table) / total,
-    }
+    seconds["external_validation"] = time.perf_counter() - step
+    seconds["total"] = time.perf_counter() - started
+    summary["seconds"] = seconds
+    summary["images_per_second"] = _throughput(len(table), seconds)
     write_json(summary, out_dir / "summary.json")
     for row in failed.itertuples(index=False):
         say(f"  cannot use {row.path}: {row.reason}")
     say(
         f"predicted {summary['n_decoded']} of {len(table)} images ({summary['n_failed']} failed), "
         f"{len(breasts)} breasts ({summary['breasts_missing']} missing, {summary['breasts_flagged_pf1']} "
-        f"flagged) in {summary['seconds']['total']:.1f} s -> {out_dir}"
+        f"flagged) in {seconds['total']:.1f} s -> {out_dir}"
     )
     return summary
 

@@ -21,9 +21,11 @@ from markupsafe import Markup
 
 from mammoflow import paths
 from mammoflow.atomic import write_text
+from mammoflow.config import load_yaml, merge
+from mammoflow.matrix import Matrix
 from mammoflow.progress import say
 from mammoflow.report import compare, shapes, table2
-from mammoflow.report.table2 import DATASET_LABELS, PAPER_METRICS, Matrix
+from mammoflow.report.table2 import DATASET_LABELS, PAPER_METRICS
 from mammoflow.report.weights_check import weight_mismatches
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -119,7 +121,12 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
             f"{len(snapshots)} sheets exist, shown: {first.parent.name}/{first.name}."
             if first
             else "no GAN stage has run (no augmented data set)",
-            "figures": [figure(p.read_bytes(), f"stage {p.parent.name[5:]} px") for p in chosen],
+            "figures": [
+                figure(
+                    p.read_bytes(), f"stage {p.parent.name[5:]} px; {shapes.discriminator_label(p.parent)}"
+                )
+                for p in chosen
+            ],
         }
     )
     ok = cells[(cells["status"] == "ok") & (cells["scored"] == "all")]
@@ -132,10 +139,8 @@ def figures_context(results: Path, cells: pd.DataFrame, pooled: dict, matrix: Ma
             histories, confusions = {}, {}
             for dataset, group in mine.groupby("dataset", sort=False):
                 label = DATASET_LABELS.get(dataset, dataset)
-                found = [
-                    table2.cell_dir(results, protocol, resolution, dataset, model, fold) / "history.csv"
-                    for fold in group["fold"]
-                ]
+                where = (protocol, resolution, dataset, model)
+                found = [Path(paths.cell_dir(*where, k, root=results), "history.csv") for k in group["fold"]]
                 histories[label] = [pd.read_csv(path) for path in found if path.is_file()]
                 tn, fp, fn, tp = (int(group[c].sum()) for c in ("tn", "fp", "fn", "tp"))
                 confusions[label] = np.array([[tn, fp], [fn, tp]])
@@ -279,6 +284,7 @@ def shapes_context(section: dict) -> dict:
         "fid_frame": table(
             [{"gan": r["gan"], "stage": r["stage"], **{k: r[k] for k in GAN_FID}} for r in section["gan"]]
         ),
+        "synthetic_frame": table(section.get("synthetic", [])),
         "cam_frame": table(section["cam"]),
     }
 
@@ -321,7 +327,7 @@ def build_report(inputs: Inputs) -> dict:
     matched = bool(table[[f"{m}_paper" for m in PAPER_METRICS]].notna().any().any())
     weights = weight_mismatches(results, config, matrix.cells())
     external = [{**t, "table": compare.external_table(t)} for t in compare.external_tests(results)]
-    rsna_dir = config.get("rsna_dir") or config.get("data", {}).get("rsna_dir")
+    rsna_dir = config.get("rsna_dir")
     html = (
         environment()
         .get_template("report.html.j2")
@@ -359,22 +365,14 @@ def build_report(inputs: Inputs) -> dict:
 
 
 def load_config(*texts_or_paths: str) -> dict:
-    """JSON text or YAML/JSON files, merged left to right as Snakemake merges config files (mappings
-    merge, everything else replaces)."""
+    """JSON text or YAML/JSON files, laid over each other left to right as Snakemake lays config files
+    (mammoflow.config.merge: mappings merge, everything else replaces)."""
     merged: dict = {}
     for item in texts_or_paths:
         if item.lstrip().startswith("{"):
-            _merge(merged, json.loads(item))
+            merged = merge(merged, json.loads(item))
         elif Path(item).is_file():
-            _merge(merged, yaml.safe_load(Path(item).read_text()) or {})
+            merged = merge(merged, load_yaml(item))
         else:
             raise FileNotFoundError(f"--config {item}: no such file")
     return merged
-
-
-def _merge(into: dict, new: dict) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value

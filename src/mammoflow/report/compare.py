@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mammoflow import paths
-from mammoflow.report.table2 import auc_with_weights, interval, patient_resamples
+from mammoflow.stats import auc_with_weights, interval, patient_resamples
 
 COMPARISON_COLUMNS = [
     "resolution",

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammoflow import paths
-from mammoflow.report.table2 import Matrix, cell_dir
+from mammoflow.matrix import Matrix
 
 # Fields of metrics.json whose disagreement inside one model x resolution row is flagged. Steps per epoch
 # are not among them: they follow the training set (augmented cells have more images), shown as a range.
@@ -45,7 +45,7 @@ def training_cells(results: Path, matrix: Matrix) -> pd.DataFrame:
     """One row per finished cell of the matrix: how it ran, as its metrics.json says."""
     rows = []
     for protocol, res, dataset, model, fold in matrix.cells():
-        cell = cell_dir(results, protocol, res, dataset, model, fold)
+        cell = Path(paths.cell_dir(protocol, res, dataset, model, fold, root=results))
         path = cell / "metrics.json"
         if not path.is_file():
             continue  # missing and failed cells are counted by the Table 2 section
@@ -139,16 +139,25 @@ def _network_metadata(path: Path) -> tuple[dict, str]:
     return {k: v for k, v in payload.items() if k != "state"}, ""
 
 
-def _widths(spec: dict, stage: int) -> tuple[int, str]:
-    """(channels at this stage, Table 1's width settings). A spec is read only where torch is, which the
-    networks module needs."""
-    from mammoflow.gan.networks import channels
-
+def _widths(arch: dict) -> tuple[int, str]:
+    """(channels of the stage's last synthesis layer, the width settings) from network.pt's layer table."""
+    base, cap = arch["channel_base"], arch["channel_max"]
     settings = (
-        f"cbase {spec['cbase']}, cmax {spec['cmax']}, layers {spec['syn_layers']} synthesis + "
-        f"{spec['head_layers']} head, w_dim {spec['w_dim']}"
+        f"cbase {base // 2}, cmax {cap // 2} (network {base} / {cap}, doubled as StyleGAN-XL does), "
+        f"{len(arch['layers'])} synthesis layers, w_dim {arch['w_dim']}"
     )
-    return channels(stage, spec["cbase"], spec["cmax"]), settings
+    return arch["layers"][-2]["out_channels"], settings
+
+
+def discriminator_label(stage_dir: Path, meta: dict | None = None) -> str:
+    """Which discriminator a stage trained against (projected, on which feature networks, RANDOM ones
+    said so; or residual), from network.pt's metadata or else stats.jsonl's last tick."""
+    recorded = (meta or {}).get("discriminator") or {}
+    if recorded.get("label"):
+        return recorded["label"]
+    stats = Path(stage_dir) / "stats.jsonl"
+    lines = stats.read_text().splitlines() if stats.is_file() else []
+    return (json.loads(lines[-1]).get("discriminator") if lines else None) or NOT_RECORDED
 
 
 def _batch_from_ticks(ticks: list[dict]):
@@ -168,7 +177,7 @@ def gan_rows(results: Path) -> list[dict]:
     ):
         stage_dir = network.parent
         meta, why = _network_metadata(network)
-        spec, settings = meta.get("spec") or {}, meta.get("settings") or {}
+        arch, settings = meta.get("arch") or {}, meta.get("settings") or {}
         stats = stage_dir / "stats.jsonl"
         ticks = (
             [json.loads(line) for line in stats.read_text().splitlines() if line.strip()]
@@ -178,11 +187,12 @@ def gan_rows(results: Path) -> list[dict]:
         fid_path = stage_dir / "fid.json"
         fid = json.loads(fid_path.read_text()) if fid_path.is_file() else {}
         stage = int(meta.get("stage") or stage_dir.name[5:])
-        width, widths = _widths(spec, stage) if spec else (NOT_RECORDED, NOT_RECORDED)
+        width, widths = _widths(arch) if arch else (NOT_RECORDED, NOT_RECORDED)
         rows.append(
             {
                 "gan": f"{stage_dir.parents[1].name} {stage_dir.parent.name}",
                 "stage": stage,
+                "discriminator": discriminator_label(stage_dir, meta),
                 "batch": settings.get("batch") or _batch_from_ticks(ticks),
                 "kimg": meta.get("kimg", ticks[-1]["kimg"] if ticks else NOT_RECORDED),
                 "steps": ticks[-1]["step"] if ticks else NOT_RECORDED,
@@ -200,6 +210,32 @@ def gan_rows(results: Path) -> list[dict]:
                 "comparable_to_fid50k": fid.get("comparable_to_fid50k"),
                 "fid_seconds": fid.get("seconds"),
                 "note": why,
+            }
+        )
+    return rows
+
+
+def synthetic_rows(results: Path) -> list[dict]:
+    """One row per synthetic store: which network made it (file, kind, SHA-256), from its summary.json;
+    for a published network, its FID at the store's resolution (gan/published/{res}px/fid.json)."""
+    rows = []
+    for path in sorted(glob(paths.synthetic_dir("*", "*", "*", results) + "/summary.json")):
+        summary = json.loads(Path(path).read_text())
+        network = summary.get("network")
+        network = network if isinstance(network, dict) else {"file": network}  # earlier summaries: a path
+        fid_path = Path(paths.gan_dir("published", f"{summary.get('resolution')}px", results)) / "fid.json"
+        published = summary.get("published") is not None
+        fid = json.loads(fid_path.read_text()) if published and fid_path.is_file() else {}
+        rows.append(
+            {
+                "store": f"{summary.get('protocol')} {summary.get('resolution')} px {summary.get('part')}",
+                "images": summary.get("images"),
+                "network": Path(str(network.get("file"))).name,
+                "kind": network.get("kind", NOT_RECORDED),
+                "sha256": network.get("sha256", NOT_RECORDED),
+                "network_px": summary.get("stage"),
+                "truncation": summary.get("truncation"),
+                "published_fid": f"{fid['metric']} {fid['value']}" if fid else None,
             }
         )
     return rows
@@ -246,5 +282,6 @@ def shapes(results: Path, matrix: Matrix) -> dict:
         "training_cells_found": len(cells),
         "training_cells_expected": len(matrix.cells()),
         "gan": gan_rows(Path(results)),
+        "synthetic": synthetic_rows(Path(results)),
         "cam": cam_rows(Path(results)),
     }

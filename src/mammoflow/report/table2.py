@@ -14,14 +14,15 @@ where a cell validated synthetic images), a second row beneath the first.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mammoflow import paths
-from mammoflow.classify.metrics import breast_level, f1_at_out_of_fold_threshold
+from mammoflow.classify.metrics import breast_level
+from mammoflow.matrix import Matrix
+from mammoflow.stats import f1_at_out_of_fold_threshold, pooled_auc
 
 PAPER_METRICS = ("accuracy", "auc", "precision", "recall", "f1")
 # Beyond the paper: name in the tables -> path in metrics.json's "metrics" (or its "real_only").
@@ -38,47 +39,6 @@ DATASET_ORDER = ("original", "processed", "augmented")
 DATASET_LABELS = {"original": "original", "processed": "processed", "augmented": "processed + synthetic"}
 KEYS = ["protocol", "resolution", "dataset", "model", "scored"]
 PAPER_TABLE = Path(__file__).resolve().parent / "paper_table2.csv"
-
-
-@dataclass(frozen=True)
-class Matrix:
-    """The cells the configuration asks for."""
-
-    protocols: list[str]
-    resolutions: list[int]
-    datasets: list[str]
-    models: list[str]
-    k: int
-
-    @classmethod
-    def from_config(cls, config: dict) -> Matrix:
-        return cls(
-            list(config["protocols"]),
-            [int(r) for r in config["resolutions"]],
-            list(config["datasets"]),
-            list(config["models"]),
-            int(config["folds"]["k"]),
-        )
-
-    def cells(self) -> list[tuple]:
-        return [
-            (p, r, d, m, f)
-            for p in self.protocols
-            for r in self.resolutions
-            for d in self.datasets
-            for m in self.models
-            for f in range(self.k)
-        ]
-
-
-def cell_dir(results: Path, protocol, resolution, dataset, model, fold) -> Path:
-    return Path(paths.cell_dir(protocol, resolution, dataset, model, fold, root=results))
-
-
-def cell_log(workdir: Path, protocol, resolution, dataset, model, fold) -> Path:
-    return Path(
-        paths.cell_log("train", protocol, resolution, dataset, model, fold, logs=Path(workdir) / paths.LOGS)
-    )
 
 
 def _dig(metrics: dict, path: tuple[str, ...]):
@@ -101,10 +61,10 @@ def load_cells(results: Path, matrix: Matrix, workdir: Path | None = None) -> pd
     workdir = Path(results).parent if workdir is None else Path(workdir)
     rows = []
     for key in matrix.cells():
-        path = cell_dir(results, *key) / "metrics.json"
+        path = Path(paths.cell_dir(*key, root=results)) / "metrics.json"
         row = dict(zip([*KEYS[:4], "fold"], key, strict=True), scored="all")
         if not path.is_file():
-            log = cell_log(workdir, *key)
+            log = Path(paths.cell_log("train", *key, logs=workdir / paths.LOGS))
             failed = log.is_file() and _log_has_error(log)
             rows.append(
                 {
@@ -194,64 +154,7 @@ def with_paper(summary: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-# ------------------------------------------------------------------------ pooled AUC with a patient bootstrap
-def _grouped_auc(order_groups: np.ndarray, y: np.ndarray, weights: np.ndarray, n_groups: int) -> np.ndarray:
-    """Weighted AUC for each row of ``weights`` (resamples x images); ties count one half.
-
-    ``order_groups`` numbers the distinct scores in increasing order, so the AUC is the weighted share of
-    (positive, negative) pairs where the positive's group is higher, plus half the pairs in one group.
-    """
-    aucs = np.empty(len(weights))
-    for i, w in enumerate(weights):
-        pos = np.bincount(order_groups, weights=w * y, minlength=n_groups)
-        neg = np.bincount(order_groups, weights=w * (1 - y), minlength=n_groups)
-        below = np.cumsum(neg) - neg
-        total = pos.sum() * neg.sum()
-        aucs[i] = (pos * (below + 0.5 * neg)).sum() / total if total > 0 else np.nan
-    return aucs
-
-
-def patient_resamples(patient_ids, resamples: int, seed: int) -> np.ndarray:
-    """Bootstrap weights (resamples x rows): patients drawn with replacement, a patient's rows together
-    (a patient's images are not independent)."""
-    _, patient = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
-    n = int(patient.max()) + 1
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
-    return counts[:, patient].astype(float)
-
-
-def auc_with_weights(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """AUC of (y, p) once (weights None) or for every row of ``weights``."""
-    _, groups = np.unique(p, return_inverse=True)
-    weights = np.ones((1, len(y))) if weights is None else weights
-    return _grouped_auc(groups, np.asarray(y, dtype=float), weights, int(groups.max()) + 1)
-
-
-def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return np.nan, np.nan
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def pooled_auc(
-    predictions: pd.DataFrame, resamples: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """AUC of all folds' validation predictions together, and a percentile interval from resampling
-    patients with replacement. Returns (auc, low, high); NaN where only one class is present (or no
-    resamples were asked for)."""
-    y, p = predictions["cancer"].to_numpy().astype(float), predictions["probability"].to_numpy()
-    if len(np.unique(y)) < 2:
-        return np.nan, np.nan, np.nan
-    auc = float(auc_with_weights(y, p)[0])
-    if resamples <= 0:
-        return auc, np.nan, np.nan
-    boot = auc_with_weights(y, p, patient_resamples(predictions["patient_id"], resamples, seed))
-    return (auc, *interval(boot, level))
-
-
+# ------------------------------------------------------------------ pooled predictions (stats: the AUC)
 def pooled_predictions(results: Path, cells: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     """The ok folds' predictions.parquet concatenated per table row (KEYS), with the cell's ``fold``;
     rows scored ``real`` keep the real images only."""
@@ -259,7 +162,7 @@ def pooled_predictions(results: Path, cells: pd.DataFrame) -> dict[tuple, pd.Dat
     for key, group in cells[cells["status"] == "ok"].groupby(KEYS, sort=False):
         frames = []
         for fold in group["fold"]:
-            path = cell_dir(results, *key[:4], fold) / "predictions.parquet"
+            path = Path(paths.cell_dir(*key[:4], fold, root=results)) / "predictions.parquet"
             if path.is_file():
                 frames.append(pd.read_parquet(path).assign(fold=fold))
         if frames:

@@ -10,8 +10,8 @@ What a run needs:
   ``model_settings``): the timm weights named by ``weights.timm.<model>`` (``<model>.<tag>``);
 - FID's reference TF-Inception when the ``augmented`` data set is made and ``gan.inception`` is
   ``reference`` (a path names a file of the user's own; ``none`` is the labelled substitute);
-- the projected discriminator's two feature networks when ``gan.discriminator`` is ``projected``
-  (a missing key means the discriminator is not projected).
+- the projected discriminator's feature networks (``gan.feature_networks``) when ``gan.discriminator`` is
+  ``projected`` and ``gan.feature_weights`` is ``pretrained`` (``random``: on purpose, no files).
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ TIMM_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
 INCEPTION_SHA256_PREFIX = "6726825d"
-# StyleGAN-XL's projected discriminator reads these two frozen ImageNet networks (its train.py).
-PROJECTED_NETWORKS = ("tf_efficientnet_lite0", "deit_base_distilled_patch16_224")
 HOW_TO_GET = (
     "get them with `snakemake weights` on a machine that reaches huggingface.co (a cluster's login node), "
     "or copy the files there by hand (docs/training.md); train.pretrained: false trains from random "
@@ -111,11 +109,17 @@ def inception(config: dict) -> Needed | None:
 
 
 def projected(config: dict) -> list[Needed]:
-    """The projected discriminator's feature networks (none unless gan.discriminator is projected)."""
-    if not _gan_on(config) or (config.get("gan") or {}).get("discriminator") != "projected":
+    """The projected discriminator's feature networks (none unless gan.discriminator is projected and
+    gan.feature_weights pretrained)."""
+    gan = config.get("gan") or {}
+    if (
+        not _gan_on(config)
+        or gan.get("discriminator") != "projected"
+        or gan.get("feature_weights") == "random"
+    ):
         return []
     needs = []
-    for name in PROJECTED_NETWORKS:
+    for name in gan.get("feature_networks") or ():
         tag = timm_tag(config, name)
         if not tag:
             raise MissingWeights(f"weights.timm has no tag for {name} (gan.discriminator: projected)")
