@@ -54,7 +54,8 @@ def test_an_artifact_of_another_format_version_is_refused_by_name(tmp_path):
     model, _ = build_model("resnet18", 32)
     save_artifact(tmp_path, model, {"architecture": "resnet18", "resolution": 32})
     metadata = json.loads((tmp_path / METADATA_NAME).read_text())
-    for version, message in ((1, "format version 1 .*retrain the cell"), (3, "format version 3; .*reads version 2")):
+    refusals = ((1, "format version 1 .*retrain the cell"), (3, "format version 3; .*reads version 2"))
+    for version, message in refusals:
         metadata["format_version"] = version
         (tmp_path / METADATA_NAME).write_text(json.dumps(metadata))
         with pytest.raises(ArtifactError, match=f"{METADATA_NAME}: artifact {message}"):
@@ -242,7 +243,8 @@ def test_weights_of_another_architecture_are_refused_by_shape(tmp_path):
         tmp_path, model, {"architecture": "resnet18", "resolution": 32, "protocol": "clean", "fold": 0}
     )
     shapes = (
-        r"do not fit resnet18 at 32 px as model.json describes it: tensors \d+ not in the model, e.g. body.layer1"
+        r"do not fit resnet18 at 32 px as model.json describes it: "
+        r"tensors \d+ not in the model, e.g. body.layer1"
     )
     with pytest.raises(ArtifactError, match=shapes):
         check_artifact(tmp_path)

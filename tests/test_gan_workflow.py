@@ -53,7 +53,9 @@ def test_projected_stages_get_their_feature_network_files(tmp_path):
 
     names = ("deit_base_distilled_patch16_224", "tf_efficientnet_lite0")
     folder = tmp_path / "weights"
-    projected = f"gan:\n  discriminator: projected\n  feature_weights: pretrained\nweights:\n  folder: {folder}\n"
+    projected = (
+        f"gan:\n  discriminator: projected\n  feature_weights: pretrained\nweights:\n  folder: {folder}\n"
+    )
     done, _ = dry_run(tmp_path, projected)
     output = done.stdout + done.stderr
     assert done.returncode != 0, "the DAG built without the feature networks' weights"
