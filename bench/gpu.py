@@ -92,7 +92,7 @@ def _store(path: Path, n: int, res: int) -> CellData:
 def train_pair(name: str, res: int, batch: int, steps: int, micro: int, device, tmp: Path) -> dict:
     """Cell loop and bare loop of one model at one resolution; images/s and peak memory of each."""
     # fit_one_cycle from random initialisation: the whole network trains, as in fine_tune's unfrozen epochs
-    settings = TrainSettings(lr=1e-4, micro_batch=micro, recipe="fit_one_cycle", pretrained=False)
+    settings = TrainSettings.configured(lr=1e-4, micro_batch=micro, recipe="fit_one_cycle", pretrained=False)
     out = {"model": name, "res": res, "batch": batch, "micro_batch": micro or batch}
     data = _store(tmp / f"{name}_{res}.npy", batch * (steps + 2), res)
     batches = epoch_batches(np.arange(batch * (steps + 2)), batch, seed=0)

@@ -114,7 +114,9 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    settings = TrainSettings(precision=args.precision, lr=1e-4, recipe="fine_tune", pretrained=False)
+    settings = TrainSettings.configured(
+        precision=args.precision, lr=1e-4, recipe="fine_tune", pretrained=False
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="mammoflow-bench-train-") as tmp:
         for res in args.resolutions:

@@ -92,7 +92,7 @@ def _fake_cell(path, store, probabilities, model="resnet18", seed=0, source="rea
 
 
 # The study's setting: Grad-CAM on the last map, whatever its size (3 x 3 at 96 px)
-LESIONS_ONLY = CamSettings(
+LESIONS_ONLY = CamSettings.configured(
     threshold=1.0, top_k=0, all_lesions=True, examples=3, min_cells=1, method="gradcam"
 )
 
@@ -110,7 +110,7 @@ def test_trained_model_points_at_the_planted_blob(tmp_path):
     store = _blob_store(tmp_path / "store")
     make_folds(pd.read_parquet(store / "manifest.parquet"), 2, 0).to_parquet(tmp_path / "folds.parquet")
     cell = Cell(store, tmp_path / "folds.parquet", "resnet18", 0, "clean", tmp_path / "cell")
-    settings = TrainSettings(
+    settings = TrainSettings.configured(
         epochs=4, batch_size=8, lr=2e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
     )
     assert run_cell(cell, settings, threads=2)["metrics"]["auc"] > 0.95
@@ -285,7 +285,7 @@ def _check_outputs(out, n, map_size):
 def test_cell_without_positives_gives_empty_outputs(tmp_path):
     store = _blob_store(tmp_path / "store", n=12, res=64, blob=16)
     cell = _fake_cell(tmp_path / "train/clean/64/processed/resnet18/fold0", store, np.full(12, 0.1))
-    settings = CamSettings(threshold=0.5, top_k=0, all_lesions=False, map_size=8)
+    settings = CamSettings.configured(threshold=0.5, top_k=0, all_lesions=False, map_size=8)
     run_cam(CamJob(cell, store, tmp_path / "cam"), settings, show_progress=False)
     _, summary = _check_outputs(tmp_path / "cam", 0, 8)
     assert summary["images"] == summary["predicted_positive"] == summary["scored"] == 0
@@ -325,11 +325,11 @@ def test_real_data_without_lesion_boxes_through_the_command_line(tmp_path):
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="unknown cam setting"):
-        CamSettings.from_config({"topk": 3})
-    with pytest.raises(ValueError, match="fixed or threshold"):
-        CamSettings.from_config({"box": "tight"})
-    assert CamSettings.from_config({"threads": 4, "top_k": 2}).top_k == 2
+    with pytest.raises(ValueError, match=r"cam: unknown setting\(s\) topk"):
+        CamSettings.configured(topk=3)
+    with pytest.raises(ValueError, match=r"cam\.box: 'tight' is not one of \['fixed', 'threshold'\]"):
+        CamSettings.configured(box="tight")
+    assert CamSettings.configured(threads=4, top_k=2).top_k == 2
 
 
 # ------------------------------------------------------------------------------------- layer and method

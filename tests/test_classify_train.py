@@ -15,6 +15,7 @@ from mammoflow.classify.models import PAPER_MODELS, build_model
 from mammoflow.classify.train import Cell, Trainer, TrainSettings, run_cell, starting_model
 from mammoflow.decode import decode_shard, index_shards
 from mammoflow.folds import make_folds
+from mammoflow.limits import DecodeSettings
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.store import build_store
 from mammoflow.store_integrity import write_manifest
@@ -27,7 +28,7 @@ torch.set_num_threads(2)
 def test_every_model_trains_a_step(name, res):
     model, weights = build_model(name, res)
     assert weights.label == "random" and not weights.pretrained
-    settings = TrainSettings(lr=1e-3, recipe="fit_one_cycle", pretrained=False)
+    settings = TrainSettings.configured(lr=1e-3, recipe="fit_one_cycle", pretrained=False)
     trainer = Trainer(model, settings, torch.device("cpu"), steps_per_epoch=2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     images = np.random.default_rng(0).integers(0, 255, (2, res, res), dtype=np.uint8)
@@ -42,7 +43,7 @@ def test_pretrained_only_from_the_file_it_is_given(tmp_path):
     """No file, no pretrained cell: never a silent start from random; a missing file is named."""
     cell = Cell(tmp_path, tmp_path / "folds.parquet", "resnet18", 0, "clean", tmp_path / "out")
     with pytest.raises(ValueError, match=r"train\.pretrained is true but no pretrained weights file"):
-        starting_model(cell, TrainSettings(pretrained=True), 32)
+        starting_model(cell, TrainSettings.configured(pretrained=True), 32)
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         build_model("resnet18", 32, "/nowhere.pth", "resnet18.tv_in1k")
     with pytest.raises(ValueError, match="are not resnet18's"):
@@ -90,7 +91,7 @@ def test_hflip_mirrors_about_half_exactly():
 def easy_store(tmp_path_factory):
     """Phantom data where large, bright masses decide the label: a model must learn this quickly."""
     root = tmp_path_factory.mktemp("easy")
-    spec = PhantomSpec(
+    spec = PhantomSpec.configured(
         patients=150,
         prevalence=0.5,
         size_scale=0.1,
@@ -99,7 +100,9 @@ def easy_store(tmp_path_factory):
         calcification_fraction=0.0,
     )
     generate(root / "data", spec, workers=2, progress=False)
-    decode_shard(root / "data", root / "shard", 0, 1, working_size=256, workers=2)
+    decode_shard(
+        root / "data", root / "shard", 0, 1, settings=DecodeSettings.configured(working_size=256), workers=2
+    )
     index = index_shards([root / "shard"], root / "index.parquet", root / "errors.parquet")
     build_store(root / "index.parquet", "processed", 64, root / "store", workers=2)
     make_folds(index[["image_id", "patient_id", "cancer"]], 2, 0).to_parquet(root / "folds.parquet")
@@ -143,7 +146,7 @@ def test_pipeline_learns_a_planted_blob(tmp_path):
     )
     # 60 optimiser steps: enough from random initialisation (15 steps at batch 32 are not) at a rate that
     # suits fastai's head from scratch (AUC measured: 0.73 at lr 2e-3, 0.96 at 5e-3, 0.997 at 1e-2).
-    settings = TrainSettings(
+    settings = TrainSettings.configured(
         epochs=4, batch_size=8, lr=1e-2, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
     )
     assert run_cell(cell, settings, threads=2)["metrics"]["auc"] > 0.9
@@ -153,7 +156,7 @@ def test_short_run_learns_on_easy_phantom(easy_store, tmp_path):
     """Large masses, 30 % brighter than their tissue, 600 images, random init: clearly better than chance
     (0.65 measured; deterministic on CPU), though dense tissue hides some masses, as it does in screening.
     fastai's head from scratch needs the 8 epochs: at 5, 0.55-0.59 for rates from 1e-3 to 1e-2."""
-    settings = TrainSettings(
+    settings = TrainSettings.configured(
         epochs=8, batch_size=16, lr=5e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
     )
     summary = run_cell(_cell(easy_store, tmp_path / "cell"), settings, threads=2)
@@ -167,7 +170,9 @@ def test_cell_is_deterministic_and_resumes(tmp_path, monkeypatch):
     """fine_tune's 1 + 2 epochs; killed in the second (a new phase: fresh optimizer state after the resume)
     and, in a second run, in the third (the same phase: the optimizer state comes from the checkpoint)."""
     root = _blob_store(tmp_path / "blob")
-    settings = TrainSettings(epochs=2, batch_size=16, lr=1e-3, recipe="fine_tune", pretrained=False)
+    settings = TrainSettings.configured(
+        epochs=2, batch_size=16, lr=1e-3, recipe="fine_tune", pretrained=False
+    )
 
     def cell(name):
         return Cell(
@@ -248,9 +253,11 @@ def test_synthetic_images_validate_only_in_paper(easy_store, tmp_path, protocol)
 
 
 def test_settings_reject_unknown_keys():
-    with pytest.raises(ValueError, match="unknown train setting"):
-        TrainSettings.from_config({"epoch": 3})
-    assert json.loads(json.dumps(TrainSettings().__dict__))["batch_size"] == 64
+    with pytest.raises(ValueError, match=r"train: unknown setting\(s\) epoch"):
+        TrainSettings.configured(epoch=3)
+    with pytest.raises(ValueError, match=r"train: missing setting\(s\) batch_size, channels_last"):
+        TrainSettings.from_config({"epochs": 3})  # every value comes from config.yaml, none from the code
+    assert json.loads(json.dumps(TrainSettings.configured().__dict__))["batch_size"] == 64
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 9, 40])
@@ -272,5 +279,5 @@ def test_recipes_are_fastais_calls():
     assert unfrozen.lr_max == pytest.approx((5e-7, 5e-5))  # slice(lr/2/100, lr/2)
     assert [p.frozen for p in recipe.plan("fit_one_cycle", 3, 1e-4, pretrained=True)] == [True]
     assert [p.frozen for p in recipe.plan("fit_one_cycle", 3, 1e-4, pretrained=False)] == [False]
-    with pytest.raises(ValueError, match=r"train\.recipe must be one of"):
-        TrainSettings.from_config({"recipe": "fit"})
+    with pytest.raises(ValueError, match=r"train\.recipe: 'fit' is not one of"):
+        TrainSettings.configured(recipe="fit")

@@ -56,7 +56,7 @@ COMMANDS = documented_commands()
 def rsna(tmp_path_factory) -> Path:
     """A small data set in the Kaggle layout, in a folder whose path has a space and a quote."""
     root = tmp_path_factory.mktemp("data") / "RSNA breast's data"
-    spec = PhantomSpec.from_config({"patients": 6, "prevalence": 0.5, "size_scale": 0.06, "seed": 5})
+    spec = PhantomSpec.configured(patients=6, prevalence=0.5, size_scale=0.06, seed=5)
     generate(root, spec, workers=2)
     (root / "lesions.csv").unlink()  # not an RSNA file
     return root

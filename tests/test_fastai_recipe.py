@@ -148,7 +148,7 @@ def _check_groups(learn, mine) -> None:
 def test_loss_and_probability_are_fastais():
     learn = _learner("resnet18")
     assert type(learn.loss_func).__name__ == "CrossEntropyLossFlat"
-    trainer = Trainer(_mine("resnet18"), TrainSettings(pretrained=False), torch.device("cpu"), 1)
+    trainer = Trainer(_mine("resnet18"), TrainSettings.configured(pretrained=False), torch.device("cpu"), 1)
     logits = torch.randn(16, 2, generator=torch.Generator().manual_seed(3))
     target = torch.arange(16) % 2
     assert float(trainer.loss(logits, target)) == pytest.approx(
@@ -174,7 +174,9 @@ class _Record(fastai_vision.Callback):
 
 def _our_steps(recipe: str, pretrained: bool, weights, epochs: int, lr: float):
     model = _mine("resnet18", weights, "resnet18.tv_in1k" if weights else "")
-    settings = TrainSettings(epochs=epochs, lr=lr, recipe=recipe, pretrained=pretrained, precision="fp32")
+    settings = TrainSettings.configured(
+        epochs=epochs, lr=lr, recipe=recipe, pretrained=pretrained, precision="fp32"
+    )
     trainer = Trainer(
         model, settings, torch.device("cpu"), steps_per_epoch=TRAIN // BATCH, pretrained=pretrained
     )

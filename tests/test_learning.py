@@ -19,6 +19,7 @@ import torch
 from mammoflow.classify.train import Cell, TrainSettings, run_cell
 from mammoflow.decode import decode_shard, index_shards
 from mammoflow.folds import make_folds
+from mammoflow.limits import DecodeSettings
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.store import build_store
 from mammoflow.store_integrity import write_manifest
@@ -26,7 +27,7 @@ from mammoflow.store_integrity import write_manifest
 torch.set_num_threads(2)
 
 # Large, dense, well-contrasted masses on small images; every other patient has cancer in one breast.
-EASY = PhantomSpec(
+EASY = PhantomSpec.configured(
     patients=60,
     prevalence=0.5,
     seed=4,
@@ -40,14 +41,16 @@ EASY = PhantomSpec(
 NO_LESIONS = dataclasses.replace(EASY, mass_contrast=0.0)
 # timm's smallest ResNet (a test model, 0.2 M parameters): the check is about the data path, not the network.
 MODEL = "test_resnet"
-SETTINGS = TrainSettings(
+SETTINGS = TrainSettings.configured(
     epochs=12, batch_size=16, lr=5e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
 )
 
 
 def _store(root: Path, spec: PhantomSpec) -> Path:
     generate(root / "data", spec, workers=2, progress=False)
-    decode_shard(root / "data", root / "shard", 0, 1, working_size=128, workers=2)
+    decode_shard(
+        root / "data", root / "shard", 0, 1, settings=DecodeSettings.configured(working_size=128), workers=2
+    )
     index = index_shards([root / "shard"], root / "index.parquet", root / "errors.parquet")
     build_store(root / "index.parquet", "processed", 32, root / "store", workers=2)
     make_folds(index[["image_id", "patient_id", "cancer"]], 2, 0).to_parquet(root / "folds.parquet")

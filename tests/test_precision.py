@@ -54,7 +54,7 @@ def test_micro_batched_step_equals_the_plain_step_without_batch_norm():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (10, 24, 24), dtype=np.uint8)
     labels = (np.arange(10) % 2).astype(np.float32)
-    plain = TrainSettings(
+    plain = TrainSettings.configured(
         lr=1e-2, precision="fp32", channels_last=False, recipe="fit_one_cycle", pretrained=False
     )
     micro = replace(plain, micro_batch=3)  # 3+3+4
@@ -83,7 +83,7 @@ def test_validation_probabilities_are_not_rounded_to_bf16():
     probabilities for thousands of images. The cell's head runs in fp32, so they stay distinct."""
     model, _ = build_model("resnet18", 32)
     model.eval()
-    settings = TrainSettings(precision="bf16", channels_last=False)
+    settings = TrainSettings.configured(precision="bf16", channels_last=False)
     trainer = Trainer(model, settings, torch.device("cpu"), steps_per_epoch=1)
     images = np.random.default_rng(1).integers(0, 255, (1000, 32, 32), dtype=np.uint8)
     with torch.no_grad():
@@ -114,8 +114,8 @@ def test_precision_choice(monkeypatch):
         prec.resolve_precision(cuda, "bf16")
     monkeypatch.setattr(prec, "cuda_bf16_native", lambda device: True)
     assert prec.resolve_precision(cuda, "auto").name == "bf16"
-    with pytest.raises(ValueError, match="must be one of"):
-        TrainSettings.from_config({"precision": "fp8"})
+    with pytest.raises(ValueError, match=r"train\.precision: 'fp8' is not one of"):
+        TrainSettings.configured(precision="fp8")
 
 
 def test_fp16_loss_scaling_step_matches_fp32():
@@ -124,7 +124,7 @@ def test_fp16_loss_scaling_step_matches_fp32():
     model = NoBatchNorm()
     images = np.random.default_rng(2).integers(0, 255, (8, 16, 16), dtype=np.uint8)
     labels = (np.arange(8) % 2).astype(np.float32)
-    settings = TrainSettings(
+    settings = TrainSettings.configured(
         lr=1e-2, precision="fp32", channels_last=False, recipe="fit_one_cycle", pretrained=False
     )
     _, grads_32, _ = _step(copy.deepcopy(model), settings, images, labels)
@@ -148,7 +148,7 @@ def _store(path, n=48, res=32):
 def test_cell_records_precision_micro_batch_and_effective_batch(tmp_path):
     store = _store(tmp_path / "store")
     cell = Cell(store, store / "folds.parquet", "resnet18", 0, "clean", tmp_path / "cell")
-    settings = TrainSettings(
+    settings = TrainSettings.configured(
         epochs=1, batch_size=8, micro_batch=4, max_steps_per_epoch=2, pretrained=False, precision="fp32"
     )
     run_cell(cell, settings, threads=2)

@@ -220,39 +220,17 @@ def save_cell_artifact(
     cell, model: nn.Module, train_settings: dict, weights: Weights, res: int, predictions
 ):  # train_settings["keep_weights"] (default true) decides whether the weights file is written
     """The artifact of a finished training cell (classify.train.Cell), beside its other outputs."""
-    metadata = describe_cell(
-        architecture=cell.model,
-        resolution=res,
-        protocol=cell.protocol,
-        fold=cell.fold,
-        store=cell.store,
-        synthetic=cell.synthetic,
-        weights=weights,
-        train_settings=train_settings,
-        decode=getattr(cell, "decode", None),
-        predictions=predictions,
-    )
+    metadata = describe_cell(cell, res, weights, train_settings, predictions)
     return save_artifact(cell.out, model, metadata, keep_weights=train_settings.get("keep_weights", True))
 
 
-def describe_cell(
-    *,
-    architecture: str,
-    resolution: int,
-    protocol: str,
-    fold: int,
-    store: str | Path,
-    synthetic: str | Path | None,
-    weights: Weights,
-    train_settings: dict,
-    decode: dict | None,
-    predictions,
-) -> dict:
-    """The metadata of a finished cell: its data set's preparation (from the store's summary.json) and
-    the thresholds chosen on its own validation predictions (real images only), image and breast level."""
+def describe_cell(cell, resolution: int, weights: Weights, train_settings: dict, predictions) -> dict:
+    """The metadata of a finished cell (classify.train.Cell): its data set's preparation (from the store's
+    summary.json) and the thresholds chosen on its own validation predictions (real images only), image and
+    breast level."""
     from mammoflow.classify.metrics import breast_level
 
-    summary_path = Path(store) / "summary.json"
+    summary_path = Path(cell.store) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     # A store made outside the preprocess stage (tests build them from arrays) records no preparation:
     # the artifact then says so, and `mammoflow predict` refuses it rather than guess.
@@ -260,13 +238,13 @@ def describe_cell(
     real = predictions[predictions["source"] == "real"]
     breasts = breast_level(real)
     return {
-        "architecture": architecture,
+        "architecture": cell.model,
         "resolution": int(resolution),
-        "dataset": "augmented" if synthetic else (store_dataset or "unknown"),
+        "dataset": "augmented" if cell.synthetic else (store_dataset or "unknown"),
         "preprocess": {"dataset": store_dataset, "options": summary.get("options")},
-        "decode": decode,
-        "protocol": protocol,
-        "fold": int(fold),
+        "decode": getattr(cell, "decode", None),
+        "protocol": cell.protocol,
+        "fold": int(cell.fold),
         "pretrained_weights": weights.label,
         "pretrained": weights.as_dict(),
         "train_settings": train_settings,

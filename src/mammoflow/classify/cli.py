@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         weights_file=Path(args.weights) if args.weights else None,
         weights_tag=args.weights_tag,
     )
-    run_cell(cell, TrainSettings.from_config(args.settings), device=args.device, threads=args.threads)
+    run_cell(cell, TrainSettings.configured(**args.settings), device=args.device, threads=args.threads)
 
 
 def register(sub) -> None:
@@ -34,7 +34,12 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="timm model name")
     p.add_argument("--fold", type=NON_NEGATIVE, required=True, help="validation fold")
     p.add_argument("--protocol", choices=["clean", "paper"], default="clean")
-    p.add_argument("--settings", type=json_object, default={}, help="training settings as a JSON object")
+    p.add_argument(
+        "--settings",
+        type=json_object,
+        default={},
+        help="train settings as a JSON object, laid over config.yaml's",
+    )
     p.add_argument("--out", required=True, help="cell folder")
     p.add_argument(
         "--decode", type=json_object, default={}, help="decode settings of the store (for the model artifact)"

@@ -25,11 +25,11 @@ from mammoflow.classify.artifact import save_cell_artifact
 from mammoflow.classify.data import CellData, epoch_batches, load_cell_data, oversampled
 from mammoflow.classify.metrics import binary_metrics, cell_metrics
 from mammoflow.classify.models import Weights, build_model
-from mammoflow.classify.precision import PRECISIONS, configure_backends
-from mammoflow.classify.recipe import RECIPES
+from mammoflow.classify.precision import configure_backends
 from mammoflow.classify.trainer import Trainer
 from mammoflow.devices import pick_device
 from mammoflow.progress import say
+from mammoflow.sections import FromSection
 
 __all__ = ["Cell", "TrainSettings", "Trainer", "run_cell"]
 
@@ -48,39 +48,27 @@ HISTORY_COLUMNS = [
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-4
-    recipe: str = "fine_tune"  # fine_tune | fit_one_cycle (recipe.py): fastai's call of that name
-    oversample_positive: int = 5
-    hflip: bool = True
-    pretrained: bool = True  # the cell then needs its weights file (Cell.weights_file)
-    seed: int = 0
-    weight_decay: float = 0.01
-    pct_start: float | None = None  # None: the recipe's fastai default (fine_tune 0.3, fit_one_cycle 0.25)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see precision.py)
-    channels_last: bool = True
-    micro_batch: int = 0  # images per forward/backward; gradients accumulate to batch_size (0: no split)
-    max_steps_per_epoch: int = 0  # optimiser steps per epoch at most (0: no cap; rehearsals, benchmarks)
-    deterministic: bool = False  # CUDA: deterministic kernels, no cuDNN autotuning (slower)
-    keep_weights: bool = True  # false: model.json without model.safetensors (disk; no predict/cam then)
+class TrainSettings(FromSection):
+    """config.yaml's train section (with a model's model_settings), checked once (mammoflow.sections)."""
 
-    @classmethod
-    def from_config(cls, section: dict) -> TrainSettings:
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
-        unknown = sorted(set(section) - set(known) - {"threads"})
-        if unknown:
-            raise ValueError(f"unknown train setting(s): {', '.join(unknown)}")
-        if known.get("precision", "auto") not in PRECISIONS:
-            raise ValueError(
-                f"train.precision must be one of {', '.join(PRECISIONS)}, not {known['precision']!r}"
-            )
-        if known.get("recipe", "fine_tune") not in RECIPES:
-            raise ValueError(f"train.recipe must be one of {', '.join(RECIPES)}, not {known['recipe']!r}")
-        if known.get("micro_batch", 0) < 0 or known.get("max_steps_per_epoch", 0) < 0:
-            raise ValueError("train.micro_batch and train.max_steps_per_epoch must be >= 0")
-        return cls(**known)
+    SECTION = "train"
+
+    epochs: int
+    batch_size: int
+    lr: float
+    recipe: str  # fine_tune | fit_one_cycle (recipe.py): fastai's call of that name
+    oversample_positive: int
+    hflip: bool
+    pretrained: bool  # the cell then needs its weights file (Cell.weights_file)
+    seed: int
+    weight_decay: float
+    pct_start: float | None  # None: the recipe's fastai default (fine_tune 0.3, fit_one_cycle 0.25)
+    precision: str  # auto | fp32 | bf16 | fp16 (see precision.py)
+    channels_last: bool
+    micro_batch: int  # images per forward/backward; gradients accumulate to batch_size (0: no split)
+    max_steps_per_epoch: int  # optimiser steps per epoch at most (0: no cap; rehearsals, benchmarks)
+    deterministic: bool  # CUDA: deterministic kernels, no cuDNN autotuning (slower)
+    keep_weights: bool  # false: model.json without model.safetensors (disk; no predict/cam then)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
