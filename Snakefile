@@ -62,6 +62,7 @@ envvars:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/train.smk"
@@ -87,6 +88,7 @@ wildcard_constraints:
 
 # Seconds-long bookkeeping jobs: run them where Snakemake runs instead of queueing them on a cluster.
 localrules:
+    weights,
     decode_index,
     folds,
     report,

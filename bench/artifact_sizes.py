@@ -23,7 +23,7 @@ def main() -> None:
     print("resolution  model                 fp32 MB  artifact MB")
     for res in args.resolutions:
         for name in args.models:
-            model, _ = build_model(name, res, pretrained=False)
+            model, _ = build_model(name, res)
             fp32 = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             with tempfile.TemporaryDirectory() as folder:
                 save_artifact(folder, model, {"architecture": name, "resolution": res})

@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    settings = CamSettings()
+    settings = CamSettings.configured()
     images, manifest = open_store(args.store)
     lesions = manifest[manifest["lesion_x0"].notna()]
     pixels = np.ascontiguousarray(images[lesions["row"].to_numpy()])

@@ -72,11 +72,19 @@ def mammoflow_pipeline(
     reduce,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     from mammoflow.decode import decode_shard, index_shards
+    from mammoflow.limits import DecodeSettings
     from mammoflow.store import build_store
 
     timings = {}
     started = time.perf_counter()
-    decode_shard(data_dir, work / "shard000", 0, 1, working_size=working_size, workers=1, reduce=reduce)
+    decode_shard(
+        data_dir,
+        work / "shard000",
+        0,
+        1,
+        settings=DecodeSettings.configured(working_size=working_size, reduce=reduce),
+        workers=1,
+    )
     index = index_shards([work / "shard000"], work / "index.parquet", work / "errors.parquet")
     timings["decode"] = time.perf_counter() - started
     for res in resolutions:
@@ -203,7 +211,7 @@ def main() -> int:
             from mammoflow.phantom import PhantomSpec, generate
 
             data_dir = tmp / "phantom"
-            spec = PhantomSpec(patients=args.patients, size_scale=args.size_scale, prevalence=0.34)
+            spec = PhantomSpec.configured(patients=args.patients, size_scale=args.size_scale, prevalence=0.34)
             print(
                 f"generating {args.patients * 4} phantom images at size_scale {args.size_scale} ...",
                 flush=True,

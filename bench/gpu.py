@@ -91,14 +91,15 @@ def _store(path: Path, n: int, res: int) -> CellData:
 
 def train_pair(name: str, res: int, batch: int, steps: int, micro: int, device, tmp: Path) -> dict:
     """Cell loop and bare loop of one model at one resolution; images/s and peak memory of each."""
-    settings = TrainSettings(lr=1e-4, micro_batch=micro, pretrained=False)
+    # fit_one_cycle from random initialisation: the whole network trains, as in fine_tune's unfrozen epochs
+    settings = TrainSettings.configured(lr=1e-4, micro_batch=micro, recipe="fit_one_cycle", pretrained=False)
     out = {"model": name, "res": res, "batch": batch, "micro_batch": micro or batch}
     data = _store(tmp / f"{name}_{res}.npy", batch * (steps + 2), res)
     batches = epoch_batches(np.arange(batch * (steps + 2)), batch, seed=0)
     for loop in ("cell", "bare"):
         _reset_peak(device)
         model, _ = build_model(name, res)
-        trainer = Trainer(model, settings, device, 10 * steps)
+        trainer = Trainer(model, settings, device, steps_per_epoch=10 * steps)
         out["precision"] = trainer.precision.name
         if loop == "cell":
             trainer.train_epoch(data, batches[:2], flip_seed=0)  # warm-up: allocator, cuDNN autotuning

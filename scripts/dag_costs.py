@@ -39,13 +39,37 @@ class RuleCost:
     mem_mb: set[int] = field(default_factory=set)
 
 
+def stand_in_weights(configfiles: list[str], folder: Path) -> Path:
+    """A weights folder holding an empty file for each pretrained file the configuration needs (the DAG
+    build checks that they exist, `snakemake weights` would fetch them), and the config file that points
+    weights.folder at it."""
+    sys.path.insert(0, str(REPO / "src"))
+    from mammoflow.config import load_yaml, merge
+    from mammoflow.weights import catalog
+
+    config: dict = {}
+    for name in configfiles:
+        config = merge(config, load_yaml(REPO / name))
+    config = merge(config, {"weights": {"folder": str(folder)}})
+    for need in catalog.needed(config):
+        if need.kind != "file":  # a user's own file (gan.inception: a path) is theirs to provide
+            path = folder / need.candidates[0]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    overlay = folder / "weights.yaml"
+    overlay.write_text(f"weights:\n  folder: {folder}\n")
+    return overlay
+
+
 def dry_run(configfiles: list[str], extra: list[str]) -> str:
-    """The dry run's text, in an empty folder (nothing exists yet: every job of the DAG is listed)."""
+    """The dry run's text, in an empty folder (nothing exists yet: every job of the DAG is listed), with
+    stand-ins for the pretrained files (stand_in_weights)."""
     snakemake = Path(sys.executable).with_name("snakemake")
-    with tempfile.TemporaryDirectory() as empty:
+    with tempfile.TemporaryDirectory() as empty, tempfile.TemporaryDirectory() as weights:
+        overlay = stand_in_weights(configfiles, Path(weights))
         command = [
             str(snakemake), "-n", "--forceall", "-s", str(REPO / "Snakefile"), "--directory", empty,
-            "--configfile", *[str(REPO / c) for c in configfiles], *extra,
+            "--configfile", *[str(REPO / c) for c in configfiles], str(overlay), *extra,
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TERM": "dumb"})
     if done.returncode:

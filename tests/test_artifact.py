@@ -16,7 +16,7 @@ from mammoflow.classify.artifact import (
     save_artifact,
 )
 from mammoflow.classify.artifact_checks import check_artifact
-from mammoflow.classify.models import build_model, normalize_batch
+from mammoflow.classify.models import build_model, normalize_batch, positive_probability
 from mammoflow.stats import bootstrap_metrics, f1_optimal_threshold, specificity_threshold
 
 torch.set_num_threads(2)
@@ -24,7 +24,7 @@ torch.set_num_threads(2)
 
 def _saved(tmp_path, name="resnet18", res=32):
     torch.manual_seed(0)
-    model, _ = build_model(name, res, pretrained=False)
+    model, _ = build_model(name, res)
     model.eval()
     save_artifact(tmp_path, model, {"architecture": name, "resolution": res, "protocol": "clean", "fold": 0})
     return model
@@ -36,21 +36,36 @@ def test_round_trip_in_half_precision(tmp_path, name):
     loaded, metadata = load_artifact(tmp_path)
     assert metadata["architecture"] == name and metadata["weights"]["dtype"] == "float16"
     assert metadata["input"]["timm_kwargs"]["in_chans"] == 1 and metadata["versions"]["torch"]
+    assert metadata["head"]["kind"] == "fastai" and metadata["output"]["classes"][1] == "cancer"
     x = normalize_batch(
         torch.from_numpy(np.random.default_rng(0).integers(0, 255, (4, 32, 32), dtype=np.uint8))
     )
     with torch.no_grad():
-        before, after = torch.sigmoid(model(x)), torch.sigmoid(loaded(x))
+        before, after = positive_probability(model(x)), positive_probability(loaded(x))
     assert float((before - after).abs().max()) < 5e-3  # fp16 weights: well inside bf16 autocast's error
     # Half the size of the fp32 state dict.
     fp32 = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     assert (tmp_path / WEIGHTS_NAME).stat().st_size < 0.55 * fp32
 
 
+def test_an_artifact_of_another_format_version_is_refused_by_name(tmp_path):
+    """Version 1 (mammoflow 0.1: timm's one-logit head, weights not bound to model.json) and a future
+    version each get a line that names the file, the version and what to do."""
+    model, _ = build_model("resnet18", 32)
+    save_artifact(tmp_path, model, {"architecture": "resnet18", "resolution": 32})
+    metadata = json.loads((tmp_path / METADATA_NAME).read_text())
+    refusals = ((1, "format version 1 .*retrain the cell"), (3, "format version 3; .*reads version 2"))
+    for version, message in refusals:
+        metadata["format_version"] = version
+        (tmp_path / METADATA_NAME).write_text(json.dumps(metadata))
+        with pytest.raises(ArtifactError, match=f"{METADATA_NAME}: artifact {message}"):
+            load_artifact(tmp_path)
+
+
 def test_one_model_gives_one_file(tmp_path):
     """Byte for byte: the header's metadata (two keys) is written sorted, not in safetensors' hash-map
     order, which differed between two runs of one training cell."""
-    model, _ = build_model("resnet18", 32, pretrained=False)
+    model, _ = build_model("resnet18", 32)
     described = {"architecture": "resnet18", "resolution": 32, "protocol": "clean", "fold": 0}
     files = set()
     for k in range(8):
@@ -65,7 +80,7 @@ def test_a_cell_may_keep_no_weights(tmp_path):
     from mammoflow import paths
     from mammoflow.predict.ensemble import find_cells
 
-    model, _ = build_model("resnet18", 32, pretrained=False)
+    model, _ = build_model("resnet18", 32)
     for fold, keep in ((0, False), (1, True)):
         cell = tmp_path / paths.cell_dir("clean", 32, "processed", "resnet18", fold, root="results")
         described = {"architecture": "resnet18", "resolution": 32, "protocol": "clean", "fold": fold}
@@ -192,7 +207,7 @@ def test_another_folds_artifact_is_refused(tmp_path):
     from mammoflow.atomic import file_sha256
     from mammoflow.predict.ensemble import ModelChoice, checked_artifacts
 
-    model, _ = build_model("resnet18", 32, pretrained=False)
+    model, _ = build_model("resnet18", 32)
     cells = [
         tmp_path / paths.cell_dir("clean", 32, "processed", "resnet18", k, root="results") for k in (0, 1)
     ]
@@ -223,12 +238,13 @@ def test_another_folds_artifact_is_refused(tmp_path):
 def test_weights_of_another_architecture_are_refused_by_shape(tmp_path):
     """An artifact whose weights and model.json were saved together but do not describe one model (a model
     saved under the wrong name): the model model.json describes is built on the meta device and compared."""
-    model, _ = build_model("resnet34", 32, pretrained=False)
+    model, _ = build_model("resnet34", 32)
     save_artifact(
         tmp_path, model, {"architecture": "resnet18", "resolution": 32, "protocol": "clean", "fold": 0}
     )
     shapes = (
-        r"do not fit resnet18 at 32 px as model.json describes it: tensors \d+ not in the model, e.g. layer1"
+        r"do not fit resnet18 at 32 px as model.json describes it: "
+        r"tensors \d+ not in the model, e.g. body.layer1"
     )
     with pytest.raises(ArtifactError, match=shapes):
         check_artifact(tmp_path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from test_cam import positive_head
 
 from mammoflow.classify.models import PAPER_MODELS, build_model, normalize_batch
 from mammoflow.explain import gradcam
@@ -27,15 +27,13 @@ def _images(n=3, res=64):
 def test_maps_equal_grad_cam_with_input_gradients(name):
     """The way it was (input requiring grad, the whole graph kept) and the way it is give the same maps."""
     torch.manual_seed(0)
-    model, _ = build_model(name, 64)
+    model = positive_head(build_model(name, 64)[0])
     model.eval()
-    with torch.no_grad():
-        model.get_classifier().weight.abs_()
     layer, _ = target_layer(model, name)
     images = _images()
     x = normalize_batch(torch.from_numpy(images)).requires_grad_(True)
     with GradCAM(model, [layer]) as reference_cam:
-        reference = reference_cam(x, targets=[ClassifierOutputTarget(0)] * len(images))
+        reference = reference_cam(x, targets=[gradcam.PositiveScore()] * len(images))
     model.zero_grad(set_to_none=True)
     got = grad_cam_maps(model, layer, images, batch_size=3, show_progress=False)
     np.testing.assert_allclose(got.maps, reference, atol=1e-4)
@@ -53,8 +51,8 @@ def test_graph_starts_at_the_target_layer():
     def note(_module, _inputs, output):
         seen["layer3"] = output.requires_grad
 
-    handle = model.layer4.register_forward_hook(gradcam._graph_from_here)
-    probe = model.layer3.register_forward_hook(note)
+    handle = model.body.layer4.register_forward_hook(gradcam._graph_from_here)
+    probe = model.body.layer3.register_forward_hook(note)
     with torch.enable_grad():
         logits = model(torch.zeros(2, 1, 64, 64))
     handle.remove(), probe.remove()
@@ -64,9 +62,7 @@ def test_graph_starts_at_the_target_layer():
 def test_a_batch_that_does_not_fit_is_split(monkeypatch):
     """CUDA out of memory on batches above 2 images: the batch is halved until it fits, same maps."""
     torch.manual_seed(0)
-    model, _ = build_model("resnet18", 64)
-    with torch.no_grad():
-        model.get_classifier().weight.abs_()
+    model = positive_head(build_model("resnet18", 64)[0])
     layer, _ = target_layer(model, "resnet18")
     images = _images(5)
     whole = grad_cam_maps(model, layer, images, batch_size=5, show_progress=False)

@@ -43,8 +43,10 @@ def test_a_job_imports_the_command_line_and_its_own_stage_only():
     argv = ["decode", "--data-dir", "d", "--out", "o", "--shard", "0", "--shards", "1"]
     done = subprocess.run([sys.executable, "-c", probe % argv], capture_output=True, text=True, check=True)
     loaded = set(done.stdout.split())
+    # sections, config and matrix: the defaults read from config.yaml and checked (mammoflow.sections)
     assert loaded == {"mammoflow", "mammoflow.cli", "mammoflow.commands", "mammoflow.errors",
-                      "mammoflow.data_cli", "mammoflow.arguments", "mammoflow.limits"}  # fmt: skip
+                      "mammoflow.data_cli", "mammoflow.arguments", "mammoflow.limits",
+                      "mammoflow.sections", "mammoflow.config", "mammoflow.matrix"}  # fmt: skip
     assert loaded <= Package(REPO / "src").command_modules("decode")
 
 

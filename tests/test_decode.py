@@ -15,6 +15,7 @@ from mammoflow.decode import (
     working_shape,
 )
 from mammoflow.isolated import Crashed, imap_isolated
+from mammoflow.limits import DecodeSettings
 
 
 def _crash_on_negative(x: int) -> int:
@@ -77,7 +78,10 @@ def test_decode_shards_index_and_errors(tmp_path):
     table = _rsna_folder(tmp_path / "rsna")
     dirs = [tmp_path / "out" / f"shard{i}" for i in range(2)]
     totals = [
-        decode_shard(tmp_path / "rsna", d, i, 2, working_size=128, workers=2) for i, d in enumerate(dirs)
+        decode_shard(
+            tmp_path / "rsna", d, i, 2, settings=DecodeSettings.configured(working_size=128), workers=2
+        )
+        for i, d in enumerate(dirs)
     ]
     assert sum(ok for ok, _ in totals) == 5 and sum(bad for _, bad in totals) == 4
     index = index_shards(dirs, tmp_path / "index.parquet", tmp_path / "errors.parquet", max_failed_fraction=1)
@@ -104,7 +108,14 @@ def test_decode_shards_index_and_errors(tmp_path):
 def test_decode_is_independent_of_workers(tmp_path):
     _rsna_folder(tmp_path / "rsna", good=4)
     for workers in (1, 3):
-        decode_shard(tmp_path / "rsna", tmp_path / f"w{workers}", 0, 1, working_size=100, workers=workers)
+        decode_shard(
+            tmp_path / "rsna",
+            tmp_path / f"w{workers}",
+            0,
+            1,
+            settings=DecodeSettings.configured(working_size=100),
+            workers=workers,
+        )
     assert (tmp_path / "w1/pixels.u16").read_bytes() == (tmp_path / "w3/pixels.u16").read_bytes()
     a, b = (pd.read_parquet(tmp_path / f"w{w}/meta.parquet") for w in (1, 3))
     pd.testing.assert_frame_equal(
@@ -116,7 +127,13 @@ def test_decode_is_independent_of_workers(tmp_path):
 def test_strict_fails_naming_the_file(tmp_path):
     _rsna_folder(tmp_path / "rsna", good=1)
     with pytest.raises(DataError, match=r"9001\.dcm: .*not a DICOM file"):
-        decode_shard(tmp_path / "rsna", tmp_path / "out", 0, 1, working_size=64, strict=True)
+        decode_shard(
+            tmp_path / "rsna",
+            tmp_path / "out",
+            0,
+            1,
+            settings=DecodeSettings.configured(working_size=64, strict=True),
+        )
     assert not (tmp_path / "out" / "meta.parquet").exists()
 
 
@@ -163,7 +180,7 @@ def test_reduce_switch_on_the_command_line(tmp_path):
 
 def test_too_many_failures_fail_the_run_after_the_list_is_written(tmp_path):
     _rsna_folder(tmp_path / "rsna", good=5)  # 5 good, 4 bad: 44 % failed
-    decode_shard(tmp_path / "rsna", tmp_path / "s", 0, 1, working_size=64)
+    decode_shard(tmp_path / "rsna", tmp_path / "s", 0, 1, settings=DecodeSettings.configured(working_size=64))
     paths = (tmp_path / "index.parquet", tmp_path / "errors.parquet")
     with pytest.raises(DataError, match=r"^4 of 9 files \(44.4%\) could not be decoded, more than .*=0.01; "):
         index_shards([tmp_path / "s"], *paths)
@@ -180,7 +197,7 @@ def test_too_many_failures_fail_the_run_after_the_list_is_written(tmp_path):
 def test_the_failure_list_named_is_the_one_that_stays(tmp_path):
     """With a failure list (the rule's log, which Snakemake keeps), the message and summary name it."""
     _rsna_folder(tmp_path / "rsna", good=5)
-    decode_shard(tmp_path / "rsna", tmp_path / "s", 0, 1, working_size=64)
+    decode_shard(tmp_path / "rsna", tmp_path / "s", 0, 1, settings=DecodeSettings.configured(working_size=64))
     kept = tmp_path / "logs" / "decode_failed.csv"
     with pytest.raises(DataError, match=r"; the list: .*logs/decode_failed\.csv$"):
         index_shards(
@@ -195,7 +212,13 @@ def test_the_failure_list_named_is_the_one_that_stays(tmp_path):
 
 def test_index_names_shards_relative_to_itself_and_refuses_absolute_ones(tmp_path):
     _rsna_folder(tmp_path / "rsna", good=2)
-    decode_shard(tmp_path / "rsna", tmp_path / "decoded" / "shard000", 0, 1, working_size=64)
+    decode_shard(
+        tmp_path / "rsna",
+        tmp_path / "decoded" / "shard000",
+        0,
+        1,
+        settings=DecodeSettings.configured(working_size=64),
+    )
     index_path = tmp_path / "decoded" / "index.parquet"
     index = index_shards([tmp_path / "decoded" / "shard000"], index_path, tmp_path / "e.parquet", 1.0)
     assert set(index["shard_dir"]) == {"shard000"}

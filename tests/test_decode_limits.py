@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from pydicom.uid import JPEG2000Lossless
 from mammoflow.decode import decode_shard, image_path
 from mammoflow.dicom import DicomError, read_image
 from mammoflow.isolated import ChildLimits, TimedOut, imap_isolated
-from mammoflow.limits import DecodeLimits, declared_size_problem, jpeg_frame_size
+from mammoflow.limits import DecodeLimits, DecodeSettings, declared_size_problem, jpeg_frame_size
 
 
 def _codestream(stored: np.ndarray) -> bytes:
@@ -142,7 +143,9 @@ def test_decoders_run_out_of_their_memory_limit_by_name(tmp_path):
     hostile(image_path(root, 1, 20000), 20000, 20000)
     _sheet(root, [20000])
     limits = DecodeLimits(max_megapixels=1000, max_memory_mb=400, timeout_s=60)
-    assert decode_shard(root, tmp_path / "s", 0, 1, reduce=False, limits=limits) == (0, 1)
+    assert decode_shard(
+        root, tmp_path / "s", 0, 1, settings=DecodeSettings.configured(reduce=False, **asdict(limits))
+    ) == (0, 1)
     reason = pd.read_parquet(tmp_path / "s/errors.parquet")["reason"][0]
     assert reason.startswith("dicomsdl: ") and "; pydicom: " in reason
     assert (
@@ -167,8 +170,11 @@ def test_decode_records_a_timeout_for_each_decoder(tmp_path):
     root = tmp_path / "rsna"
     write_dicom(image_path(root, 1, 5), mammo_textured(2000, 1600, 12), "j2k")
     _sheet(root, [5])
-    limits = DecodeLimits(timeout_s=0.01)
-    assert decode_shard(root, tmp_path / "s", 0, 1, limits=limits) == (0, 1)
+    limits = DecodeLimits.configured(timeout_s=0.01)
+    assert decode_shard(root, tmp_path / "s", 0, 1, settings=DecodeSettings.configured(**asdict(limits))) == (
+        0,
+        1,
+    )
     reason = pd.read_parquet(tmp_path / "s/errors.parquet")["reason"][0]
     assert reason.count("stopped after 0.01 s on this file (decode.timeout_s)") == 3  # each decoder in turn
     assert reason.startswith("pillow-j2k: ")

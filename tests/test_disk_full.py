@@ -19,6 +19,7 @@ from dicom_factory import mammo_like, write_dicom
 from mammoflow.atomic import atomic_path, write_parquet
 from mammoflow.decode import decode_shard, image_path, index_shards
 from mammoflow.errors import DiskFullError
+from mammoflow.limits import DecodeSettings
 
 MIB = 1 << 20
 
@@ -89,17 +90,21 @@ def test_shard_write_into_a_full_disk_leaves_nothing(small_disk, tmp_path):
     data = _decoded(tmp_path)  # 12 images of 300 x 240: 1.7 MB of decoded pixels
     _fill(small_disk, leave=512 * 1024)
     with pytest.raises(DiskFullError, match=r"shard000/pixels\.u16: no space left on device"):
-        decode_shard(data, small_disk / "shard000", 0, 1, working_size=1024)
+        decode_shard(
+            data, small_disk / "shard000", 0, 1, settings=DecodeSettings.configured(working_size=1024)
+        )
     assert not _leftovers(small_disk) and not list((small_disk / "shard000").iterdir())
     (small_disk / "filler").unlink()
-    assert decode_shard(data, small_disk / "shard000", 0, 1, working_size=1024) == (12, 0)
+    assert decode_shard(
+        data, small_disk / "shard000", 0, 1, settings=DecodeSettings.configured(working_size=1024)
+    ) == (12, 0)
 
 
 def test_store_into_a_full_disk_fails_with_one_line_not_sigbus(small_disk, tmp_path):
     """The store is reserved on disk before preprocessing: ENOSPC at once. Before, a worker writing through
     the map died of SIGBUS, and the pool of two waited for it for ever (one worker: exit 135)."""
     data = _decoded(tmp_path)
-    decode_shard(data, tmp_path / "shard000", 0, 1, working_size=512)
+    decode_shard(data, tmp_path / "shard000", 0, 1, settings=DecodeSettings.configured(working_size=512))
     index_shards([tmp_path / "shard000"], tmp_path / "index.parquet", tmp_path / "errors.parquet")
     _fill(small_disk, leave=MIB // 4)  # 12 x 256 x 256 = 0.75 MiB of store
     command = [sys.executable, "-m", "mammoflow", "preprocess", "--index", str(tmp_path / "index.parquet"),

@@ -20,7 +20,7 @@ from mammoflow.gan.networks import (
     count_parameters,
     layer_plan,
 )
-from mammoflow.gan.sample import ID_BASE, chest_wall_left, generate, synthesize
+from mammoflow.gan.sample import ID_BASE, SynthesisJob, chest_wall_left, generate, synthesize
 from mammoflow.gan.stage_runtime import RunOptions
 from mammoflow.gan.train import train_stage
 from mammoflow.store import LESION_COLUMNS
@@ -139,8 +139,10 @@ def test_sampling_is_deterministic_for_a_seed(stem16):
 
 @pytest.mark.parametrize(("protocol", "part", "res"), [("clean", "fold1", 16), ("paper", "all", 8)])
 def test_synthetic_store(stem16, tmp_path, protocol, part, res):
-    manifest = synthesize(stem16, res, 10, tmp_path / "a", protocol, part, folds=5, seed=2)
-    synthesize(stem16, res, 10, tmp_path / "b", protocol, part, folds=5, seed=2)
+    manifest = synthesize(
+        SynthesisJob(stem16, res, 10, tmp_path / "a", protocol, part, 5, seed=2, truncation=1.0)
+    )
+    synthesize(SynthesisJob(stem16, res, 10, tmp_path / "b", protocol, part, 5, seed=2, truncation=1.0))
     images = np.load(tmp_path / "a/images.npy", mmap_mode="r")
     assert images.shape == (10, res, res) and images.dtype == np.uint8
     assert (tmp_path / "a/images.npy").read_bytes() == (tmp_path / "b/images.npy").read_bytes()

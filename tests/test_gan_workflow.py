@@ -52,21 +52,24 @@ def test_projected_stages_get_their_feature_network_files(tmp_path):
     import re
 
     names = ("deit_base_distilled_patch16_224", "tf_efficientnet_lite0")
-    projected = "gan:\n  discriminator: projected\n  feature_weights: pretrained\n"
+    folder = tmp_path / "weights"
+    projected = (
+        f"gan:\n  discriminator: projected\n  feature_weights: pretrained\nweights:\n  folder: {folder}\n"
+    )
     done, _ = dry_run(tmp_path, projected)
     output = done.stdout + done.stderr
     assert done.returncode != 0, "the DAG built without the feature networks' weights"
-    files = {n: re.search(rf"(\S*{n}\S*)", output) for n in names}
+    files = {n: re.search(rf"(timm/{n}\.\S*/model\.safetensors)", output) for n in names}
     assert all(files.values()), output[-3000:]  # the error names each missing file
     for match in files.values():
-        (tmp_path / match.group(1)).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / match.group(1)).write_bytes(b"")
+        (folder / match.group(1)).parent.mkdir(parents=True, exist_ok=True)
+        (folder / match.group(1)).write_bytes(b"")
     done, jobs = dry_run(tmp_path, projected, printed=True)
     assert done.returncode == 0, done.stderr[-3000:]
     stage_commands = [line for line in done.stdout.splitlines() if "gan-stage" in line]
     assert len(stage_commands) == jobs["gan_stage"] == 2 * 3
     for name, match in files.items():
-        assert all(f"--feature-weights {name}={match.group(1)}" in c for c in stage_commands)
+        assert all(f"--feature-weights {name}={folder / match.group(1)}" in c for c in stage_commands)
     done, _ = dry_run(tmp_path, "gan:\n  discriminator: projected\n  feature_weights: random\n", printed=True)
     assert done.returncode == 0 and "--feature-weights" not in done.stdout
 

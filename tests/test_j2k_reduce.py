@@ -14,6 +14,7 @@ from pydicom.uid import JPEG2000, JPEG2000Lossless
 from mammoflow import j2k
 from mammoflow.decode import DecodedImages, decode_shard, image_path, index_shards
 from mammoflow.dicom import read_image
+from mammoflow.limits import DecodeSettings
 from mammoflow.preprocess import ProcessOptions, prepare_original, prepare_processed
 
 
@@ -114,7 +115,13 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
     indexes = {}
     for reduce in (False, True):
         shard = tmp_path / f"reduce_{reduce}"
-        decode_shard(tmp_path / "rsna", shard, 0, 1, working_size=1024, reduce=reduce)
+        decode_shard(
+            tmp_path / "rsna",
+            shard,
+            0,
+            1,
+            settings=DecodeSettings.configured(working_size=1024, reduce=reduce),
+        )
         indexes[reduce] = index_shards(
             [shard], tmp_path / f"i{reduce}.parquet", tmp_path / f"e{reduce}.parquet"
         )
@@ -131,8 +138,12 @@ def test_reduced_and_full_paths_agree_on_real_size_images(tmp_path):
     figures = []
     for row in range(len(full)):
         for res in (256, 512):
-            x = prepare_processed(a.pixels(row), full.iloc[row], res, ProcessOptions(), a.mask_source(row))
-            y = prepare_processed(b.pixels(row), reduced.iloc[row], res, ProcessOptions(), b.mask_source(row))
+            x = prepare_processed(
+                a.pixels(row), full.iloc[row], res, ProcessOptions.configured(), a.mask_source(row)
+            )
+            y = prepare_processed(
+                b.pixels(row), reduced.iloc[row], res, ProcessOptions.configured(), b.mask_source(row)
+            )
             diff = np.abs(x.image.astype(np.int16) - y.image)
             original = np.abs(
                 prepare_original(a.pixels(row), res).image.astype(np.int16)
@@ -173,11 +184,19 @@ def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
     512, every image within 1 grey level on average (figures with ``pytest -s``, README "Performance")."""
     from mammoflow.phantom import PhantomSpec, generate
 
-    generate(tmp_path / "rsna", PhantomSpec(patients=3, size_scale=1.0, prevalence=0.34), progress=False)
+    generate(
+        tmp_path / "rsna", PhantomSpec.configured(patients=3, size_scale=1.0, prevalence=0.34), progress=False
+    )
     indexes = {}
     for reduce in (False, True):
         shard = tmp_path / f"reduce_{reduce}"
-        decode_shard(tmp_path / "rsna", shard, 0, 1, working_size=1024, reduce=reduce)
+        decode_shard(
+            tmp_path / "rsna",
+            shard,
+            0,
+            1,
+            settings=DecodeSettings.configured(working_size=1024, reduce=reduce),
+        )
         indexes[reduce] = index_shards(
             [shard], tmp_path / f"i{reduce}.parquet", tmp_path / f"e{reduce}.parquet"
         )
@@ -190,8 +209,12 @@ def test_processed_stores_within_one_grey_level_on_every_image(tmp_path):
     means, originals = [], []
     for row in range(len(full)):
         for res in (256, 512):
-            x = prepare_processed(a.pixels(row), full.iloc[row], res, ProcessOptions(), a.mask_source(row))
-            y = prepare_processed(b.pixels(row), reduced.iloc[row], res, ProcessOptions(), b.mask_source(row))
+            x = prepare_processed(
+                a.pixels(row), full.iloc[row], res, ProcessOptions.configured(), a.mask_source(row)
+            )
+            y = prepare_processed(
+                b.pixels(row), reduced.iloc[row], res, ProcessOptions.configured(), b.mask_source(row)
+            )
             diff = np.abs(x.image.astype(np.int16) - y.image)
             means.append(diff.mean())
             entry = reduced.iloc[row]
@@ -214,7 +237,14 @@ def test_reduced_decode_is_the_same_bytes_for_any_worker_count(tmp_path):
         {"patient_id": 1, "image_id": range(10, 14), "laterality": "L", "view": "CC", "cancer": 0}
     ).to_csv(root / "train.csv", index=False)
     for workers in (1, 2):
-        decode_shard(root, tmp_path / f"w{workers}", 0, 1, working_size=256, workers=workers, reduce=True)
+        decode_shard(
+            root,
+            tmp_path / f"w{workers}",
+            0,
+            1,
+            settings=DecodeSettings.configured(working_size=256, reduce=True),
+            workers=workers,
+        )
     assert (tmp_path / "w1/pixels.u16").read_bytes() == (tmp_path / "w2/pixels.u16").read_bytes()
     meta = pd.read_parquet(tmp_path / "w2/meta.parquet")
     assert set(meta["level"]) == {2} and set(meta["decoder"]) == {"pillow-j2k"}

@@ -19,6 +19,7 @@ import torch
 from mammoflow.classify.train import Cell, TrainSettings, run_cell
 from mammoflow.decode import decode_shard, index_shards
 from mammoflow.folds import make_folds
+from mammoflow.limits import DecodeSettings
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.store import build_store
 from mammoflow.store_integrity import write_manifest
@@ -26,7 +27,7 @@ from mammoflow.store_integrity import write_manifest
 torch.set_num_threads(2)
 
 # Large, dense, well-contrasted masses on small images; every other patient has cancer in one breast.
-EASY = PhantomSpec(
+EASY = PhantomSpec.configured(
     patients=60,
     prevalence=0.5,
     seed=4,
@@ -40,12 +41,16 @@ EASY = PhantomSpec(
 NO_LESIONS = dataclasses.replace(EASY, mass_contrast=0.0)
 # timm's smallest ResNet (a test model, 0.2 M parameters): the check is about the data path, not the network.
 MODEL = "test_resnet"
-SETTINGS = TrainSettings(epochs=8, batch_size=16, lr=3e-3, pretrained=False, oversample_positive=1)
+SETTINGS = TrainSettings.configured(
+    epochs=12, batch_size=16, lr=5e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
+)
 
 
 def _store(root: Path, spec: PhantomSpec) -> Path:
     generate(root / "data", spec, workers=2, progress=False)
-    decode_shard(root / "data", root / "shard", 0, 1, working_size=128, workers=2)
+    decode_shard(
+        root / "data", root / "shard", 0, 1, settings=DecodeSettings.configured(working_size=128), workers=2
+    )
     index = index_shards([root / "shard"], root / "index.parquet", root / "errors.parquet")
     build_store(root / "index.parquet", "processed", 32, root / "store", workers=2)
     make_folds(index[["image_id", "patient_id", "cancer"]], 2, 0).to_parquet(root / "folds.parquet")
@@ -65,7 +70,8 @@ def _auc(root: Path, out: Path, store: str = "store") -> float:
 
 
 def test_learns_when_labels_belong_to_images(easy: Path, tmp_path: Path) -> None:
-    assert _auc(easy, tmp_path / "cell") > 0.75  # 0.85 measured
+    # 0.82-0.85 over seeds 0-2 (measured; lr 1e-2 for 8 epochs: 0.70-0.82)
+    assert _auc(easy, tmp_path / "cell") > 0.75
 
 
 def test_labels_shifted_by_one_patient_stay_at_chance(easy: Path, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from mammoflow.phantom import MACHINES, PhantomSpec, build_catalog, generate, re
 from mammoflow.phantom.anatomy import anatomy_of
 from mammoflow.phantom.catalog import IMAGE_STREAM, stream_rng
 
-BIG = PhantomSpec(patients=2000, prevalence=0.5, seed=5)  # catalog only: no pixels are rendered
-SMALL = PhantomSpec(patients=6, prevalence=0.5, seed=11, size_scale=0.08)
+BIG = PhantomSpec.configured(patients=2000, prevalence=0.5, seed=5)  # catalog only: no pixels are rendered
+SMALL = PhantomSpec.configured(patients=6, prevalence=0.5, seed=11, size_scale=0.08)
 
 
 def _breasts(spec: PhantomSpec) -> pd.DataFrame:
@@ -131,11 +131,3 @@ def test_jpeg2000_carries_clinical_decomposition_levels(tmp_path: Path) -> None:
 def test_benign_fraction_is_a_knob(fraction: float) -> None:
     breasts = _breasts(dataclasses.replace(BIG, patients=200, benign_calcification_fraction=fraction))
     assert float((breasts["benign"] > 0).mean()) == fraction
-
-
-def test_spec_defaults_repeat_config_yaml() -> None:
-    import yaml
-
-    section = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["phantom"]
-    section.pop("threads")
-    assert PhantomSpec.from_config(section) == PhantomSpec()

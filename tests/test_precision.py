@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from torch import nn
 
 from mammoflow.classify import precision as prec
 from mammoflow.classify.data import micro_batches
-from mammoflow.classify.models import build_model
+from mammoflow.classify.models import build_model, positive_probability
 from mammoflow.classify.train import Cell, Trainer, TrainSettings, run_cell
 from mammoflow.folds import make_folds
 
@@ -21,27 +22,28 @@ torch.set_num_threads(2)
 
 
 class NoBatchNorm(nn.Module):
-    """A small convolutional classifier with group norm: its gradient is a sum over images."""
+    """A small convolutional classifier with group norm (its gradient is a sum over images), split into a
+    body and a two-class head as the cell's classifiers are."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(
+        self.body = nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU()
         )
-        self.fc = nn.Linear(16, 1)
+        self.head = nn.Linear(16, 2)
 
     def forward_features(self, x):
-        return self.trunk(x)
+        return self.body(x)
 
     def forward_head(self, x):
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.head(x.mean(dim=(2, 3)))
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
 
 def _step(model, settings, images, labels):
-    trainer = Trainer(model, settings, torch.device("cpu"), steps=10)
+    trainer = Trainer(model, settings, torch.device("cpu"), steps_per_epoch=10)
     loss = trainer.train_step(trainer._inputs(images), torch.from_numpy(labels))
     return float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}, model
 
@@ -52,8 +54,10 @@ def test_micro_batched_step_equals_the_plain_step_without_batch_norm():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (10, 24, 24), dtype=np.uint8)
     labels = (np.arange(10) % 2).astype(np.float32)
-    plain = TrainSettings(lr=1e-2, precision="fp32", channels_last=False)
-    micro = TrainSettings(lr=1e-2, precision="fp32", channels_last=False, micro_batch=3)  # 3+3+4
+    plain = TrainSettings.configured(
+        lr=1e-2, precision="fp32", channels_last=False, recipe="fit_one_cycle", pretrained=False
+    )
+    micro = replace(plain, micro_batch=3)  # 3+3+4
     loss_a, grads_a, model_a = _step(copy.deepcopy(model), plain, images, labels)
     loss_b, grads_b, model_b = _step(copy.deepcopy(model), micro, images, labels)
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
@@ -63,7 +67,7 @@ def test_micro_batched_step_equals_the_plain_step_without_batch_norm():
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6)
     # And the split did happen: one micro-batch alone gives another gradient.
     _, grads_c, _ = _step(copy.deepcopy(model), plain, images[:3], labels[:3])
-    assert not torch.allclose(grads_a["fc.weight"], grads_c["fc.weight"])
+    assert not torch.allclose(grads_a["head.weight"], grads_c["head.weight"])
 
 
 def test_micro_batches_cover_the_batch_and_never_leave_one_image():
@@ -79,16 +83,16 @@ def test_validation_probabilities_are_not_rounded_to_bf16():
     probabilities for thousands of images. The cell's head runs in fp32, so they stay distinct."""
     model, _ = build_model("resnet18", 32)
     model.eval()
-    settings = TrainSettings(precision="bf16", channels_last=False)
-    trainer = Trainer(model, settings, torch.device("cpu"), steps=1)
+    settings = TrainSettings.configured(precision="bf16", channels_last=False)
+    trainer = Trainer(model, settings, torch.device("cpu"), steps_per_epoch=1)
     images = np.random.default_rng(1).integers(0, 255, (1000, 32, 32), dtype=np.uint8)
     with torch.no_grad():
         x = trainer._inputs(images)
-        cell_logits = trainer._logits(x)
+        cell = positive_probability(trainer._logits(x))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            rounded = model(x).squeeze(1).float()  # what the cell did before
-    assert len(torch.unique(rounded)) < 600  # the defect this guards against (488 of 1000 here)
-    assert len(torch.unique(cell_logits)) > 990
+            rounded = positive_probability(model(x))  # the whole network under autocast
+    assert len(torch.unique(rounded)) < 900  # the defect this guards against (796 of 1000 here)
+    assert len(torch.unique(cell)) > 990
     assert trainer.precision.name == "bf16"
 
 
@@ -110,8 +114,8 @@ def test_precision_choice(monkeypatch):
         prec.resolve_precision(cuda, "bf16")
     monkeypatch.setattr(prec, "cuda_bf16_native", lambda device: True)
     assert prec.resolve_precision(cuda, "auto").name == "bf16"
-    with pytest.raises(ValueError, match="must be one of"):
-        TrainSettings.from_config({"precision": "fp8"})
+    with pytest.raises(ValueError, match=r"train\.precision: 'fp8' is not one of"):
+        TrainSettings.configured(precision="fp8")
 
 
 def test_fp16_loss_scaling_step_matches_fp32():
@@ -120,9 +124,11 @@ def test_fp16_loss_scaling_step_matches_fp32():
     model = NoBatchNorm()
     images = np.random.default_rng(2).integers(0, 255, (8, 16, 16), dtype=np.uint8)
     labels = (np.arange(8) % 2).astype(np.float32)
-    settings = TrainSettings(lr=1e-2, precision="fp32", channels_last=False)
+    settings = TrainSettings.configured(
+        lr=1e-2, precision="fp32", channels_last=False, recipe="fit_one_cycle", pretrained=False
+    )
     _, grads_32, _ = _step(copy.deepcopy(model), settings, images, labels)
-    half = Trainer(copy.deepcopy(model), settings, torch.device("cpu"), steps=10)
+    half = Trainer(copy.deepcopy(model), settings, torch.device("cpu"), steps_per_epoch=10)
     half.precision = prec.Precision("fp16", "test")
     half.scaler = half.precision.scaler(torch.device("cpu"))
     assert half.scaler.is_enabled()
@@ -142,7 +148,7 @@ def _store(path, n=48, res=32):
 def test_cell_records_precision_micro_batch_and_effective_batch(tmp_path):
     store = _store(tmp_path / "store")
     cell = Cell(store, store / "folds.parquet", "resnet18", 0, "clean", tmp_path / "cell")
-    settings = TrainSettings(
+    settings = TrainSettings.configured(
         epochs=1, batch_size=8, micro_batch=4, max_steps_per_epoch=2, pretrained=False, precision="fp32"
     )
     run_cell(cell, settings, threads=2)

@@ -13,6 +13,7 @@ from mammoflow.classify.train import Cell, TrainSettings, run_cell
 from mammoflow.cli import main
 from mammoflow.decode import decode_shard, index_shards
 from mammoflow.folds import make_folds
+from mammoflow.limits import DecodeSettings
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.predict.run import PredictOptions, run_predict
 from mammoflow.store import build_store
@@ -28,13 +29,22 @@ SPEC = dict(patients=8, prevalence=0.5, size_scale=0.08, mass_contrast=0.3, mass
 def run(tmp_path_factory):
     """A run's results tree: phantom -> decode -> processed store -> folds -> two resnet18 cells."""
     root = tmp_path_factory.mktemp("run")
-    generate(root / "phantom", PhantomSpec(**SPEC), workers=2, progress=False)
-    decode_shard(root / "phantom", root / "shard", 0, 1, working_size=WORKING_SIZE, workers=2)
+    generate(root / "phantom", PhantomSpec.configured(**SPEC), workers=2, progress=False)
+    decode_shard(
+        root / "phantom",
+        root / "shard",
+        0,
+        1,
+        settings=DecodeSettings.configured(working_size=WORKING_SIZE),
+        workers=2,
+    )
     index = index_shards([root / "shard"], root / "index.parquet", root / "errors.parquet")
     store = root / "results/data/32/processed"
     build_store(root / "index.parquet", "processed", RES, store, workers=1)
     make_folds(index[["image_id", "patient_id", "cancer"]], 2, 0).to_parquet(root / "folds.parquet")
-    settings = TrainSettings(epochs=1, batch_size=8, lr=1e-3, pretrained=False)
+    settings = TrainSettings.configured(
+        epochs=1, batch_size=8, lr=1e-3, recipe="fit_one_cycle", pretrained=False
+    )
     for fold in (0, 1):
         out = root / f"results/train/clean/{RES}/processed/resnet18/fold{fold}"
         cell = Cell(store, root / "folds.parquet", "resnet18", fold, "clean", out, decode=DECODE)
@@ -59,7 +69,7 @@ def test_cell_writes_artifact_not_pickle(run):
 def test_artifact_reproduces_the_cells_validation_predictions(run, tmp_path):
     """Predicting the training folder (DICOMs, decode, preprocess) with fold 0's artifact alone gives that
     cell's predictions.parquet on its validation images: the artifact carries everything needed."""
-    options = PredictOptions(artifacts=[str(_cell(run, 0))], bootstrap=50, cam_max=2, workers=2)
+    options = PredictOptions.configured(artifacts=[str(_cell(run, 0))], bootstrap=50, cam_max=2, workers=2)
     summary = run_predict(run / "phantom", tmp_path / "again", options)
     assert summary["n_failed"] == 0 and summary["layout"] == "rsna-train"
     images = pd.read_parquet(tmp_path / "again/images.parquet")
@@ -88,7 +98,9 @@ def test_artifact_reproduces_the_cells_validation_predictions(run, tmp_path):
 def unlabelled(tmp_path_factory):
     """A second phantom (another seed) in Kaggle's test layout, one of its DICOMs truncated."""
     root = tmp_path_factory.mktemp("test_layout")
-    generate(root / "made", PhantomSpec(**{**SPEC, "patients": 4, "seed": 7}), workers=2, progress=False)
+    generate(
+        root / "made", PhantomSpec.configured(**{**SPEC, "patients": 4, "seed": 7}), workers=2, progress=False
+    )
     train = pd.read_csv(root / "made/train.csv")
     labels = ["cancer", "biopsy", "invasive", "BIRADS", "density", "difficult_negative_case"]
     test = train.drop(columns=labels, errors="ignore")

@@ -47,7 +47,9 @@ def test_monochrome1_windowing_is_exact(function):
     """Decode inverted a MONOCHROME1 image; windowing it must equal the standard: window, then invert."""
     stored = np.random.default_rng(0).integers(0, 4096, (50, 40)).astype(np.uint16)
     decoded = (4095 - stored).astype(np.uint16)
-    ours = window_image(decoded, _meta(inverted=True, voi_lut_function=function), None, ProcessOptions())
+    ours = window_image(
+        decoded, _meta(inverted=True, voi_lut_function=function), None, ProcessOptions.configured()
+    )
     expected = 1.0 - _pydicom_window(stored, 1800.0, 1200.0, function)
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
@@ -55,17 +57,17 @@ def test_monochrome1_windowing_is_exact(function):
 def test_window_choice_and_rescale():
     stored = np.linspace(0, 4095, 100).astype(np.uint16)
     meta = _meta(window_centers=[1800.0, 500.0], window_widths=[1200.0, 400.0])
-    second = window_image(stored, meta, None, ProcessOptions(window_index=1))
+    second = window_image(stored, meta, None, ProcessOptions.configured(window_index=1))
     np.testing.assert_allclose(second, _pydicom_window(stored, 500.0, 400.0, "LINEAR"), atol=1e-5)
     # The window is in rescaled (modality) units: slope 2 doubles the values before windowing.
-    rescaled = window_image(stored, _meta(rescale_slope=2.0), None, ProcessOptions())
+    rescaled = window_image(stored, _meta(rescale_slope=2.0), None, ProcessOptions.configured())
     np.testing.assert_allclose(rescaled, voi_window(stored * 2.0, 1800.0, 1200.0), atol=1e-6)
 
 
 def test_fallback_window_without_tags_uses_breast_range():
     image = mammo_like(bits=16, seed=3)
     mask = image > image.mean()
-    y = window_image(image, _meta(window_centers=[], window_widths=[]), mask, ProcessOptions())
+    y = window_image(image, _meta(window_centers=[], window_widths=[]), mask, ProcessOptions.configured())
     assert y.min() >= 0.0 and y.max() <= 1.0
     assert 0.3 < np.median(y[mask]) < 0.7  # the breast spans the window, not a sliver of it
 
@@ -104,7 +106,7 @@ def test_crop_keeps_breast_and_drops_labels(right):
 def test_processed_and_original_shapes_and_box_mapping():
     image = _cluttered()
     meta = _meta(window_centers=[1500.0], window_widths=[3000.0])
-    processed = prepare_processed(image, meta, 64, ProcessOptions())
+    processed = prepare_processed(image, meta, 64, ProcessOptions.configured())
     assert processed.image.shape == (64, 64) and processed.image.dtype == np.uint8
     assert processed.image.max() > 230 and processed.image[:, 0].mean() > processed.image[:, -1].mean()
     crop = processed.crop
@@ -121,7 +123,7 @@ def test_pad_keeps_aspect_and_chest_wall_side():
     out, placement = place(tall, 64, "pad", chest_wall_right=True)
     assert out[:, -32:].min() > 0.999 and out[:, :31].max() == 0
     assert placement.sx == placement.sy == pytest.approx(0.32)
-    with pytest.raises(ValueError, match="stretch or pad"):
-        ProcessOptions.from_config({"resize": "crop"})
-    with pytest.raises(ValueError, match="unknown preprocess option"):
-        ProcessOptions.from_config({"windw_index": 1})
+    with pytest.raises(ValueError, match=r"preprocess\.resize: 'crop' is not one of \['stretch', 'pad'\]"):
+        ProcessOptions.configured(resize="crop")
+    with pytest.raises(ValueError, match=r"preprocess: unknown setting\(s\) windw_index"):
+        ProcessOptions.configured(windw_index=1)

@@ -13,6 +13,7 @@ from dicom_factory import write_dicom
 from edge_mammo import edge_mammo
 
 from mammoflow.decode import DecodedImages, decode_shard, image_path, index_shards
+from mammoflow.limits import DecodeSettings
 from mammoflow.preprocess import ProcessOptions, prepare_original, prepare_processed
 
 # rows, cols, seed, chest wall on the right; the first is the one whose box moved.
@@ -36,7 +37,13 @@ def test_reduced_and_full_stores_agree_on_sharp_noisy_edges(tmp_path):
     decoded = {}
     for reduce in (False, True):
         shard = tmp_path / f"reduce_{reduce}"
-        decode_shard(tmp_path / "rsna", shard, 0, 1, working_size=1024, reduce=reduce)
+        decode_shard(
+            tmp_path / "rsna",
+            shard,
+            0,
+            1,
+            settings=DecodeSettings.configured(working_size=1024, reduce=reduce),
+        )
         index = index_shards([shard], tmp_path / f"i{reduce}.parquet", tmp_path / f"e{reduce}.parquet")
         decoded[reduce] = (index, DecodedImages(index, tmp_path))
     (full, a), (reduced, b) = decoded[False], decoded[True]
@@ -46,7 +53,7 @@ def test_reduced_and_full_stores_agree_on_sharp_noisy_edges(tmp_path):
     moved = []
     for row in range(len(IMAGES)):
         for res in (256, 512):
-            options = ProcessOptions()
+            options = ProcessOptions.configured()
             x = prepare_processed(a.pixels(row), full.iloc[row], res, options, a.mask_source(row))
             y = prepare_processed(b.pixels(row), reduced.iloc[row], res, options, b.mask_source(row))
             processed = np.abs(x.image.astype(np.int16) - y.image).mean()

@@ -53,8 +53,13 @@ def ran(tmp_path_factory):
     for fold, micro in ((0, 4), (1, 0)):
         out = Path(paths.cell_dir("clean", 32, "processed", "resnet18", fold, root=results))
         cell = Cell(store=store, folds=folds, model="resnet18", fold=fold, protocol="clean", out=out)
-        settings = TrainSettings(
-            epochs=1, batch_size=8, micro_batch=micro, max_steps_per_epoch=1, pretrained=False
+        settings = TrainSettings.configured(
+            epochs=1,
+            batch_size=8,
+            micro_batch=micro,
+            max_steps_per_epoch=1,
+            recipe="fit_one_cycle",
+            pretrained=False,
         )
         run_cell(cell, settings, device="cpu", threads=1)
     stage_dir = paths.gan_stage_dir("clean", "fold0", 16, results)
@@ -76,7 +81,7 @@ def ran(tmp_path_factory):
     cell0 = paths.cell_dir("clean", 32, "processed", "resnet18", 0, root=results)
     cam_out = paths.cam_dir("clean", 32, "processed", "resnet18", 0, root=results)
     job = CamJob(Path(cell0), store, Path(cam_out), protocol="clean", dataset="processed", fold=0)
-    run_cam(job, CamSettings(top_k=3, batch_size=2, examples=2), device="cpu", show_progress=False)
+    run_cam(job, CamSettings.configured(top_k=3, batch_size=2, examples=2), device="cpu", show_progress=False)
     out = results / "report"
     build_report(Inputs(results, root, CONFIG, None, out))
     return results, out

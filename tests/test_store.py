@@ -8,6 +8,7 @@ import pytest
 from store_factory import write_store
 
 from mammoflow.decode import decode_shard, index_shards
+from mammoflow.limits import DecodeSettings
 from mammoflow.phantom import PhantomSpec, generate
 from mammoflow.preprocess import ProcessOptions
 from mammoflow.store import build_store, open_store
@@ -17,8 +18,12 @@ SPEC = dict(patients=8, prevalence=0.5, size_scale=0.12, calcification_fraction=
 
 
 def _decoded(root, mass_contrast):
-    generate(root / "data", PhantomSpec(**SPEC, mass_contrast=mass_contrast), workers=2, progress=False)
-    decode_shard(root / "data", root / "shard", 0, 1, working_size=384, workers=2)
+    generate(
+        root / "data", PhantomSpec.configured(**SPEC, mass_contrast=mass_contrast), workers=2, progress=False
+    )
+    decode_shard(
+        root / "data", root / "shard", 0, 1, settings=DecodeSettings.configured(working_size=384), workers=2
+    )
     index_shards([root / "shard"], root / "index.parquet", root / "errors.parquet")
     return root
 
@@ -37,7 +42,7 @@ def invisible(tmp_path_factory):
 @pytest.mark.parametrize(("dataset", "resize"), [("original", "stretch"), ("processed", "stretch"),
                                                  ("processed", "pad")])  # fmt: skip
 def test_lesion_boxes_follow_crop_and_resize(decoded, invisible, dataset, resize, tmp_path):
-    options = ProcessOptions(resize=resize)
+    options = ProcessOptions.configured(resize=resize)
     manifest = build_store(decoded / "index.parquet", dataset, 128, tmp_path / "a", options,
                            decoded / "data/lesions.csv")  # fmt: skip
     build_store(invisible / "index.parquet", dataset, 128, tmp_path / "b", options)

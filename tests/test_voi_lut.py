@@ -11,6 +11,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.sequence import Sequence
 
 from mammoflow.decode import decode_shard, image_path
+from mammoflow.limits import DecodeSettings
 from mammoflow.preprocess import ProcessOptions, window_image
 
 
@@ -60,13 +61,19 @@ def test_lut_sequences_match_pydicom(tmp_path, decoder, photometric, modality, a
         {"patient_id": [1], "image_id": [10], "laterality": ["L"], "view": ["CC"], "cancer": [0]}
     ).to_csv(root / "train.csv", index=False)
     # Working size above the image size: the decoded image is the stored one, value for value.
-    decode_shard(root, tmp_path / "out", 0, 1, working_size=512, decoders=(decoder,))
+    decode_shard(
+        root,
+        tmp_path / "out",
+        0,
+        1,
+        settings=DecodeSettings.configured(working_size=512, decoders=(decoder,)),
+    )
     meta = pd.read_parquet(tmp_path / "out" / "meta.parquet").iloc[0]
     assert meta["decoder"] == decoder
     assert len(meta["voi_luts"]) == 2 and (len(meta["modality_lut"]) == 4096) == modality
     pixels = np.fromfile(tmp_path / "out" / "pixels.u16", "<u2").reshape(meta["height"], meta["width"])
     for index in (0, 1):
-        ours = window_image(pixels, meta, None, ProcessOptions(window_index=index))
+        ours = window_image(pixels, meta, None, ProcessOptions.configured(window_index=index))
         reference = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, index=index) / 4095.0
         if photometric == "MONOCHROME1":
             reference = 1.0 - reference  # bright = dense, as mammoflow keeps every image
@@ -82,10 +89,10 @@ def test_window_used_when_no_lut(tmp_path):
     pd.DataFrame(
         {"patient_id": [1], "image_id": [10], "laterality": ["L"], "view": ["CC"], "cancer": [0]}
     ).to_csv(root / "train.csv", index=False)
-    decode_shard(root, tmp_path / "out", 0, 1, working_size=512)
+    decode_shard(root, tmp_path / "out", 0, 1, settings=DecodeSettings.configured(working_size=512))
     meta = pd.read_parquet(tmp_path / "out" / "meta.parquet").iloc[0]
     assert len(meta["voi_luts"]) == 0 and len(meta["modality_lut"]) == 0
     lo, hi = 2000 - 0.5 - (3000 - 1) / 2, 2000 - 0.5 + (3000 - 1) / 2
     expected = np.clip((stored - lo) / (hi - lo), 0, 1)
-    ours = window_image(stored, meta, None, ProcessOptions())
+    ours = window_image(stored, meta, None, ProcessOptions.configured())
     np.testing.assert_allclose(ours, expected, atol=1e-5)

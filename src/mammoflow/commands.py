@@ -31,6 +31,7 @@ COMMANDS: dict[str, Command] = {
     "gan": Command("mammoflow.gan.cli", "cmd_gan_generate", gpu=True),  # `mammoflow gan generate`
     "cam": Command("mammoflow.explain.cli", "cmd_cam", gpu=True),
     "report": Command("mammoflow.report.cli", "cmd_report"),
+    "weights": Command("mammoflow.weights.cli", "cmd_weights"),
     "test-layout": Command("mammoflow.predict.cli", "cmd_test_layout"),
     "predict": Command("mammoflow.predict.cli", "cmd_predict", gpu=True),
 }

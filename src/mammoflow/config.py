@@ -146,7 +146,8 @@ def semantic_problems(config: dict) -> list[str]:
             f"decode.working_size: {working} is below the largest resolution {max(config['resolutions'])}: "
             "the stores would be upsampled from it (use at least that; 2x is the default's margin)"
         )
-    found += _model_problems(config)
+    not_timm = _not_timm_models(config)
+    found += _model_problems(not_timm)
     gan = config.get("gan", {})
     if gan and len(gan.get("kimg", [])) != len(gan.get("stages", [])):
         found.append(f"gan.kimg: {len(gan['kimg'])} lengths for {len(gan['stages'])} gan.stages (one each)")
@@ -163,7 +164,11 @@ def semantic_problems(config: dict) -> list[str]:
         unknown = [m for m in cam_models if m not in config.get("models", [])]
         if unknown:
             found.append(f"cam.models: {unknown} are not in models {config.get('models')}")
-    return found + _weightless_problems(config)
+    from mammoflow.weights.catalog import problems as weights_problems  # (standard library only)
+
+    # A model timm does not know is reported once, above, not again for its missing weights tag.
+    known = {**config, "models": [m for m in config.get("models", []) if m not in not_timm]}
+    return found + _weightless_problems(config) + weights_problems(known)
 
 
 def _weightless_problems(config: dict) -> list[str]:
@@ -187,7 +192,7 @@ def _weightless_problems(config: dict) -> list[str]:
     return found
 
 
-def _model_problems(config: dict) -> list[str]:
+def _not_timm_models(config: dict) -> list[str]:
     names = [*config.get("models", []), *config.get("model_settings", {})]
     unknown = [m for m in dict.fromkeys(names) if m not in PAPER_MODELS]
     if not unknown:
@@ -196,5 +201,8 @@ def _model_problems(config: dict) -> list[str]:
         return []  # a driver without timm cannot tell; the cell says so when it builds the model
     import timm
 
-    missing = [m for m in unknown if not timm.is_model(m)]
+    return [m for m in unknown if not timm.is_model(m)]
+
+
+def _model_problems(missing: list[str]) -> list[str]:
     return [f"models: {m!r} is not a timm model (timm.list_models('*{m[:4]}*') lists names)" for m in missing]

@@ -12,26 +12,31 @@ from mammoflow.arguments import COUNT, FRACTION, NON_NEGATIVE, add_limit_argumen
 def cmd_phantom(args: argparse.Namespace) -> None:
     from mammoflow.phantom import PhantomSpec, generate
 
-    generate(Path(args.out), PhantomSpec.from_config(args.spec), workers=args.workers)
+    generate(Path(args.out), PhantomSpec.configured(**args.spec), workers=args.workers)
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
     from mammoflow.decode import decode_shard
-    from mammoflow.limits import DecodeLimits
+    from mammoflow.limits import DecodeSettings
 
+    settings = DecodeSettings(
+        args.working_size,
+        tuple(args.decoders),
+        args.strict,
+        args.reduce,
+        args.max_megapixels,
+        args.max_memory_mb,
+        args.timeout_s,
+    )
     decode_shard(
         args.data_dir,
         args.out,
         args.shard,
         args.shards,
-        working_size=args.working_size,
-        workers=args.workers,
-        strict=args.strict,
-        decoders=tuple(args.decoders),
-        reduce=args.reduce,
-        sheet=args.sheet or None,
-        images=args.images,
-        limits=DecodeLimits(args.max_megapixels, args.max_memory_mb, args.timeout_s),
+        settings,
+        args.workers,
+        args.sheet or None,
+        args.images,
     )
 
 
@@ -51,7 +56,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from mammoflow.preprocess import ProcessOptions
     from mammoflow.store import build_store
 
-    options = ProcessOptions.from_config(args.options)
+    options = ProcessOptions.configured(**args.options)
     lesions = args.lesions if args.lesions else None
     build_store(args.index, args.dataset, args.res, args.out, options, lesions, workers=args.workers)
 
@@ -73,9 +78,18 @@ def cmd_folds(args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
+    from mammoflow.sections import defaults
+
+    shipped = defaults()  # config.yaml: its values are the commands' defaults too
+    decode = shipped["decode"]
     p = sub.add_parser("phantom", help="generate the built-in phantom data set in the RSNA layout")
     p.add_argument("--out", required=True, help="folder to write train.csv, train_images/, lesions.csv")
-    p.add_argument("--spec", type=json_object, default={}, help="phantom settings as a JSON object")
+    p.add_argument(
+        "--spec",
+        type=json_object,
+        default={},
+        help="phantom settings as a JSON object, laid over config.yaml's",
+    )
     p.add_argument("--workers", type=COUNT, default=1)
     p.set_defaults(func=cmd_phantom)
 
@@ -84,14 +98,16 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="shard folder")
     p.add_argument("--shard", type=NON_NEGATIVE, required=True)
     p.add_argument("--shards", type=COUNT, required=True)
-    p.add_argument("--working-size", type=COUNT, default=1024, help="long side of the decoded images")
+    p.add_argument(
+        "--working-size", type=COUNT, default=decode["working_size"], help="long side of the decoded images"
+    )
     p.add_argument("--workers", type=COUNT, default=1, help="decoder processes")
-    p.add_argument("--decoders", nargs="+", default=["dicomsdl", "pydicom"], choices=["dicomsdl", "pydicom"])
+    p.add_argument("--decoders", nargs="+", default=decode["decoders"], choices=["dicomsdl", "pydicom"])
     p.add_argument("--strict", action="store_true", help="fail on the first file that cannot be decoded")
     p.add_argument(
         "--reduce",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=decode["reduce"],
         help="decode JPEG 2000 at the deepest level that keeps the long side >= the working size",
     )
     p.add_argument("--sheet", default="", help="the sample sheet (default: DATA_DIR/train.csv)")
@@ -106,7 +122,7 @@ def register(sub) -> None:
     p.add_argument(
         "--max-failed-fraction",
         type=FRACTION,
-        default=0.01,
+        default=decode["max_failed_fraction"],
         help="fail when more than this share of the files could not be decoded (after writing the list)",
     )
     p.add_argument(
@@ -121,7 +137,12 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, choices=["original", "processed"])
     p.add_argument("--res", type=COUNT, required=True)
     p.add_argument("--out", required=True, help="store folder")
-    p.add_argument("--options", type=json_object, default={}, help="preprocess settings as a JSON object")
+    p.add_argument(
+        "--options",
+        type=json_object,
+        default={},
+        help="preprocess settings as a JSON object, laid over config.yaml's",
+    )
     p.add_argument("--lesions", default="", help="optional lesion-box sidecar CSV (phantom data)")
     p.add_argument("--workers", type=COUNT, default=1)
     p.set_defaults(func=cmd_preprocess)
@@ -131,9 +152,9 @@ def register(sub) -> None:
     source.add_argument("--sheet", help="the sample sheet (train.csv): folds before decoding")
     source.add_argument("--index", help="a decoded index.parquet instead")
     p.add_argument("--out", required=True)
-    p.add_argument("--k", type=whole_number(2), default=5)
-    p.add_argument("--seed", type=NON_NEGATIVE, default=42)
-    p.add_argument("--protocols", nargs="+", default=["clean", "paper"], choices=["clean", "paper"])
+    p.add_argument("--k", type=whole_number(2), default=shipped["folds"]["k"])
+    p.add_argument("--seed", type=NON_NEGATIVE, default=shipped["folds"]["seed"])
+    p.add_argument("--protocols", nargs="+", default=shipped["protocols"], choices=["clean", "paper"])
     p.add_argument(
         "--require-positive-training",
         action="store_true",

@@ -43,7 +43,7 @@ from mammoflow.decoded import DecodedImages, index_shards
 from mammoflow.dicom import DecodedImage, DicomError, read_image, read_j2k_reduced
 from mammoflow.errors import DataError
 from mammoflow.isolated import ChildLimits, imap_with_fallback
-from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
+from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits, DecodeSettings
 from mammoflow.preprocess import mask_grid
 from mammoflow.progress import say
 from mammoflow.samplesheet import SheetError, read_sheet
@@ -250,17 +250,16 @@ def decode_shard(
     out_dir: str | Path,
     shard: int,
     shards: int,
-    working_size: int = 1024,
+    settings: DecodeSettings | None = None,
     workers: int = 1,
-    strict: bool = False,
-    decoders: tuple[str, ...] = ("dicomsdl", "pydicom"),
-    reduce: bool = True,
     sheet: str | Path | None = None,
     images: str = "train_images",
-    limits: DecodeLimits = DEFAULT_LIMITS,
 ) -> tuple[int, int]:
-    """Decode one shard of the sheet (``data_dir/train.csv`` by default, images under ``data_dir/images``);
-    returns (images decoded, files that failed). Files over ``limits`` are failures with their reason."""
+    """Decode one shard of the sheet (``data_dir/train.csv`` by default, images under ``data_dir/images``)
+    as ``settings`` say (config.yaml's decode section by default); returns (images decoded, files that
+    failed). Files over the settings' limits are failures with their reason."""
+    settings = settings or DecodeSettings.configured()
+    working_size, limits = settings.working_size, settings.limits
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = shard_rows(load_train_table(data_dir, sheet), shard, shards)
@@ -268,7 +267,7 @@ def decode_shard(
         DecodeTask(
             str(image_path(data_dir, r.patient_id, r.image_id, images)),
             working_size,
-            decoder_chain(decoders, reduce),
+            decoder_chain(settings.decoders, settings.reduce),
             limits,
         )
         for r in rows.itertuples()
@@ -290,7 +289,7 @@ def decode_shard(
         for i, result in results:
             if isinstance(result, str):
                 errors[i] = result
-                if strict:
+                if settings.strict:
                     raise DataError(f"{tasks[i].path}: {result}")
                 continue
             pixels, meta, source = result

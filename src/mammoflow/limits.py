@@ -27,10 +27,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-# Imported by every command line (mammoflow.arguments): OpenCV and pydicom are imported where used.
-DEFAULT_MAX_MEGAPIXELS = 100.0
-DEFAULT_MAX_MEMORY_MB = 2048
-DEFAULT_TIMEOUT_S = 300.0
+from mammoflow.sections import FromSection, defaults
+
+# Imported by every command line (mammoflow.arguments): OpenCV and pydicom are imported where used. The
+# values are config.yaml's (decode:), their one home.
+_SHIPPED = defaults("decode")
+DEFAULT_MAX_MEGAPIXELS = float(_SHIPPED["max_megapixels"])
+DEFAULT_MAX_MEMORY_MB = int(_SHIPPED["max_memory_mb"])
+DEFAULT_TIMEOUT_S = float(_SHIPPED["timeout_s"])
 DEFAULT_MAX_PIXELS = int(DEFAULT_MAX_MEGAPIXELS * 1_000_000)
 
 JPEG_SYNTAXES = frozenset(
@@ -48,21 +52,48 @@ MAX_TILES = 65535  # ISO 15444-1 A.4.2: a tile index (Isot) is below 65535
 
 
 @dataclass(frozen=True)
-class DecodeLimits:
+class DecodeLimits(FromSection):
     """The bounds on one file's decoding (config ``decode``: max_megapixels, max_memory_mb, timeout_s).
 
     ``max_memory_mb`` or ``timeout_s`` of 0 (or None) turns that bound off."""
 
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-    max_memory_mb: int | None = DEFAULT_MAX_MEMORY_MB
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    SECTION = "decode"
+
+    max_megapixels: float
+    max_memory_mb: int | None
+    timeout_s: float | None
 
     @property
     def max_pixels(self) -> int:
         return int(self.max_megapixels * 1_000_000)
 
 
-DEFAULT_LIMITS = DecodeLimits()
+DEFAULT_LIMITS = DecodeLimits(DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_MEMORY_MB, DEFAULT_TIMEOUT_S)
+
+
+@dataclass(frozen=True)
+class DecodeSettings(FromSection):
+    """How one decode job decodes its files (config ``decode``, less the DAG's ``shards`` and the failure
+    share the index step checks): the working size, the decoder chain, strictness, reduced JPEG 2000
+    decoding and the bounds on one file."""
+
+    SECTION = "decode"
+
+    working_size: int
+    decoders: tuple[str, ...]
+    strict: bool
+    reduce: bool
+    max_megapixels: float
+    max_memory_mb: int | None
+    timeout_s: float | None
+
+    @classmethod
+    def _converted(cls, values: dict) -> dict:
+        return {**values, "decoders": tuple(values["decoders"])}
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_megapixels, self.max_memory_mb, self.timeout_s)
 
 
 def over_limit(rows: int, cols: int, max_pixels: int, what: str, components: int = 1) -> str | None:

@@ -17,31 +17,31 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mammoflow.sections import FromSection
+
 MASK_LONG_SIDE = 256  # the crop is found on a copy this size: fast and plenty for a bounding box
 
 
 @dataclass(frozen=True)
-class ProcessOptions:
-    window_index: int = 0  # which header window to use when there are several
-    fallback_percentiles: tuple[float, float] = (0.5, 99.5)  # window from the breast's histogram if none
-    normalize_percentiles: tuple[float, float] | None = (0.5, 99.5)  # None: no normalization
-    mask_background: bool = True  # zero everything outside the breast mask inside the crop
-    crop_margin: float = 0.01  # fraction of the image side added around the breast box
-    opening: float = 0.05  # opening kernel as a fraction of the mask's long side
-    resize: str = "stretch"  # stretch | pad (letterbox keeping the aspect, breast at the chest wall)
+class ProcessOptions(FromSection):
+    """config.yaml's preprocess section, checked once (mammoflow.sections)."""
+
+    SECTION = "preprocess"
+
+    window_index: int  # which header window to use when there are several
+    fallback_percentiles: tuple[float, float]  # window from the breast's histogram if none
+    normalize_percentiles: tuple[float, float] | None  # None: no normalization
+    mask_background: bool  # zero everything outside the breast mask inside the crop
+    crop_margin: float  # fraction of the image side added around the breast box
+    opening: float  # opening kernel as a fraction of the mask's long side
+    resize: str  # stretch | pad (letterbox keeping the aspect, breast at the chest wall)
 
     @classmethod
-    def from_config(cls, section: dict) -> ProcessOptions:
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ValueError(f"unknown preprocess option(s): {', '.join(unknown)}")
+    def _converted(cls, values: dict) -> dict:
         for key in ("fallback_percentiles", "normalize_percentiles"):
-            if known.get(key) is not None:
-                known[key] = tuple(known[key])
-        if known.get("resize", "stretch") not in ("stretch", "pad"):
-            raise ValueError(f"preprocess.resize must be stretch or pad, not {known['resize']!r}")
-        return cls(**known)
+            if values[key] is not None:
+                values[key] = tuple(values[key])
+        return values
 
 
 @dataclass(frozen=True)

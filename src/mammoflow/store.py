@@ -54,7 +54,7 @@ def _init_worker(index_path: str, images_path: str, dataset: str, res: int, opti
     _state["decoded"] = DecodedImages.open(index_path)
     _state["out"] = np.load(images_path, mmap_mode="r+")
     _state["dataset"], _state["res"] = dataset, res
-    _state["options"] = ProcessOptions(**options)
+    _state["options"] = ProcessOptions.configured(**options)
 
 
 def _prepare_rows(rows: list[int]) -> list[tuple[int, Prepared]]:
@@ -93,7 +93,7 @@ def build_store(
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, not {dataset!r}")
-    options = options or ProcessOptions()
+    options = options or ProcessOptions.configured()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = pd.read_parquet(index_path)

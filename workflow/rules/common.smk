@@ -13,6 +13,7 @@ from mammoflow.plan import predict as predict_plan
 from mammoflow.plan.code import Package
 from mammoflow.plan import rules as rule_helpers
 from mammoflow.plan.rules import as_json, parent
+from mammoflow.weights import catalog as weights_catalog
 
 RESULTS = paths.RESULTS
 SHARDS = range(config["decode"]["shards"])
@@ -58,6 +59,67 @@ def shard_outputs(name):
     return [f"{paths.shard_dir(s)}/{name}" for s in SHARDS]
 
 
+# --------------------------------------------------------------------------------------------- weights
+# Pretrained files come from the weights folder only (src/mammoflow/weights/): a job gets its file's path as
+# an input of its rule. A file that is not there stops the DAG build (`snakemake -n` too) with one line
+# naming every missing file and how to get it; only the jobs that need weights ask, so `snakemake weights`
+# runs while the folder is still empty. A relative weights.folder lies in the checkout (beside this
+# workflow), so every working directory (--directory) shares one download.
+WEIGHTS_DIR = str(weights_catalog.folder(config, workflow.basedir))
+
+
+def weights_file(need):
+    try:
+        return weights_catalog.require(config, need, workflow.basedir)
+    except weights_catalog.MissingWeights as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def cell_weights(w):
+    """The model's pretrained backbone, an input of its cells; nothing when they start from random."""
+    need = weights_catalog.backbone(config, w.model)
+    return {} if need is None else {"pretrained": weights_file(need)}
+
+
+def cell_weights_option(w, input):
+    need = weights_catalog.backbone(config, w.model)
+    if need is None:
+        return ""
+    return f"--weights {shlex.quote(str(input.pretrained))} --weights-tag {shlex.quote(need.tag)}"
+
+
+def fid_inception(w):
+    """FID's Inception weights file (gan.inception: reference or a path); none for the substitute."""
+    need = weights_catalog.inception(config)
+    return [] if need is None else [weights_file(need)]
+
+
+def gan_feature_weights(w):
+    """The projected discriminator's feature network files in the weights folder (gan.feature_networks'
+    order); none unless gan.discriminator is projected with pretrained features. An input function of the
+    GAN stage rule: a missing file stops the DAG build."""
+    return [weights_file(need) for need in weights_catalog.projected(config)]
+
+
+def gan_feature_weights_option(w, input):
+    names = [need.architecture for need in weights_catalog.projected(config)]
+    return " ".join(
+        f"--feature-weights {shlex.quote(f'{name}={path}')}"
+        for name, path in zip(names, input.feature_weights, strict=True)
+    )
+
+
+def weights_needed():
+    """What `snakemake weights` fetches, as its command's JSON (a parameter: a new need re-runs the rule)."""
+    return json.dumps([need.as_dict() for need in weights_catalog.needed(config)], sort_keys=True)
+
+
+def weights_absent(w):
+    """The needed files not in the folder now: a parameter, so that deleting one re-runs `weights`."""
+    root = weights_catalog.folder(config, workflow.basedir)
+    return [need.tag for need in weights_catalog.needed(config) if weights_catalog.locate(root, need) is None]
+
+
 def decode_limit_arguments():
     """decode.max_megapixels, max_memory_mb and timeout_s as the command-line options of decode and predict."""
     d = config["decode"]
@@ -71,17 +133,6 @@ gan_stage_minutes = GAN_PLAN.stage_minutes
 synthesis_network = GAN_PLAN.synthesis_network
 published_fid = GAN_PLAN.published_fid
 GAN_NETWORKS = GAN_PLAN.networks
-
-
-def gan_feature_weights():
-    """{feature network: its weights file} for the projected discriminator; none for residual or random.
-
-    TODO(weights step, branch train-recipe): return the paths that the weights package's torch-free lookup
-    gives for the `weights` rule's folder (the function the train rule gets its backbone files from); the
-    layout below is a stand-in until then."""
-    if GAN["discriminator"] != "projected" or GAN["feature_weights"] == "random":
-        return {}
-    return {name: f"resources/weights/timm/{name}/model.safetensors" for name in GAN["feature_networks"]}
 
 
 def gan_targets():

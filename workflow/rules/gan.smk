@@ -8,7 +8,7 @@ rule gan_stage:
         manifest=lambda w: f"{gan_source_store(w.stage)}/manifest.parquet",
         folds=paths.folds_table(),
         previous=gan_previous_network,
-        feature_weights=lambda w: list(gan_feature_weights().values()),
+        feature_weights=gan_feature_weights,
     output:
         network=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/network.pt",
         stats=f"{paths.gan_stage_dir('{protocol}', '{part}', '{stage}')}/stats.jsonl",
@@ -26,9 +26,7 @@ rule gan_stage:
         out=parent("network"),
         previous=lambda w, input: str(input.previous[0]) if input.previous else "",
         code=code_digest("gan-stage"),
-        feature_weights=" ".join(
-            f"--feature-weights {shlex.quote(f'{name}={path}')}" for name, path in gan_feature_weights().items()
-        ),
+        feature_weights=gan_feature_weights_option,
     threads: GAN["threads"]
     resources:
         gpu=1,
@@ -53,13 +51,14 @@ rule gan_fid:
         networks=[f"{paths.gan_stage_dir('{protocol}', '{part}', s)}/network.pt" for s in GAN_FID_STAGES],
         stores=[f"{gan_source_store(s)}/images.npy" for s in GAN_FID_STAGES],
         folds=paths.folds_table(),
+        inception=fid_inception,
     output:
         [f"{paths.gan_stage_dir('{protocol}', '{part}', s)}/fid.json" for s in GAN_FID_STAGES],
     params:
         stores=lambda w, input: [str(Path(p).parent) for p in input.stores],
         images=GAN["fid_images"],
         batch=GAN["fid_batch"],
-        inception=GAN["inception"],
+        inception=lambda w, input: input.inception[0] if input.inception else "none",
         seed=GAN["seed"],
         code=code_digest("gan-fid"),
     threads: GAN["threads"]

@@ -5,6 +5,7 @@ CELL = paths.cell_dir("{protocol}", "{res}", "{dataset}", "{model}", "{fold}")
 rule train:
     input:
         unpack(cell_inputs),
+        unpack(cell_weights),
     output:
         metrics=f"{CELL}/metrics.json",
         predictions=f"{CELL}/predictions.parquet",
@@ -15,6 +16,7 @@ rule train:
         settings=lambda w: as_json(cell_settings(w.model)),
         store=parent("images"),
         synthetic=synthetic_option,
+        pretrained=cell_weights_option,
         out=parent("metrics"),
         decode=as_json({k: config["decode"][k] for k in ("working_size", "decoders", "reduce")}),
         code=code_digest("train"),
@@ -32,7 +34,7 @@ rule train:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m mammoflow train --store {params.store:q} {params.synthetic} --folds {input.folds:q}"
+        "python -m mammoflow train --store {params.store:q} {params.synthetic} {params.pretrained} --folds {input.folds:q}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
         " --settings {params.settings:q} --decode {params.decode:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
 

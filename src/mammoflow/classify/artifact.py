@@ -4,9 +4,11 @@ Two files in the cell folder:
 - ``model.safetensors``: the weights in half precision (floating tensors as float16, others as they are),
   the format timm distributes weights in. safetensors is a JSON header and raw tensor bytes: reading it
   cannot execute anything, unlike a pickled ``torch.save`` checkpoint, which can carry any program.
-- ``model.json``: what the weights need around them: the timm architecture and its arguments, the input
-  (channels, scaling, normalisation), the resolution, the data set kind, the decode and preprocess
-  settings its store was built with, protocol and fold, the thresholds chosen on the cell's own validation
+- ``model.json``: what the weights need around them: the timm architecture and its arguments, the head
+  (fastai's, described by ``head``; format version 1 had timm's one-logit classifier, still read), the
+  input (channels, scaling, normalisation), the output (which class is cancer), the resolution, the data
+  set kind, the decode and preprocess settings its store was built with, protocol and fold, the pretrained
+  weights it started from (tag, file, SHA-256), the thresholds chosen on the cell's own validation
   predictions, the versions, and the weights file's SHA-256. The weights file's header carries the rest
   of model.json in turn, so that neither can be swapped or edited alone (artifact_checks.py checks both,
   and the architecture against the weights' shapes, before anything is loaded).
@@ -27,11 +29,23 @@ from torch import nn
 
 from mammoflow import __version__, paths
 from mammoflow.atomic import atomic_path, file_sha256, write_text
-from mammoflow.classify.models import GRAY_MEAN, GRAY_STD, _size_kwargs, build_model
+from mammoflow.classify.models import (
+    FASTAI_HEAD,
+    GRAY_MEAN,
+    GRAY_STD,
+    LEGACY_HEAD,
+    Classifier,
+    Weights,
+    build_model,
+    size_kwargs,
+)
 from mammoflow.stats import choose_thresholds
 
 FORMAT = "mammoflow-model"
-FORMAT_VERSION = 1
+# 2: fastai's head, two outputs, weights bound to model.json. 1 (mammoflow 0.1): timm's one-logit
+# classifier and unbound weights, refused (nothing shows its model.json belongs to its weights).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (2,)
 WEIGHTS_NAME = paths.ARTIFACT_WEIGHTS  # model.safetensors
 METADATA_NAME = paths.ARTIFACT_METADATA  # model.json
 # A torch.save file is a zip archive (PK..) or, in the legacy format, a bare pickle (protocol byte 0x80).
@@ -73,8 +87,12 @@ def input_spec(architecture: str, resolution: int) -> dict:
         "scale": 1 / 255,
         "mean": GRAY_MEAN,
         "std": GRAY_STD,
-        "timm_kwargs": {"num_classes": 1, "in_chans": 1, **_size_kwargs(architecture, resolution)},
+        "timm_kwargs": {"num_classes": 0, "in_chans": 1, **size_kwargs(architecture, resolution)},
     }
+
+
+OUTPUT = {"classes": ["no cancer", "cancer"], "probability": "softmax of the two outputs, the second"}
+LEGACY_OUTPUT = {"classes": ["cancer"], "probability": "sigmoid of the one output"}
 
 
 def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_weights: bool = True) -> dict:
@@ -98,6 +116,9 @@ def save_artifact(out_dir: str | Path, model: nn.Module, metadata: dict, keep_we
         "format_version": FORMAT_VERSION,
         **metadata,
         "input": input_spec(metadata["architecture"], int(metadata["resolution"])),
+        # (a model without fastai's head is timm's one-logit network of format version 1)
+        "head": FASTAI_HEAD if isinstance(model, Classifier) else LEGACY_HEAD,
+        "output": OUTPUT if isinstance(model, Classifier) else LEGACY_OUTPUT,
         "weights": None,
         "versions": versions(),
     }
@@ -125,10 +146,15 @@ def read_metadata(path: str | Path) -> dict:
         raise ArtifactError(f"{path}: not a model artifact's JSON metadata: {exc}") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a {FORMAT} artifact (format {document.get('format')!r})")
-    if document.get("format_version") != FORMAT_VERSION:
+    if document.get("format_version") == 1:
+        raise ArtifactError(
+            f"{path}: artifact format version 1 (mammoflow 0.1: timm's one-logit head, and weights that do "
+            "not record the model.json they belong to); retrain the cell with this mammoflow"
+        )
+    if document.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{path}: artifact format version {document.get('format_version')!r}; "
-            f"this mammoflow reads version {FORMAT_VERSION}"
+            f"this mammoflow reads version {', '.join(map(str, READABLE_VERSIONS))}"
         )
     missing = [k for k in ("architecture", "resolution", "input", "weights") if k not in document]
     if missing:
@@ -155,7 +181,12 @@ def _refuse_pickle(path: Path) -> None:
 
 def model_from_metadata(metadata: dict) -> nn.Module:
     """The untrained model an artifact's model.json describes (its weights are loaded into it)."""
-    model, _ = build_model(metadata["architecture"], int(metadata["resolution"]), pretrained=False)
+    try:
+        model, _ = build_model(
+            metadata["architecture"], int(metadata["resolution"]), head=metadata.get("head")
+        )
+    except ValueError as exc:
+        raise ArtifactError(f"{Path(metadata['_dir']) / METADATA_NAME}: {exc}") from exc
     return model
 
 
@@ -186,42 +217,20 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
 
 def save_cell_artifact(
-    cell, model: nn.Module, train_settings: dict, weights_source: str, res: int, predictions
+    cell, model: nn.Module, train_settings: dict, weights: Weights, res: int, predictions
 ):  # train_settings["keep_weights"] (default true) decides whether the weights file is written
     """The artifact of a finished training cell (classify.train.Cell), beside its other outputs."""
-    metadata = describe_cell(
-        architecture=cell.model,
-        resolution=res,
-        protocol=cell.protocol,
-        fold=cell.fold,
-        store=cell.store,
-        synthetic=cell.synthetic,
-        weights_source=weights_source,
-        train_settings=train_settings,
-        decode=getattr(cell, "decode", None),
-        predictions=predictions,
-    )
+    metadata = describe_cell(cell, res, weights, train_settings, predictions)
     return save_artifact(cell.out, model, metadata, keep_weights=train_settings.get("keep_weights", True))
 
 
-def describe_cell(
-    *,
-    architecture: str,
-    resolution: int,
-    protocol: str,
-    fold: int,
-    store: str | Path,
-    synthetic: str | Path | None,
-    weights_source: str,
-    train_settings: dict,
-    decode: dict | None,
-    predictions,
-) -> dict:
-    """The metadata of a finished cell: its data set's preparation (from the store's summary.json) and
-    the thresholds chosen on its own validation predictions (real images only), image and breast level."""
+def describe_cell(cell, resolution: int, weights: Weights, train_settings: dict, predictions) -> dict:
+    """The metadata of a finished cell (classify.train.Cell): its data set's preparation (from the store's
+    summary.json) and the thresholds chosen on its own validation predictions (real images only), image and
+    breast level."""
     from mammoflow.classify.metrics import breast_level
 
-    summary_path = Path(store) / "summary.json"
+    summary_path = Path(cell.store) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     # A store made outside the preprocess stage (tests build them from arrays) records no preparation:
     # the artifact then says so, and `mammoflow predict` refuses it rather than guess.
@@ -229,14 +238,15 @@ def describe_cell(
     real = predictions[predictions["source"] == "real"]
     breasts = breast_level(real)
     return {
-        "architecture": architecture,
+        "architecture": cell.model,
         "resolution": int(resolution),
-        "dataset": "augmented" if synthetic else (store_dataset or "unknown"),
+        "dataset": "augmented" if cell.synthetic else (store_dataset or "unknown"),
         "preprocess": {"dataset": store_dataset, "options": summary.get("options")},
-        "decode": decode,
-        "protocol": protocol,
-        "fold": int(fold),
-        "pretrained_weights": weights_source,
+        "decode": getattr(cell, "decode", None),
+        "protocol": cell.protocol,
+        "fold": int(cell.fold),
+        "pretrained_weights": weights.label,
+        "pretrained": weights.as_dict(),
         "train_settings": train_settings,
         "thresholds": {
             "source": f"this cell's validation fold ({len(real)} real images, {len(breasts)} breasts)",

@@ -20,8 +20,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         out=Path(args.out),
         synthetic=Path(args.synthetic) if args.synthetic else None,
         decode=args.decode or None,
+        weights_file=Path(args.weights) if args.weights else None,
+        weights_tag=args.weights_tag,
     )
-    run_cell(cell, TrainSettings.from_config(args.settings), device=args.device, threads=args.threads)
+    run_cell(cell, TrainSettings.configured(**args.settings), device=args.device, threads=args.threads)
 
 
 def register(sub) -> None:
@@ -32,10 +34,21 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="timm model name")
     p.add_argument("--fold", type=NON_NEGATIVE, required=True, help="validation fold")
     p.add_argument("--protocol", choices=["clean", "paper"], default="clean")
-    p.add_argument("--settings", type=json_object, default={}, help="training settings as a JSON object")
+    p.add_argument(
+        "--settings",
+        type=json_object,
+        default={},
+        help="train settings as a JSON object, laid over config.yaml's",
+    )
     p.add_argument("--out", required=True, help="cell folder")
     p.add_argument(
         "--decode", type=json_object, default={}, help="decode settings of the store (for the model artifact)"
+    )
+    p.add_argument(
+        "--weights", default="", help="pretrained backbone file in timm's format (when settings.pretrained)"
+    )
+    p.add_argument(
+        "--weights-tag", default="", help="its timm <name>.<tag> (the pretrained config to load with)"
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument(

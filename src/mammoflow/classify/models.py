@@ -1,105 +1,202 @@
-"""The five timm classifiers of the study, one logit out, grayscale input.
+"""The study's classifiers as fastai's ``vision_learner`` builds them from a timm name.
 
-Grayscale: ``in_chans=1``. With pretrained weights timm sums the first convolution's RGB kernels into one,
-so the network sees what it saw on ImageNet for a gray image; the matching input normalisation is the
-mean of ImageNet's channel means and standard deviations (``GRAY_MEAN``/``GRAY_STD``).
+fastai (``create_timm_model``) asks timm for the network without its classifier (``num_classes=0``), with
+the input channels it is given (here ``in_chans=1``: with pretrained weights timm sums the first
+convolution's RGB kernels into one, which is what fastai's own first-layer change does for one channel),
+and puts its head on top: concat pooling (max, then average), then BatchNorm, Dropout(0.25), a Linear layer
+to 512 features and ReLU, then BatchNorm, Dropout(0.5) and a Linear layer to the two classes; the linear
+layers have no bias (batch norm before them), start from Kaiming-normal weights, and the head's batch norms
+from weight 1, bias 0.001. A timm network whose pretrained config names no pooling size (a ViT) gives
+pooled features itself, and the head then has no pooling layer (fastai's ``TimmBody.needs_pool``).
+tests/test_fastai_recipe.py builds fastai's own model for the same name and checks module for module.
+
+Two outputs and cross-entropy, as fastai trains a two-class problem; the probability of cancer is the
+softmax's second output. Grayscale input normalised with the mean of ImageNet's channel means and standard
+deviations (``GRAY_MEAN``/``GRAY_STD``), which is what three equal channels normalised per channel give to
+the summed kernels, up to the channels' small differences.
 """
 
 from __future__ import annotations
 
-import os
-import socket
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mammoflow.progress import say
-
 PAPER_MODELS = ("resnet18", "resnet34", "resnet152", "efficientnet_b0", "maxvit_nano_rw_256")
 GRAY_MEAN = (0.485 + 0.456 + 0.406) / 3
 GRAY_STD = (0.229 + 0.224 + 0.225) / 3
+# fastai's create_head defaults (vision_learner's): what model.json records as the head.
+FASTAI_HEAD = {
+    "kind": "fastai",
+    "n_out": 2,
+    "lin_ftrs": [512],
+    "ps": [0.25, 0.5],
+    "concat_pool": True,
+    "first_bn": True,
+    "bn_final": False,
+}
+# Artifacts of format version 1 (before the fastai head): timm's own classifier with one logit.
+LEGACY_HEAD = {"kind": "timm-linear", "n_out": 1}
 
 
 @dataclass(frozen=True)
 class Weights:
-    source: str  # "imagenet (timm hub)", "imagenet (file ...)", "random"
-    notice: str = ""
+    """Where a model's starting weights came from (metrics.json and model.json record this)."""
+
+    pretrained: bool
+    tag: str = ""  # timm's <name>.<tag>
+    file: str = ""
+    sha256: str = ""
+    bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"imagenet:{self.tag}" if self.pretrained else "random"
+
+    def as_dict(self) -> dict:
+        return {
+            "pretrained": self.pretrained,
+            "tag": self.tag or None,
+            "file": self.file or None,
+            "sha256": self.sha256 or None,
+            "bytes": self.bytes or None,
+        }
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether the model hub answers a TCP connection (assumed yes behind a configured proxy)."""
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+class ConcatPool2d(nn.Module):
+    """Adaptive max and average pooling to 1 x 1, concatenated so (fastai: AdaptiveConcatPool2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1
+        )
 
 
-def _size_kwargs(name: str, res: int) -> dict:
+def fastai_head(features: int, n_out: int = 2, pool: bool = True) -> nn.Sequential:
+    """fastai's create_head(features, n_out) with its defaults, initialised as vision_learner does."""
+    width = features * 2 if pool else features  # concat pooling doubles the features
+    layers: list[nn.Module] = [ConcatPool2d(), nn.Flatten()] if pool else []
+    widths, dropouts = [width, *FASTAI_HEAD["lin_ftrs"], n_out], FASTAI_HEAD["ps"]
+    for i, (n_in, n_next) in enumerate(itertools.pairwise(widths)):
+        norm = nn.BatchNorm1d(n_in)
+        with torch.no_grad():
+            norm.weight.fill_(1.0)
+            norm.bias.fill_(1e-3)
+        layers += [norm, nn.Dropout(dropouts[i]), nn.Linear(n_in, n_next, bias=False)]
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU(inplace=True))
+    # Initialised after all layers exist, in order, as fastai's apply_init does: with the same seed the
+    # random draws are fastai's, draw for draw.
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight)
+    return nn.Sequential(*layers)
+
+
+class Classifier(nn.Module):
+    """A timm body and a head: fastai's ``nn.Sequential(TimmBody, head)``, with the two halves named.
+
+    ``forward_features``/``forward_head`` split it where the cell's precision rule does (the body under
+    autocast, the head in fp32) and where fastai's splitter cuts its two parameter groups."""
+
+    def __init__(self, body: nn.Module, head: nn.Module, needs_pool: bool) -> None:
+        super().__init__()
+        self.body, self.head, self.needs_pool = body, head, needs_pool
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body.forward_features(x) if self.needs_pool else self.body(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def size_kwargs(name: str, res: int) -> dict:
     # MaxViT's window and grid partitions are fixed by img_size: without it only multiples of 256 work.
     return {"img_size": res} if name.startswith(("maxvit", "maxxvit", "coatnet")) else {}
 
 
-def build_model(
-    name: str, res: int, pretrained: bool = False, weights_file: str = ""
-) -> tuple[nn.Module, Weights]:
-    """A timm model with one output logit for res x res grayscale input, and where its weights came from."""
+def timm_body(name: str, res: int, weights_file: str | Path | None = None, tag: str = "") -> nn.Module:
+    """timm's network without classifier for 1-channel res x res input, its weights from ``weights_file``
+    (timm's format: safetensors, or a weights-only torch file) under the pretrained config of ``tag``.
+    Never touches the network: timm loads the file it is given."""
     import timm
 
-    if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r}")
-    kwargs = dict(num_classes=1, in_chans=1, **_size_kwargs(name, res))
-    if weights_file:
-        path = Path(weights_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights_file {path}: not found")
-        model = _quiet_head(
-            timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+    architecture = name.split(".", 1)[0]
+    if not timm.is_model(architecture):
+        raise ValueError(f"unknown timm model {architecture!r}")
+    kwargs = dict(num_classes=0, in_chans=1, **size_kwargs(architecture, res))
+    if weights_file is None:
+        return timm.create_model(architecture, pretrained=False, **kwargs)
+    path = Path(weights_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path}: no such file")
+    if tag and tag.split(".", 1)[0] != architecture:
+        raise ValueError(f"pretrained weights {tag!r} are not {architecture}'s")
+    try:
+        return timm.create_model(
+            tag or architecture, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
         )
-        return model, Weights(f"imagenet (file {path})")
-    if pretrained:
-        unreachable = not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable()
-        if unreachable:
-            # Without this, each cell spends ~46 s in the hub client's retries before failing. Offline
-            # mode still finds weights already in the local Hugging Face cache. huggingface_hub reads the
-            # variable once, at import (timm imports it): set its constant too.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            import huggingface_hub.constants
-
-            huggingface_hub.constants.HF_HUB_OFFLINE = True
-        try:
-            model = _quiet_head(timm.create_model(name, pretrained=True, **kwargs))
-            return model, Weights("imagenet (timm hub)")
-        except Exception as exc:  # offline, hub down, no weights for this name: say so, go on
-            reason = " ".join(str(exc).split())[:200]
-            offline = " (huggingface.co unreachable)" if unreachable else ""
-            offline = offline or (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else "")
-            notice = (
-                f"NOTICE: ImageNet weights for {name} could not be loaded{offline}: {reason}. "
-                "Training from random initialisation; results are not comparable with the paper's "
-                "fine-tuned models. Set train.weights_file (or model_settings.<model>.weights_file) to a "
-                "local timm weights file to fix this."
-            )
-            say(notice)
-            return _quiet_head(timm.create_model(name, pretrained=False, **kwargs)), Weights("random", notice)
-    return _quiet_head(timm.create_model(name, pretrained=False, **kwargs)), Weights("random")
+    except (RuntimeError, KeyError, ValueError) as exc:  # wrong keys or shapes, unreadable file
+        reason = " ".join(str(exc).split())[:300]
+        raise ValueError(
+            f"pretrained weights {path}: cannot be loaded into {architecture}: {reason}"
+        ) from exc
 
 
-def _quiet_head(model: nn.Module) -> nn.Module:
-    """Calm the new one-logit head. timm initialises EfficientNet's classifier U(-1/sqrt(fan_out), ...),
-    which for one output is U(-1, 1) over 1280 features: first logits of +-10, a BCE of 5-8, and a random
-    start that diverges (measured on the phantom). A head of N(0, 0.01) starts every model near p = 0.5
-    (not exactly zero, so that the bias moves on a balanced first batch too)."""
-    head = model.get_classifier()
-    if isinstance(head, nn.Linear):
-        nn.init.normal_(head.weight, std=0.01)
-        if head.bias is not None:
-            nn.init.zeros_(head.bias)
-    return model
+def build_model(
+    name: str,
+    res: int,
+    weights_file: str | Path | None = None,
+    tag: str = "",
+    head: dict | None = None,
+) -> tuple[nn.Module, Weights]:
+    """The classifier for res x res grayscale input and where its weights came from.
+
+    ``weights_file`` (timm's format, found by the workflow in the weights folder) makes it pretrained;
+    without it the body starts from timm's random initialisation. ``head``: FASTAI_HEAD (default) or
+    LEGACY_HEAD (one logit, timm's classifier: artifacts written before the fastai head)."""
+    from mammoflow.atomic import file_sha256
+
+    head = head or FASTAI_HEAD
+    body = timm_body(name, res, weights_file, tag)
+    if weights_file is None:
+        weights = Weights(False)
+    else:
+        path = Path(weights_file)
+        weights = Weights(True, tag or name, str(path), file_sha256(path), path.stat().st_size)
+    if head.get("kind") == LEGACY_HEAD["kind"]:
+        body.reset_classifier(int(head.get("n_out", 1)))
+        return body, weights
+    if head.get("kind") != "fastai" or int(head.get("n_out", 2)) != 2:
+        raise ValueError(f"unknown classifier head {head!r}")
+    needs_pool = body.pretrained_cfg.get("pool_size") is not None
+    return Classifier(body, fastai_head(body.num_features, 2, pool=needs_pool), needs_pool), weights
+
+
+def trunk(model: nn.Module) -> nn.Module:
+    """The timm network inside a classifier (a legacy one-logit model is its own)."""
+    return model.body if isinstance(model, Classifier) else model
+
+
+def positive_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(cancer) per image: the softmax's second output (two classes), or the sigmoid of a single logit."""
+    logits = logits.float()
+    if logits.dim() == 2 and logits.shape[1] == 2:
+        return torch.softmax(logits, dim=1)[:, 1]
+    return torch.sigmoid(logits.reshape(len(logits)))
+
+
+def positive_score(logits: torch.Tensor) -> torch.Tensor:
+    """The score whose sigmoid is P(cancer): the log-odds l1 - l0 of two outputs, or the single logit."""
+    if logits.dim() == 2 and logits.shape[1] == 2:
+        return logits[:, 1] - logits[:, 0]
+    return logits.reshape(len(logits))
 
 
 def normalize_batch(images_uint8: torch.Tensor) -> torch.Tensor:

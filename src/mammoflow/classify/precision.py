@@ -7,9 +7,9 @@
   autocast where it has native bf16 (AVX512-BF16/AMX), else fp32;
 - ``bf16``, ``fp16`` (CUDA only, with loss scaling), ``fp32``: as asked.
 
-Whatever the autocast precision, the classifier head (global pooling and the last linear layer) runs in
-fp32: a bf16 logit has 8 significant bits, so 10,000 validation images would get a few hundred distinct
-probabilities and ties all over the ROC curve.
+Whatever the autocast precision, the classifier head (fastai's: pooling, batch norms and the two linear
+layers) runs in fp32: a bf16 logit has 8 significant bits, so 10,000 validation images would get a few
+hundred distinct probabilities and ties all over the ROC curve.
 """
 
 from __future__ import annotations
@@ -79,15 +79,15 @@ def resolve_precision(device: torch.device, requested: str = "auto") -> Precisio
 
 
 def logits_fp32(model: nn.Module, x: torch.Tensor, precision: Precision) -> torch.Tensor:
-    """One logit per image, N floats: the trunk under autocast, the head (pooling + linear) in fp32."""
+    """The logits, N x classes floats: the trunk under autocast, the head in fp32."""
     device = x.device
     if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
         with precision.autocast(device):
             features = model.forward_features(x)
         with torch.autocast(device.type, enabled=False):
-            return model.forward_head(features.float()).squeeze(1).float()
+            return model.forward_head(features.float()).float()
     with precision.autocast(device):
-        return model(x).squeeze(1).float()
+        return model(x).float()
 
 
 def configure_backends(device: torch.device, deterministic: bool) -> dict:

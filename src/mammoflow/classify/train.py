@@ -1,9 +1,11 @@
 """One training cell: a model fine-tuned on one fold of one data set at one resolution.
 
-Training as in the paper (fastai defaults where the paper is silent): BCE on one logit, AdamW
-(betas 0.9/0.99, eps 1e-5, weight decay 0.01), a one-cycle schedule (warm-up over the first quarter, cosine
-down to lr/1e5), batch 64, 3 epochs, lr 1e-4, positives over-sampled 5x, horizontal flip. The cell writes
-a checkpoint after every epoch and resumes from it, so a killed or preempted job loses at most one epoch.
+Training as the paper's fastai did it (recipe.py, optimizer.py, models.py): fastai's head on a timm body,
+cross-entropy over two classes, fastai's Adam with decoupled weight decay and none on norm layers and
+biases, and ``train.recipe``'s schedule (``fine_tune``: one frozen epoch, then ``epochs`` unfrozen at
+discriminative rates; or ``fit_one_cycle``); batch 64, lr 1e-4, positives over-sampled 5x, horizontal
+flip. The cell writes a checkpoint after every epoch and resumes from it, so a killed or preempted job
+loses at most one epoch.
 """
 
 from __future__ import annotations
@@ -17,27 +19,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.classify.artifact import save_cell_artifact
-from mammoflow.classify.data import (
-    CellData,
-    epoch_batches,
-    load_cell_data,
-    micro_batches,
-    oversampled,
-    prefetched,
-    random_hflip,
-)
+from mammoflow.classify.data import CellData, epoch_batches, load_cell_data, oversampled
 from mammoflow.classify.metrics import binary_metrics, cell_metrics
-from mammoflow.classify.models import build_model, normalize_batch
-from mammoflow.classify.precision import PRECISIONS, configure_backends, logits_fp32, resolve_precision
+from mammoflow.classify.models import Weights, build_model
+from mammoflow.classify.precision import configure_backends
+from mammoflow.classify.trainer import Trainer
 from mammoflow.devices import pick_device
 from mammoflow.progress import say
+from mammoflow.sections import FromSection
+
+__all__ = ["Cell", "TrainSettings", "Trainer", "run_cell"]
 
 HISTORY_COLUMNS = [
     "epoch",
+    "phase",
     "train_loss",
     "valid_loss",
     "accuracy",
@@ -50,37 +48,27 @@ HISTORY_COLUMNS = [
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-4
-    oversample_positive: int = 5
-    hflip: bool = True
-    pretrained: bool = True
-    weights_file: str = ""
-    seed: int = 0
-    weight_decay: float = 0.01
-    pct_start: float = 0.25
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see precision.py)
-    channels_last: bool = True
-    micro_batch: int = 0  # images per forward/backward; gradients accumulate to batch_size (0: no split)
-    max_steps_per_epoch: int = 0  # optimiser steps per epoch at most (0: no cap; rehearsals, benchmarks)
-    deterministic: bool = False  # CUDA: deterministic kernels, no cuDNN autotuning (slower)
-    keep_weights: bool = True  # false: model.json without model.safetensors (disk; no predict/cam then)
+class TrainSettings(FromSection):
+    """config.yaml's train section (with a model's model_settings), checked once (mammoflow.sections)."""
 
-    @classmethod
-    def from_config(cls, section: dict) -> TrainSettings:
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
-        unknown = sorted(set(section) - set(known) - {"threads"})
-        if unknown:
-            raise ValueError(f"unknown train setting(s): {', '.join(unknown)}")
-        if known.get("precision", "auto") not in PRECISIONS:
-            raise ValueError(
-                f"train.precision must be one of {', '.join(PRECISIONS)}, not {known['precision']!r}"
-            )
-        if known.get("micro_batch", 0) < 0 or known.get("max_steps_per_epoch", 0) < 0:
-            raise ValueError("train.micro_batch and train.max_steps_per_epoch must be >= 0")
-        return cls(**known)
+    SECTION = "train"
+
+    epochs: int
+    batch_size: int
+    lr: float
+    recipe: str  # fine_tune | fit_one_cycle (recipe.py): fastai's call of that name
+    oversample_positive: int
+    hflip: bool
+    pretrained: bool  # the cell then needs its weights file (Cell.weights_file)
+    seed: int
+    weight_decay: float
+    pct_start: float | None  # None: the recipe's fastai default (fine_tune 0.3, fit_one_cycle 0.25)
+    precision: str  # auto | fp32 | bf16 | fp16 (see precision.py)
+    channels_last: bool
+    micro_batch: int  # images per forward/backward; gradients accumulate to batch_size (0: no split)
+    max_steps_per_epoch: int  # optimiser steps per epoch at most (0: no cap; rehearsals, benchmarks)
+    deterministic: bool  # CUDA: deterministic kernels, no cuDNN autotuning (slower)
+    keep_weights: bool  # false: model.json without model.safetensors (disk; no predict/cam then)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -96,113 +84,21 @@ class Cell:
     out: Path
     synthetic: Path | None = None
     decode: dict | None = None  # the decode settings of the store's images, for the model artifact
+    weights_file: Path | None = None  # the pretrained backbone (from the weights folder), when pretrained
+    weights_tag: str = ""  # its timm <name>.<tag>
 
 
-def one_cycle(optimizer: torch.optim.Optimizer, settings: TrainSettings, steps: int):
-    """fastai's fit_one_cycle schedule (warm-up, then cosine to lr/1e5; momentum 0.95 -> 0.85 -> 0.95).
-
-    torch's OneCycleLR divides by zero when the warm-up rounds to no step (tiny folds): the warm-up is
-    kept at least 1.5 steps long, and a run of fewer than 3 steps uses the constant rate.
-    """
-    if steps < 3:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=settings.lr,
-        total_steps=steps,
-        pct_start=min(max(settings.pct_start, 1.5 / steps), 0.9),
-        div_factor=25.0,
-        final_div_factor=1e5,
-        base_momentum=0.85,
-        max_momentum=0.95,
-    )
-
-
-class Trainer:
-    """The model, optimiser and schedule of a cell, and the two loops over its data."""
-
-    def __init__(self, model: nn.Module, settings: TrainSettings, device: torch.device, steps: int) -> None:
-        self.settings, self.device = settings, device
-        self.precision = resolve_precision(device, settings.precision)
-        self.scaler = self.precision.scaler(device)
-        self.pin = device.type == "cuda"  # pinned host memory: the copies to the GPU are truly asynchronous
-        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-        self.model = model.to(device, memory_format=self.memory_format)
-        self.loss = nn.BCEWithLogitsLoss()
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=settings.lr,
-            betas=(0.9, 0.99),
-            eps=1e-5,
-            weight_decay=settings.weight_decay,
-            # One fused kernel for all parameters: on a CPU 5-7x faster than PyTorch's default per-tensor
-            # loop, which took a third of a resnet152 step (bench/optimizer.py)
-            fused=device.type in ("cpu", "cuda") or None,
+def starting_model(cell: Cell, settings: TrainSettings, res: int):
+    """The cell's model as training starts, and where its weights came from. Pretrained only from the file
+    the workflow found in the weights folder; random initialisation only when the settings say so."""
+    if settings.pretrained and cell.weights_file is None:
+        raise ValueError(
+            f"{cell.model}: train.pretrained is true but no pretrained weights file was given (--weights; "
+            "the workflow passes the one in the weights folder: `snakemake weights` fetches it)"
         )
-        self.schedule = one_cycle(self.optimizer, settings, steps)
-
-    @property
-    def bf16(self) -> bool:
-        return self.precision.name == "bf16"
-
-    def _inputs(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(images).to(self.device, non_blocking=True)
-        return normalize_batch(x).contiguous(memory_format=self.memory_format)
-
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return logits_fp32(self.model, x, self.precision)
-
-    def train_epoch(self, data: CellData, batches: list[np.ndarray], flip_seed: int) -> tuple[float, int]:
-        self.model.train()
-        flips = torch.Generator().manual_seed(flip_seed)
-        # The loss stays on the device until the epoch ends: float(loss) per step would wait for the GPU.
-        total, seen = torch.zeros((), device=self.device), 0
-        for images, labels in prefetched(data, batches, pin=self.pin):
-            x = self._inputs(images)
-            if self.settings.hflip:
-                x = random_hflip(x, flips)
-            y = torch.as_tensor(labels).to(self.device, non_blocking=True)
-            total += self.train_step(x, y) * len(labels)
-            seen += len(labels)
-        return float(total) / max(seen, 1), seen
-
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on the batch, in micro-batches whose gradients add up to the batch's.
-
-        Each micro-batch's mean loss is weighted by its share of the batch, so the summed gradient is the
-        full batch's mean-loss gradient: the same step as without micro-batching, except that batch norm
-        normalises over each micro-batch (its statistics are what changes). Returns the batch's mean loss,
-        on the device.
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        for part in micro_batches(len(y), self.settings.micro_batch):
-            loss = self.loss(self._logits(x[part]), y[part])
-            share = (part.stop - part.start) / len(y)
-            self.scaler.scale(loss * share).backward()
-            total += loss.detach() * share
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.schedule.step()
-        return total
-
-    @torch.no_grad()
-    def predict(self, data: CellData, positions: np.ndarray, batch_size: int) -> np.ndarray:
-        self.model.eval()
-        probabilities = []
-        order = np.sort(positions)
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for images, _ in prefetched(data, batches, pin=self.pin):
-            probabilities.append(torch.sigmoid(self._logits(self._inputs(images))).cpu().numpy())
-        result = np.concatenate(probabilities) if probabilities else np.empty(0, np.float32)
-        back = np.empty_like(result)
-        back[np.argsort(positions, kind="stable")] = result  # in the caller's order
-        return back
-
-
-def _bce(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else 0.0
+    if not settings.pretrained and cell.weights_file is not None:
+        raise ValueError(f"{cell.model}: a weights file was given but train.pretrained is false")
+    return build_model(cell.model, res, cell.weights_file, cell.weights_tag)
 
 
 def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads: int = 0) -> dict:
@@ -225,48 +121,27 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
     if steps_per_epoch == 0:
         raise ValueError(f"{cell.store}: fold {cell.fold} leaves {len(train_positions)} training images")
     torch.manual_seed(settings.seed)
-    model, weights = build_model(cell.model, res, settings.pretrained, settings.weights_file)
-    trainer = Trainer(model, settings, dev, settings.epochs * steps_per_epoch)
+    model, weights = starting_model(cell, settings, res)
+    trainer = Trainer(model, settings, dev, steps_per_epoch, pretrained=settings.pretrained)
     say(
         f"{cell.model} {res}px fold {cell.fold} ({cell.protocol}): {len(data.train)} training images "
         f"({len(train_positions)} with {settings.oversample_positive}x positives), "
-        f"{len(data.valid)} validation; "
-        f"weights {weights.source}; {dev.type} {trainer.precision.name} ({trainer.precision.reason}); "
+        f"{len(data.valid)} validation; weights {weights.label}"
+        + (f" ({weights.file}, sha256 {weights.sha256[:12]})" if weights.pretrained else "")
+        + f"; recipe {settings.recipe} ({' + '.join(f'{p.epochs} {p.name}' for p in trainer.phases)}); "
+        f"{dev.type} {trainer.precision.name} ({trainer.precision.reason}); "
         f"batch {batch_size} in micro-batches of {settings.micro_batch or batch_size}; "
         f"{steps_per_epoch} steps per epoch"
     )
-
     checkpoint_path = cell.out / "checkpoint.pt"
-    history, first_epoch = _resume(checkpoint_path, trainer, settings)
-    train_seconds, train_images = 0.0, 0
-    valid_y = labels[data.valid]
-    for epoch in range(first_epoch, settings.epochs):
-        epoch_started = time.perf_counter()
-        torch.manual_seed(settings.seed * 1000 + epoch)  # dropout etc.: the same after a resume
-        batches = epoch_batches(train_positions, batch_size, settings.seed * 1000 + epoch)[:steps_per_epoch]
-        train_loss, seen = trainer.train_epoch(data, batches, flip_seed=settings.seed * 1000 + epoch)
-        train_seconds += time.perf_counter() - epoch_started
-        train_images += seen
+    history, first_epoch = _resume(checkpoint_path, trainer, settings, weights)
+    seen = _epochs(
+        trainer, data, train_positions, batch_size, (history, first_epoch), checkpoint_path, weights
+    )
+    if first_epoch >= trainer.epochs:  # resumed after the last epoch: nothing validated in this run yet
         probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
-        scores = binary_metrics(valid_y, probabilities)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "valid_loss": _bce(valid_y, probabilities),
-                **{k: scores[k] for k in ("accuracy", "auc", "precision", "recall", "f1")},
-                "seconds": time.perf_counter() - epoch_started,
-            }
-        )
-        say(
-            f"epoch {epoch + 1}/{settings.epochs}: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items() if isinstance(v, float))
-        )
-        _save_checkpoint(checkpoint_path, trainer, settings, history, epoch + 1)
-
-    if first_epoch >= settings.epochs:  # resumed after the last epoch: nothing validated in this run yet
-        probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
-    # else: the last epoch's validation pass already holds them (the model has not changed since)
+    else:  # the last epoch's validation pass holds them (the model has not changed since)
+        probabilities = seen["probabilities"]
     predictions = data.table.iloc[data.valid][
         ["image_id", "patient_id", "laterality", "view", "cancer", "source", "fold"]
     ].reset_index(drop=True)
@@ -288,8 +163,9 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
         "fold": cell.fold,
         "store": str(cell.store),
         "synthetic": str(cell.synthetic) if cell.synthetic else None,
-        "weights": weights.source,
-        "weights_notice": weights.notice,
+        "weights": weights.label,
+        "pretrained": weights.as_dict(),
+        "recipe": [asdict(phase) for phase in trainer.phases],
         "device": str(dev),
         **run_record(trainer, settings, batch_size, steps_per_epoch, backend),
         "torch_threads": torch.get_num_threads(),
@@ -297,14 +173,57 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
         "train_images": len(data.train),
         "train_images_oversampled": len(train_positions),
         "valid_images": len(data.valid),
-        "train_images_per_second": train_images / train_seconds if train_seconds else None,
+        "train_images_per_second": seen["images"] / seen["seconds"] if seen["seconds"] else None,
         "seconds": time.perf_counter() - started,
         "metrics": metrics,
         "warnings": warnings,
     }
-    _write_outputs(cell, trainer, settings, weights.source, res, predictions, history, summary)
+    _write_outputs(cell, trainer, settings, weights, res, predictions, seen["history"], summary)
     checkpoint_path.unlink(missing_ok=True)
     return summary
+
+
+def _epochs(trainer, data: CellData, positions, batch_size, resumed, checkpoint_path, weights) -> dict:
+    """The epochs still to run (all phases), each validated and checkpointed; the history and timings."""
+    settings = trainer.settings
+    history, first_epoch = resumed
+    seconds, images, probabilities = 0.0, 0, None
+    valid_y = data.labels[data.valid]
+    for epoch in range(first_epoch, trainer.epochs):
+        epoch_started = time.perf_counter()
+        trainer.start_epoch(epoch)
+        torch.manual_seed(settings.seed * 1000 + epoch)  # dropout etc.: the same after a resume
+        batches = epoch_batches(positions, batch_size, settings.seed * 1000 + epoch)[
+            : trainer.steps_per_epoch
+        ]
+        train_loss, seen = trainer.train_epoch(data, batches, flip_seed=settings.seed * 1000 + epoch)
+        seconds += time.perf_counter() - epoch_started
+        images += seen
+        probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
+        scores = binary_metrics(valid_y, probabilities)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "phase": trainer.phases[trainer.phase_index].name,
+                "train_loss": train_loss,
+                "valid_loss": _cross_entropy(valid_y, probabilities),
+                **{k: scores[k] for k in ("accuracy", "auc", "precision", "recall", "f1")},
+                "seconds": time.perf_counter() - epoch_started,
+            }
+        )
+        say(
+            f"epoch {epoch + 1}/{trainer.epochs} ({history[-1]['phase']}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items() if isinstance(v, float))
+        )
+        _save_checkpoint(checkpoint_path, trainer, settings, weights, history, epoch + 1)
+    return {"history": history, "seconds": seconds, "images": images, "probabilities": probabilities}
+
+
+def _cross_entropy(y: np.ndarray, p: np.ndarray) -> float:
+    """The validation loss: two-class cross-entropy of the positive probabilities (clipped as a float32
+    softmax can be)."""
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else 0.0
 
 
 def run_record(trainer: Trainer, settings: TrainSettings, batch: int, steps: int, backend: dict) -> dict:
@@ -331,39 +250,39 @@ def peak_host_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _resume(path: Path, trainer: Trainer, settings: TrainSettings) -> tuple[list[dict], int]:
+def _digest(settings: TrainSettings, weights: Weights) -> str:
+    """What a checkpoint must have been trained with to be resumed: the settings and the starting weights."""
+    return f"{settings.digest()}-{weights.sha256[:16] or 'random'}"
+
+
+def _resume(
+    path: Path, trainer: Trainer, settings: TrainSettings, weights: Weights
+) -> tuple[list[dict], int]:
     if not path.is_file():
         return [], 0
     state = torch.load(path, map_location=trainer.device, weights_only=True)
-    if state.get("settings_digest") != settings.digest():
-        say(f"{path}: written with other settings; starting afresh")
+    if state.get("settings_digest") != _digest(settings, weights):
+        say(f"{path}: written with other settings or starting weights; starting afresh")
         return [], 0
-    trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.schedule.load_state_dict(state["schedule"])
-    if "scaler" in state:
-        trainer.scaler.load_state_dict(state["scaler"])
+    trainer.restore(state, state["epoch"])
     say(f"resuming from {path} after epoch {state['epoch']}")
     return state["history"], state["epoch"]
 
 
 def _save_checkpoint(
-    path: Path, trainer: Trainer, settings: TrainSettings, history: list, epoch: int
+    path: Path, trainer: Trainer, settings, weights: Weights, history: list, epoch: int
 ) -> None:
     state = {
         "epoch": epoch,
         "history": history,
-        "settings_digest": settings.digest(),
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "schedule": trainer.schedule.state_dict(),
-        "scaler": trainer.scaler.state_dict(),
+        "settings_digest": _digest(settings, weights),
+        **trainer.state(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _write_outputs(cell, trainer, settings, weights, res, predictions, history, summary) -> None:
+def _write_outputs(cell, trainer, settings, weights: Weights, res, predictions, history, summary) -> None:
     write_parquet(predictions, cell.out / "predictions.parquet")
     frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
     with atomic_path(cell.out / "history.csv") as tmp:

@@ -20,7 +20,7 @@ def cmd_cam(args: argparse.Namespace) -> None:
         dataset=args.dataset,
         fold=args.fold,
     )
-    run_cam(job, CamSettings.from_config(args.settings), device=args.device, threads=args.threads)
+    run_cam(job, CamSettings.configured(**args.settings), device=args.device, threads=args.threads)
 
 
 def register(sub) -> None:
@@ -28,7 +28,12 @@ def register(sub) -> None:
     p.add_argument("--cell", required=True, help="training cell folder (model artifact, predictions.parquet)")
     p.add_argument("--store", required=True, help="the real image store the cell was trained on")
     p.add_argument("--synthetic", default="", help="synthetic store (augmented data set, paper protocol)")
-    p.add_argument("--settings", type=json_object, default={}, help="the cam config section as a JSON object")
+    p.add_argument(
+        "--settings",
+        type=json_object,
+        default={},
+        help="cam settings as a JSON object, laid over config.yaml's",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--protocol", default=None, help="for the summary (default: read off the cell path)")
     p.add_argument("--dataset", default=None, help="for the summary (default: read off the cell path)")

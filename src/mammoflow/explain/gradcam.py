@@ -1,9 +1,11 @@
 """Grad-CAM on the last feature map before global pooling, as fastai does it (the study's Figure 6).
 
-The layer explained is the one whose output the classifier's global pooling reads (timm's
+The layer explained is the one whose output the classifier's pooling reads (the timm body's
 ``forward_features``): for every architecture of the study that is the network's final, post-activation
-feature map. Grad-CAM itself is pytorch-grad-cam's; the subclass only keeps each map's raw maximum, which
-the library throws away when it min-max normalises every map to [0, 1].
+feature map. The score explained is the one the probability is made of: with fastai's two outputs the
+log-odds of cancer, logit 1 - logit 0 (``PositiveScore``; its sigmoid is the softmax's cancer probability).
+Grad-CAM itself is pytorch-grad-cam's; the subclass only keeps each map's raw maximum, which the library
+throws away when it min-max normalises every map to [0, 1].
 
 Alignment. grad-cam (like fastai's plot) stretches the h x w map over the image, which puts cell j's centre
 at (j + 0.5) * res / w. The convolutions of these networks put it elsewhere: with a 3x3/stride-2/padding-1
@@ -21,10 +23,9 @@ import cv2
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAM, HiResCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from mammoflow.classify.models import normalize_batch
+from mammoflow.classify.models import normalize_batch, positive_probability, positive_score, trunk
 from mammoflow.progress import progress
 
 # Pooling layers end the feature extractor; their 4-D N x C x 1 x 1 output is not a map.
@@ -35,6 +36,17 @@ class UnknownArchitecture(ValueError):
     pass
 
 
+class PositiveScore:
+    """pytorch-grad-cam target: the log-odds of cancer of one image's outputs (a single logit as it is).
+
+    fastbook's Grad-CAM differentiates one class's logit; with two classes that would also credit evidence
+    that raises both logits alike, which leaves the probability where it was. The difference is what the
+    softmax turns into P(cancer)."""
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return positive_score(output.reshape(1, -1))[0]
+
+
 def target_layer(model: nn.Module, name: str, fallback_res: int | None = None) -> tuple[nn.Module, str]:
     """The module whose output Grad-CAM explains, and its name (for the summary).
 
@@ -43,8 +55,9 @@ def target_layer(model: nn.Module, name: str, fallback_res: int | None = None) -
       be the pre-activation map; the pooling reads ``bn2``'s output, as it reads layer4's after the ReLU.
     - MaxViT (timm MaxxVit): ``norm`` (LayerNorm2d, N x C x H x W) after ``stages[-1]``; where a variant's
       ``norm`` is an Identity (the norm sits in the head, after pooling) ``stages[-1]`` is the same tensor.
-      Both are channels-first, so no reshape_transform is needed. Explaining ``norm``'s output makes the
-      head linear in the explained map (pool -> fc), so Grad-CAM equals CAM there exactly.
+      Both are channels-first, so no reshape_transform is needed.
+
+    These are modules of the timm body (``model.body`` of fastai's classifier).
 
     Any other architecture raises UnknownArchitecture unless ``fallback_res`` is given: then the last module
     (in execution order, pooling layers excluded) whose output is a 4-D tensor for a 1-channel
@@ -53,17 +66,19 @@ def target_layer(model: nn.Module, name: str, fallback_res: int | None = None) -
     known = _stage_outputs(model, name)
     if known:
         return known[0]
+    body = trunk(model)  # the head's concat pooling also returns a 4-D tensor (N x 2C x 1 x 1): not a map
     if fallback_res is None:
         raise UnknownArchitecture(
             f"no Grad-CAM target layer is known for model {name!r} (known: resnet*, efficientnet*, maxvit*); "
             "add it to mammoflow.explain.gradcam.target_layer"
         )
-    layer_name = last_feature_map(model, fallback_res)
-    return model.get_submodule(layer_name), f"{layer_name} (fallback: last 4-D feature map)"
+    layer_name = last_feature_map(body, fallback_res)
+    return body.get_submodule(layer_name), f"{layer_name} (fallback: last 4-D feature map)"
 
 
 def _stage_outputs(model: nn.Module, name: str) -> list[tuple[nn.Module, str]]:
     """The known architectures' stage outputs, deepest first: the layer above, then the earlier stages."""
+    model = trunk(model)
     if name.startswith(("resnet", "resnext", "seresnet", "wide_resnet")) and hasattr(model, "layer4"):
         return [(getattr(model, f"layer{i}")[-1], f"layer{i}[-1]") for i in (4, 3, 2, 1)]
     if name.startswith(("efficientnet", "tf_efficientnet")) and hasattr(model, "bn2"):
@@ -268,10 +283,11 @@ class RawPeakHiResCAM(_KeepsRawMaps, HiResCAM):
     """pytorch-grad-cam's HiResCAM (Draelos & Carin 2020: the element-wise product of gradient and
     activation, summed over channels), keeping the raw maps.
 
-    On the last feature map of these networks the head reads a global average pool, so every position
-    gets the same gradient and HiResCAM's map is Grad-CAM's, number for number (tests/test_cam.py). On an
+    fastai's head reads the last map through concat pooling: its average half gives every position the
+    same gradient, its max half only each channel's maximum. Without the max half HiResCAM's map would be
+    Grad-CAM's number for number (tests/test_cam.py); with it the two differ where the maxima are. On an
     earlier stage (cam.min_cells) the gradients vary over the map, Grad-CAM's spatial average of them no
-    longer says where the logit came from, and HiResCAM's product does."""
+    longer says where the score came from, and HiResCAM's product does."""
 
 
 METHODS = {"gradcam": RawPeakGradCAM, "hirescam": RawPeakHiResCAM}
@@ -281,7 +297,7 @@ METHODS = {"gradcam": RawPeakGradCAM, "hirescam": RawPeakHiResCAM}
 class CamMaps:
     maps: np.ndarray  # N x res x res float32, each min-max scaled to [0, 1] by grad-cam (all 0 if constant)
     raw: np.ndarray  # N x h x w float32: the raw map at the feature map's own resolution
-    probabilities: np.ndarray  # N: sigmoid of the logit in the same forward pass (a consistency check)
+    probabilities: np.ndarray  # N: P(cancer) from the same forward pass (a consistency check)
 
 
 def grad_cam_maps(
@@ -293,12 +309,12 @@ def grad_cam_maps(
     show_progress: bool = True,
     method: str = "gradcam",
 ) -> CamMaps:
-    """Grad-CAM (or HiResCAM: ``method``) maps for logit 0 of every image (uint8 N x res x res), batch by
-    batch.
+    """Grad-CAM (or HiResCAM: ``method``) maps of the cancer score (PositiveScore) of every image (uint8
+    N x res x res), batch by batch.
 
     fp32, eval mode, no autocast: grad-cam's hooks see exactly the network that made the predictions.
-    One ClassifierOutputTarget per image: the loss is the sum of the images' logits, and since in eval mode
-    images do not interact, each image's gradient is its own.
+    One PositiveScore per image: the loss is the sum of the images' scores, and since in eval mode images
+    do not interact, each image's gradient is its own.
 
     Memory: Grad-CAM needs the gradient at the target layer only. The weights are frozen and the graph
     starts at the target layer's output (``_graph_from_here``), so nothing before it is kept for a backward
@@ -347,7 +363,7 @@ def _fitting(cam: RawPeakGradCAM | RawPeakHiResCAM, batch: np.ndarray, device: t
         x = normalize_batch(torch.from_numpy(batch).to(device))
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
             cam.raw_maps = None
-            scaled = cam(x, targets=[ClassifierOutputTarget(0)] * len(batch))
+            scaled = cam(x, targets=[PositiveScore()] * len(batch))
     except torch.OutOfMemoryError:
         if len(batch) == 1:
             raise
@@ -361,7 +377,7 @@ def _fitting(cam: RawPeakGradCAM | RawPeakHiResCAM, batch: np.ndarray, device: t
     yield (
         scaled.astype(np.float32),
         cam.raw_maps,
-        torch.sigmoid(cam.outputs.detach().float()[:, 0]).cpu().numpy(),
+        positive_probability(cam.outputs.detach()).cpu().numpy(),
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mammoflow.classify.models import build_model
+from mammoflow.classify.models import LEGACY_HEAD, build_model
 from mammoflow.store import LESION_COLUMNS
 
 if TYPE_CHECKING:
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 def load_cell_model(cell_dir: Path):
     """The cell's model and a description ({"model", "resolution", "weights"}): from its artifact
-    (model.json + model.safetensors); a model.pt of earlier versions is read with weights_only=True."""
+    (model.json + model.safetensors); a model.pt of earlier versions (timm's one-logit head) is read with
+    weights_only=True."""
     from mammoflow.classify.artifact import METADATA_NAME, load_artifact
 
     if (cell_dir / METADATA_NAME).is_file():
@@ -33,7 +34,7 @@ def load_cell_model(cell_dir: Path):
     missing = {"model", "resolution", "state_dict"} - set(saved)
     if missing:
         raise ValueError(f"{path}: not a training cell's model.pt (missing {', '.join(sorted(missing))})")
-    model, _ = build_model(saved["model"], int(saved["resolution"]), pretrained=False)
+    model, _ = build_model(saved["model"], int(saved["resolution"]), head=LEGACY_HEAD)
     model.load_state_dict(saved["state_dict"])
     return model, saved
 

@@ -16,7 +16,6 @@ from mammoflow import paths
 from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.explain.figure import choose_examples, write_figure
 from mammoflow.explain.gradcam import (
-    METHODS,
     Grid,
     align_maps,
     explained_layer,
@@ -26,43 +25,29 @@ from mammoflow.explain.gradcam import (
 from mammoflow.explain.inputs import gather, load_cell_model, locate, select, store_table
 from mammoflow.explain.scores import COLUMNS, records, summarise
 from mammoflow.progress import progress, say
+from mammoflow.sections import FromSection
 from mammoflow.store import IMAGE_COLUMNS, open_store
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM"}
 
 
 @dataclass(frozen=True)
-class CamSettings:
-    threshold: float = 0.5
-    top_k: int = 8
-    all_lesions: bool = True
-    box: str = "fixed"  # fixed | threshold
-    box_fraction: float = 0.25
-    box_threshold: float = 0.5
-    map_size: int = 32
-    min_cells: int = 8
-    method: str = "hirescam"  # hirescam | gradcam
-    batch_size: int = 32
-    examples: int = 6
+class CamSettings(FromSection):
+    """config.yaml's cam section, checked once (mammoflow.sections)."""
 
-    @classmethod
-    def from_config(cls, section: dict) -> CamSettings:
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
-        unknown = sorted(set(section) - set(known) - {"threads"})
-        if unknown:
-            raise ValueError(f"unknown cam setting(s): {', '.join(unknown)}")
-        settings = cls(**known)
-        if settings.method not in METHODS:
-            raise ValueError(f"cam.method must be one of {', '.join(METHODS)}, not {settings.method!r}")
-        if settings.box not in ("fixed", "threshold"):
-            raise ValueError(f"cam.box must be fixed or threshold, not {settings.box!r}")
-        if not 0 < settings.box_fraction <= 1 or not 0 < settings.box_threshold < 1:
-            raise ValueError("cam.box_fraction must be in (0, 1] and cam.box_threshold in (0, 1)")
-        if min(settings.map_size, settings.batch_size, settings.min_cells) < 1:
-            raise ValueError("cam.map_size, cam.min_cells and cam.batch_size must be >= 1")
-        if settings.top_k < 0 or settings.examples < 0:
-            raise ValueError("cam.top_k and cam.examples must be >= 0")
-        return settings
+    SECTION = "cam"
+
+    threshold: float
+    top_k: int
+    all_lesions: bool
+    box: str  # fixed | threshold
+    box_fraction: float
+    box_threshold: float
+    map_size: int
+    min_cells: int
+    method: str  # hirescam | gradcam
+    batch_size: int
+    examples: int
 
 
 @dataclass(frozen=True)

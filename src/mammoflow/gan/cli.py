@@ -134,10 +134,10 @@ def _as_compared(batches, drawn: int, res: int, kind: str):
 
 
 def cmd_synthesize(args: argparse.Namespace) -> None:
-    from mammoflow.gan.sample import synthesize
+    from mammoflow.gan.sample import SynthesisJob, synthesize
 
     _torch_setup(args.threads)
-    synthesize(
+    job = SynthesisJob(
         args.network,
         args.res,
         args.count,
@@ -145,10 +145,10 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
         args.protocol,
         args.part,
         args.folds,
-        seed=args.seed,
-        truncation=args.truncation,
-        device=args.device,
+        args.seed,
+        args.truncation,
     )
+    synthesize(job, device=args.device)
 
 
 def cmd_gan_generate(args: argparse.Namespace) -> None:
@@ -185,6 +185,9 @@ def register_generate(sub) -> None:
 
 
 def register(sub) -> None:
+    from mammoflow.sections import defaults
+
+    gan = defaults("gan")  # config.yaml's values are the commands' defaults too
     p = sub.add_parser("gan-stage", help="train one progressive GAN stage on real positives (resumable)")
     p.add_argument("--store", type=Path, required=True, help="processed store the positives come from")
     p.add_argument("--folds", type=Path, required=True, help="folds.parquet")
@@ -212,10 +215,12 @@ def register(sub) -> None:
     p.add_argument("--folds", type=Path, required=True)
     p.add_argument("--protocol", required=True, choices=["clean", "paper"])
     p.add_argument("--part", required=True)
-    p.add_argument("--images", type=whole_number(2), default=50_000, help="generated images (50000: FID50k)")
-    p.add_argument("--batch", type=COUNT, default=64, help="images generated and featurised at once")
-    p.add_argument("--inception", default="auto", help="auto | none | path to Inception-v3 weights")
-    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument("--images", type=whole_number(2), default=gan["fid_images"], help="generated images")
+    p.add_argument(
+        "--batch", type=COUNT, default=gan["fid_batch"], help="images generated and featurised at once"
+    )
+    p.add_argument("--inception", default="none", help="Inception-v3 weights file, or none (the substitute)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=gan["seed"])
     p.add_argument(
         "--resolution", type=COUNT, default=None, help="compare at this size (default: the network's)"
     )
@@ -236,8 +241,8 @@ def register(sub) -> None:
     p.add_argument(
         "--folds", type=whole_number(2), required=True, help="number of folds (paper: the fold column)"
     )
-    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
-    p.add_argument("--truncation", type=finite_number(0.0, low_open=True), default=1.0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=gan["seed"])
+    p.add_argument("--truncation", type=finite_number(0.0, low_open=True), default=gan["truncation"])
     p.add_argument("--threads", type=COUNT, default=1)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_synthesize)

@@ -6,18 +6,19 @@ kept). FID needs only the features' running mean and covariance; KID (the unbias
 FID because FID is biased at small N and the reference set here is ~1000 positives) keeps the features of
 at most ``kid_images`` generated images, a fixed bound.
 
-Feature network (``gan.inception``):
+Feature network (``gan.inception``; the job gets a file path or ``none``, never downloads):
 
-- ``auto``: the reference TF-Inception weights (the network StyleGAN's FID50k, clean-fid and torch-fidelity
-  use) from torch's hub cache, downloaded there when the network allows; run through torch-fidelity's
-  Inception module with its TF 1.x-compatible bilinear resize to 299 px, so the features are the
-  reference's;
-- a path: a local weights file. torch-fidelity's/pytorch-fid's TF-Inception file (1008 classes) runs as
-  above; its SHA-256 is checked against the reference's (prefix 6726825d) and the label says whether it
-  matched. torchvision's ImageNet Inception-v3 (1000 classes) gives an FID of another network, labelled so;
-- ``none``, or no weights to be had: a *substitute*, the Fréchet distance between hand-made features
-  (intensity histogram, radial power spectrum, coarse layout, gradient statistics), labelled as such
-  (``metric: "substitute-FD"``) and never to be read as FID.
+- ``reference``: the rule passes the reference TF-Inception file from the weights folder
+  (``weights-inception-2015-12-05-6726825d.pth``, fetched by ``snakemake weights``: the network
+  StyleGAN's FID50k, clean-fid and torch-fidelity use); it runs through torch-fidelity's Inception module
+  with its TF 1.x-compatible bilinear resize to 299 px, so the features are the reference's;
+- a path: a weights file of the user's. torch-fidelity's/pytorch-fid's TF-Inception file (1008 classes)
+  runs as above; its SHA-256 is checked against the reference's (prefix 6726825d) and the label says
+  whether it matched. torchvision's ImageNet Inception-v3 (1000 classes) gives an FID of another network,
+  labelled so;
+- ``none``: a *substitute*, the Fréchet distance between hand-made features (intensity histogram, radial
+  power spectrum, coarse layout, gradient statistics), labelled as such (``metric: "substitute-FD"``) and
+  never to be read as FID.
 
 fid.json says exactly what was computed: the metric, the network and weights, the resize, how many
 generated and real images, and whether it is comparable with published FID50k values.
@@ -26,7 +27,6 @@ Grayscale images enter Inception as three equal channels.
 
 from __future__ import annotations
 
-import socket
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -40,11 +40,8 @@ import torch
 from mammoflow.atomic import file_sha256
 from mammoflow.gan.inception_tv import build_inception, inception_features
 from mammoflow.progress import say
+from mammoflow.weights.catalog import INCEPTION_SHA256_PREFIX as REFERENCE_SHA256_PREFIX
 
-REFERENCE_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-# pytorch-fid distributes the same TF graph's weights under another name; either is found in the hub cache.
-CACHE_NAMES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
-REFERENCE_SHA256_PREFIX = "6726825d"
 METRIC_NAMES = {  # what a value is when it is not the reference FID
     "torch-fidelity": "FID-unverified-weights",  # reference network and resize, weights of another hash
     "tf-inception": "FID-torch-resize",  # TF-Inception weights in pytorch-fid's layout, PyTorch's resize
@@ -157,29 +154,18 @@ _sha256 = file_sha256  # (one implementation: mammoflow.atomic)
 
 
 def find_weights(setting: str) -> tuple[Path | None, str]:
-    """(weights file or None, where it came from or why there is none)."""
+    """(weights file or None, where it came from or why there is none). ``setting``: a file, or none."""
     if setting in ("", "none"):
         return None, "gan.inception is 'none'"
-    if setting != "auto":
-        path = Path(setting)
-        if not path.is_file():
-            raise FileNotFoundError(f"gan.inception: {setting}: no such file")
-        return path, str(path)
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in CACHE_NAMES:
-        if (folder / name).is_file():
-            return folder / name, str(folder / name)
-    target = folder / CACHE_NAMES[0]
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(20)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(REFERENCE_URL, str(target), progress=False)
-    except Exception as exc:  # no network, proxy, HTTP error: all mean "no weights"
-        return None, f"download of {REFERENCE_URL} failed ({type(exc).__name__}: {exc})"
-    finally:
-        socket.setdefaulttimeout(previous)
-    return target, str(target)
+    if setting in ("auto", "reference"):
+        raise ValueError(
+            f"--inception {setting}: give the file (the workflow passes the reference file from the weights "
+            "folder; jobs never download it)"
+        )
+    path = Path(setting)
+    if not path.is_file():
+        raise FileNotFoundError(f"gan.inception: {setting}: no such file")
+    return path, str(path)
 
 
 def _fidelity_inception(path: Path):

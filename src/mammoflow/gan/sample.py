@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,20 +95,33 @@ def synthetic_manifest(
     return manifest
 
 
-def synthesize(
-    network_path: str | Path,
-    res: int,
-    count: int,
-    out_dir: str | Path,
-    protocol: str,
-    part: str,
-    folds: int,
-    seed: int = 0,
-    truncation: float = 1.0,
-    batch: int = 64,
-    device: str | None = None,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class SynthesisJob:
+    """One `synthesize` job: a network's images for one protocol's GAN (part) at one resolution."""
+
+    network_path: str | Path
+    res: int
+    count: int  # images drawn
+    out_dir: str | Path
+    protocol: str
+    part: str  # fold{k} or all (parse_part)
+    folds: int  # the run's fold count (paper: each synthetic image gets a fold)
+    seed: int
+    truncation: float
+    batch: int = 64  # latents drawn at once (memory, not results)
+
+
+def synthesize(job: SynthesisJob, device: str | None = None) -> pd.DataFrame:
     """Write ``images.npy``, ``manifest.parquet``, ``contact_sheet.png`` and ``summary.json``."""
+    network_path, res, count, out_dir = job.network_path, job.res, job.count, job.out_dir
+    protocol, part, folds, seed, truncation, batch = (
+        job.protocol,
+        job.part,
+        job.folds,
+        job.seed,
+        job.truncation,
+        job.batch,
+    )
     from mammoflow.gan.data import parse_part
 
     held_out = parse_part(protocol, part)

@@ -6,7 +6,6 @@ prevalence does not reshuffle every image, and every image has its own stream ke
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mammoflow.phantom.scanners import MACHINE_BY_ID, MACHINES, Machine
+from mammoflow.sections import FromSection
 
 TRAIN_COLUMNS: tuple[str, ...] = (
     "site_id",
@@ -53,52 +53,26 @@ _DENSITY_PROBS = {"A": 0.10, "B": 0.42, "C": 0.40, "D": 0.08}
 
 
 @dataclass(frozen=True)
-class PhantomSpec:
-    """What to synthesize. Every field is a config key of the same name; the workflow passes the whole
-    `phantom` section of config.yaml, whose values these defaults repeat for callers from Python."""
+class PhantomSpec(FromSection):
+    """What to synthesize: config.yaml's `phantom` section (its values are the defaults; ``threads`` is the
+    workflow's), checked once (mammoflow.sections)."""
 
-    patients: int = 500
-    prevalence: float = 0.05
-    seed: int = 2023
-    size_scale: float = 0.5
-    mass_diameter_mm: tuple[float, float] = (5.0, 30.0)
-    mass_contrast: float = 0.05
-    calcification_fraction: float = 0.4
+    SECTION = "phantom"
+
+    patients: int
+    prevalence: float
+    seed: int
+    size_scale: float
+    mass_diameter_mm: tuple[float, float]
+    mass_contrast: float
+    calcification_fraction: float
     # Share of breasts, with or without cancer, that carry benign calcifications: scattered, larger and
     # rounder than a malignant cluster, as in real screening, so that a bright speck alone is no sign.
-    benign_calcification_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.patients < 1:
-            problems.append(f"patients must be >= 1, got {self.patients}")
-        if not 0.0 <= self.prevalence <= 1.0:
-            problems.append(f"prevalence must be in [0, 1], got {self.prevalence}")
-        if not 0.0 < self.size_scale <= 2.0:
-            problems.append(f"size_scale must be in (0, 2], got {self.size_scale}")
-        lo, hi = self.mass_diameter_mm
-        if not 0.0 < lo <= hi:
-            problems.append(f"mass_diameter_mm must be (low, high) with 0 < low <= high, got {(lo, hi)}")
-        if self.mass_contrast < 0.0:
-            problems.append(f"mass_contrast must be >= 0, got {self.mass_contrast}")
-        if not 0.0 <= self.calcification_fraction <= 1.0:
-            problems.append(f"calcification_fraction must be in [0, 1], got {self.calcification_fraction}")
-        if not 0.0 <= self.benign_calcification_fraction <= 1.0:
-            problems.append(
-                f"benign_calcification_fraction must be in [0, 1], got {self.benign_calcification_fraction}"
-            )
-        if problems:
-            raise ValueError("invalid phantom spec: " + "; ".join(problems))
+    benign_calcification_fraction: float
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> PhantomSpec:
-        """Build from a config section; keys are the field names, YAML lists become tuples."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise ValueError(f"unknown phantom config key(s): {', '.join(unknown)}; known: {sorted(names)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
-        return cls(**values)
+    def _converted(cls, values: dict) -> dict:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
     def n_positive(self) -> int:
         """Positive patients: round(patients*prevalence), at least 1 if any, leaving one negative."""

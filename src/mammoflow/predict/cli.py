@@ -42,6 +42,9 @@ def cmd_test_layout(args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
+    from mammoflow.sections import defaults
+
+    shipped = defaults("predict")  # config.yaml's predict: choices are the command's defaults too
     p = sub.add_parser(
         "test-layout", help="copy an RSNA training folder as Kaggle's test layout (test.csv without labels)"
     )
@@ -67,15 +70,27 @@ def register(sub) -> None:
         default=[],
         help="model artifacts (cell folders or model.json) instead of the run's cells",
     )
-    p.add_argument("--protocol", choices=["clean", "paper"], default=None, help="default: clean when trained")
-    p.add_argument("--resolution", type=COUNT, default=None, help="default: the highest trained")
     p.add_argument(
-        "--dataset", choices=["original", "processed", "augmented"], default=None, help="default: processed"
+        "--protocol",
+        choices=["clean", "paper"],
+        default=shipped["protocol"],
+        help="default: clean when trained",
     )
-    p.add_argument("--models", nargs="+", default=None,
+    p.add_argument(
+        "--resolution", type=COUNT, default=shipped["resolution"], help="default: the highest trained"
+    )
+    p.add_argument(
+        "--dataset",
+        choices=["original", "processed", "augmented"],
+        default=shipped["dataset"],
+        help="default: processed",
+    )
+    p.add_argument("--models", nargs="+", default=shipped["models"],
                    help="names to average, 'all', or 'best' (default: the best out-of-fold AUC)")  # fmt: skip
-    p.add_argument("--aggregation", choices=["mean", "max"], default="mean", help="over a breast's views")
-    p.add_argument("--submission", choices=["probability", "binary"], default="probability",
+    p.add_argument(
+        "--aggregation", choices=["mean", "max"], default=shipped["aggregation"], help="over a breast's views"
+    )
+    p.add_argument("--submission", choices=["probability", "binary"], default=shipped["submission"],
                    help="submission values: probabilities, or 0/1 at the pF1-optimal threshold")  # fmt: skip
     p.add_argument("--name", default=None, help="name of this prediction (default: the output folder's name)")
     p.add_argument("--workers", type=COUNT, default=1, help="decoder processes")
@@ -85,13 +100,16 @@ def register(sub) -> None:
     )
     p.add_argument("--batch-size", type=COUNT, default=64, help="images per forward pass of a model")
     p.add_argument(
-        "--bootstrap", type=NON_NEGATIVE, default=1000, help="patient resamples for the external intervals"
+        "--bootstrap",
+        type=NON_NEGATIVE,
+        default=shipped["bootstrap"],
+        help="patient resamples for the external intervals",
     )
     p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the bootstrap resamples")
     p.add_argument(
         "--cam-max",
         type=NON_NEGATIVE,
-        default=20,
+        default=shipped["cam_max"],
         help="Grad-CAM panels for at most this many flagged breasts",
     )
     p.add_argument("--working-size", type=COUNT, default=None,

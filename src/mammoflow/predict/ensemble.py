@@ -20,7 +20,7 @@ from torch import nn
 from mammoflow import paths
 from mammoflow.classify.artifact import METADATA_NAME, ArtifactError, load_artifact, read_metadata
 from mammoflow.classify.artifact_checks import check_artifact
-from mammoflow.classify.models import normalize_batch
+from mammoflow.classify.models import normalize_batch, positive_probability
 from mammoflow.classify.precision import logits_fp32, resolve_precision
 from mammoflow.predict.choice import pick
 from mammoflow.progress import say
@@ -160,7 +160,7 @@ def ensemble_out_of_fold(choices: list[ModelChoice]) -> pd.DataFrame:
 def probabilities(
     model: nn.Module, images: np.ndarray, rows: np.ndarray, device: torch.device, batch_size: int = 64
 ) -> np.ndarray:
-    """Sigmoid outputs for images[rows], as the training cell computes its validation predictions
+    """P(cancer) for images[rows], as the training cell computes its validation predictions
     (normalisation, channels_last, the trunk under the precision rule's autocast, the head in fp32 so the
     probabilities are not rounded to bf16's few hundred values)."""
     precision = resolve_precision(device, "auto")
@@ -171,7 +171,7 @@ def probabilities(
         x = normalize_batch(torch.from_numpy(batch).to(device)).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             logits = logits_fp32(model, x, precision)
-        out.append(torch.sigmoid(logits).cpu().numpy())
+        out.append(positive_probability(logits).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.empty(0)
 
 

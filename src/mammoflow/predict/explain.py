@@ -22,7 +22,7 @@ from mammoflow.explain.stage import METHOD_NAMES, CamSettings
 from mammoflow.progress import say
 from mammoflow.store import LESION_COLUMNS
 
-CAM = CamSettings()
+CAM = CamSettings.configured()
 
 
 def _safe(name: str) -> str:

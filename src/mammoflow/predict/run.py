@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ from mammoflow.predict.explain import explain_breasts
 from mammoflow.predict.inputs import read_inputs
 from mammoflow.predict.prepare import Preparation, prepare_images
 from mammoflow.progress import say
+from mammoflow.sections import defaults
 from mammoflow.stats import bootstrap_metrics, choose_thresholds
 
 BREAST_KEYS = ["prediction_id", "patient_id", "laterality"]
@@ -55,24 +57,37 @@ BREAST_KEYS = ["prediction_id", "patient_id", "laterality"]
 
 @dataclass
 class PredictOptions:
+    """What `mammoflow predict` does. The choices config.yaml's ``predict:`` section holds have no value
+    here (``configured`` takes them from there); the rest are the command's own (folders, devices)."""
+
+    aggregation: str  # mean | max over a breast's views
+    submission: str  # probability | binary (0/1 at the pF1-optimal threshold)
+    bootstrap: int  # patient resamples for the external intervals
+    cam_max: int  # Grad-CAM panels for at most this many flagged breasts (highest first)
+    models: list[str] | None  # None / ["best"]: the best by out-of-fold AUC; ["all"]; or names
+    protocol: str | None
+    resolution: int | None
+    dataset: str | None
     results: str = "results"
     artifacts: list[str] = field(default_factory=list)
-    protocol: str | None = None
-    resolution: int | None = None
-    dataset: str | None = None
-    models: list[str] | None = None  # None / ["best"]: the best by out-of-fold AUC; ["all"]; or names
-    aggregation: str = "mean"  # mean | max over a breast's views
-    submission: str = "probability"  # probability | binary (0/1 at the pF1-optimal threshold)
     name: str | None = None
     workers: int = 1
     device: str = "auto"
     threads: int = 0
     batch_size: int = 64
-    bootstrap: int = 1000
     seed: int = 0
-    cam_max: int = 20  # Grad-CAM panels for at most this many flagged breasts (highest first)
     working_size: int | None = None  # only for artifacts that do not record their decode settings
     decode_limits: DecodeLimits = DEFAULT_LIMITS  # size, memory and time bounds on decoding one file
+
+    CONFIGURED: ClassVar[tuple[str, ...]] = (
+        "aggregation", "submission", "bootstrap", "cam_max", "models", "protocol", "resolution", "dataset"
+    )  # fmt: skip
+
+    @classmethod
+    def configured(cls, **options) -> PredictOptions:
+        """config.yaml's ``predict:`` choices, with ``options`` laid over them."""
+        shipped = defaults("predict")
+        return cls(**{**{k: shipped[k] for k in cls.CONFIGURED}, **options})
 
 
 def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, tuple[str, ...]]:

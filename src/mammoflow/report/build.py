@@ -26,6 +26,7 @@ from mammoflow.matrix import Matrix
 from mammoflow.progress import say
 from mammoflow.report import compare, shapes, table2
 from mammoflow.report.table2 import DATASET_LABELS, PAPER_METRICS
+from mammoflow.report.weights_check import weight_mismatches
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAV = [
@@ -324,6 +325,7 @@ def build_report(inputs: Inputs) -> dict:
         + f". Made {now()}."
     )
     matched = bool(table[[f"{m}_paper" for m in PAPER_METRICS]].notna().any().any())
+    weights = weight_mismatches(results, config, matrix.cells())
     external = [{**t, "table": compare.external_table(t)} for t in compare.external_tests(results)]
     rsna_dir = config.get("rsna_dir")
     html = (
@@ -339,6 +341,7 @@ def build_report(inputs: Inputs) -> dict:
             paper_metrics=PAPER_METRICS,
             blocks=blocks(table),
             matched=matched,
+            weights=weights,
             paper_table=table2.paper_table(),
             comparison=comparison,
             comparison_reading=compare.reading(comparison),
