@@ -24,9 +24,8 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,6 @@ from mammoflow.atomic import atomic_path, write_json, write_parquet
 from mammoflow.classify.artifact import load_artifact
 from mammoflow.decode import decoder_chain
 from mammoflow.devices import pick_device
-from mammoflow.limits import DEFAULT_LIMITS, DecodeLimits
 from mammoflow.predict.ensemble import (
     cells_of,
     checked_artifacts,
@@ -47,47 +45,12 @@ from mammoflow.predict.ensemble import (
 )
 from mammoflow.predict.explain import explain_breasts
 from mammoflow.predict.inputs import read_inputs
+from mammoflow.predict.options import PredictOptions
 from mammoflow.predict.prepare import Preparation, prepare_images
 from mammoflow.progress import say
-from mammoflow.sections import defaults
 from mammoflow.stats import bootstrap_metrics, choose_thresholds
 
 BREAST_KEYS = ["prediction_id", "patient_id", "laterality"]
-
-
-@dataclass
-class PredictOptions:
-    """What `mammoflow predict` does. The choices config.yaml's ``predict:`` section holds have no value
-    here (``configured`` takes them from there); the rest are the command's own (folders, devices)."""
-
-    aggregation: str  # mean | max over a breast's views
-    submission: str  # probability | binary (0/1 at the pF1-optimal threshold)
-    bootstrap: int  # patient resamples for the external intervals
-    cam_max: int  # Grad-CAM panels for at most this many flagged breasts (highest first)
-    models: list[str] | None  # None / ["best"]: the best by out-of-fold AUC; ["all"]; or names
-    protocol: str | None
-    resolution: int | None
-    dataset: str | None
-    results: str = "results"
-    artifacts: list[str] = field(default_factory=list)
-    name: str | None = None
-    workers: int = 1
-    device: str = "auto"
-    threads: int = 0
-    batch_size: int = 64
-    seed: int = 0
-    working_size: int | None = None  # only for artifacts that do not record their decode settings
-    decode_limits: DecodeLimits = DEFAULT_LIMITS  # size, memory and time bounds on decoding one file
-
-    CONFIGURED: ClassVar[tuple[str, ...]] = (
-        "aggregation", "submission", "bootstrap", "cam_max", "models", "protocol", "resolution", "dataset"
-    )  # fmt: skip
-
-    @classmethod
-    def configured(cls, **options) -> PredictOptions:
-        """config.yaml's ``predict:`` choices, with ``options`` laid over them."""
-        shipped = defaults("predict")
-        return cls(**{**{k: shipped[k] for k in cls.CONFIGURED}, **options})
 
 
 def _decode_settings(metadatas: list[dict], override: int | None) -> tuple[int, tuple[str, ...]]:
