@@ -29,15 +29,20 @@ from mammoflow.gan.stylegan_xl import StemConfig, arch_for_stages, build_generat
 
 # name: (stem config, stages, head layers, batch of a training step)
 CONFIGS = {
-    "paper256": (StemConfig(), [16, 32, 256], 4, 1),
-    "paper32": (StemConfig(), [16, 32], 4, 4),
-    "paper16": (StemConfig(), [16], 4, 4),
+    "paper256": (StemConfig.configured(), [16, 32, 256], 4, 1),
+    "paper32": (StemConfig.configured(), [16, 32], 4, 4),
+    "paper16": (StemConfig.configured(), [16], 4, 4),
     # presets/demo.yaml's widths (cbase 512, cmax 32, 4 stem layers, z 32, w 64, batch 16); its 2-layer
     # heads are below StyleGAN-XL's minimum of 3, so 3 here
-    "demo32": (StemConfig(cbase=512, cmax=32, syn_layers=4, z_dim=32, w_dim=64), [16, 32], 3, 16),
-    "demo16": (StemConfig(cbase=512, cmax=32, syn_layers=4, z_dim=32, w_dim=64), [16], 3, 16),
+    "demo32": (StemConfig.configured(cbase=512, cmax=32, syn_layers=4, z_dim=32, w_dim=64), [16, 32], 3, 16),
+    "demo16": (StemConfig.configured(cbase=512, cmax=32, syn_layers=4, z_dim=32, w_dim=64), [16], 3, 16),
     # tests/config/tiny.yaml's (cbase 256, cmax 32, 3 stem layers, z 32, w 64, batch 8), 3-layer heads
-    "tiny64": (StemConfig(cbase=256, cmax=32, syn_layers=3, z_dim=32, w_dim=64), [16, 32, 64], 3, 8),
+    "tiny64": (
+        StemConfig.configured(cbase=256, cmax=32, syn_layers=3, z_dim=32, w_dim=64),
+        [16, 32, 64],
+        3,
+        8,
+    ),
 }
 
 

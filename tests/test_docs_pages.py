@@ -104,9 +104,7 @@ def test_no_page_tells_the_projects_history(page):
 
 def _in_test_name(line: str, match: re.Match) -> bool:
     """A test's name quoted in a table (`test_x.py::test_the_issues_cases`) is the test's, not prose."""
-    return any(
-        m.start() <= match.start() < m.end() for m in re.finditer(r"`[\w./]+::\w+`", line)
-    )
+    return any(m.start() <= match.start() < m.end() for m in re.finditer(r"`[\w./]+::\w+`", line))
 
 
 def test_the_history_check_finds_what_it_looks_for():

@@ -16,7 +16,7 @@ from mammoflow.gan.sample import generate
 from mammoflow.gan.stylegan_xl import StemConfig, arch_for_stages, build_generator
 
 # StyleGAN-XL's generator at its smallest widths (its cost per image barely depends on them on a CPU).
-STEM = StemConfig(resolution=16, cbase=256, cmax=4, syn_layers=3, z_dim=8, w_dim=16, map_layers=1)
+STEM = StemConfig.configured(resolution=16, cbase=256, cmax=4, syn_layers=3, z_dim=8, w_dim=16, map_layers=1)
 
 
 def small_generator(stages: list[int]):

@@ -109,7 +109,7 @@ def test_layer_plan_and_table1_widths():
     assert layer_plan(32, 256, 2) == [(4, 128), (2, 256)]  # fewer layers than doublings
     assert [channels(r, 16384, 256) for r in (16, 32, 64, 128, 256, 512)] == [256, 256, 256, 128, 64, 32]
     with pytest.raises(ValueError):
-        GeneratorSpec((16, 48))
+        GeneratorSpec((16, 48), **SMALL)
 
 
 def test_augmentations_keep_shape_and_gradient():

@@ -45,7 +45,9 @@ def networks(tmp_path_factory):
     earlier-format network.pt."""
     folder = tmp_path_factory.mktemp("networks")
     torch.manual_seed(0)
-    g = build_stem(StemConfig(resolution=16, cbase=64, cmax=8, syn_layers=3, w_dim=16, img_channels=3))
+    g = build_stem(
+        StemConfig.configured(resolution=16, cbase=64, cmax=8, syn_layers=3, w_dim=16, img_channels=3)
+    )
     g = grow_generator(g, 32, head_layers=3).eval()
     with torch.no_grad():
         for p in g.parameters():

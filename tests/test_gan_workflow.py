@@ -83,7 +83,7 @@ def test_a_published_network_replaces_the_stages(tmp_path):
     from mammoflow.gan.stylegan_xl.pickle_writer import write_network_pickle
 
     torch.manual_seed(0)
-    stem = build_stem(StemConfig(resolution=16, cbase=64, cmax=8, syn_layers=3, w_dim=16))
+    stem = build_stem(StemConfig.configured(resolution=16, cbase=64, cmax=8, syn_layers=3, w_dim=16))
     network = write_network_pickle(grow_generator(stem, 64, 3), tmp_path / "network-snapshot-000400.pkl")
     done, jobs = dry_run(tmp_path, "protocols: [clean, paper]\n", f"gan:\n  network: {network}\n")
     assert done.returncode == 0, done.stderr[-3000:]

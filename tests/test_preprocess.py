@@ -94,7 +94,7 @@ def test_crop_keeps_breast_and_drops_labels(right):
     if right:
         truth = truth[:, ::-1]
     ys, xs = np.nonzero(truth)
-    mask, to_image = breast_mask(image)
+    mask, to_image = breast_mask(image, ProcessOptions.configured().opening)
     box = crop_box(mask, to_image, image.shape, margin=0.0)
     assert box.x0 <= xs.min() + 2 and box.x1 >= xs.max() - 1  # whole breast kept
     assert box.y0 <= ys.min() + 2 and box.y1 >= ys.max() - 1

@@ -27,7 +27,9 @@ from mammoflow.gan.stylegan_xl.filters import Activation, Resampling, filtered_l
 from mammoflow.gan.stylegan_xl.generator import Generator, build_stem, grow_generator, set_train_head_only
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "stylegan_xl_table1_layers.json").read_text())
-SMALL = StemConfig(resolution=16, cbase=128, cmax=16, syn_layers=3, z_dim=8, w_dim=16, map_layers=2)
+SMALL = StemConfig.configured(
+    resolution=16, cbase=128, cmax=16, syn_layers=3, z_dim=8, w_dim=16, map_layers=2
+)
 
 
 # ------------------------------------------------------------------------------------- layer tables
@@ -39,7 +41,7 @@ def test_paper_layer_table_is_stylegan_xls(key, stages):
     recorded into tests/data/stylegan_xl_table1_layers.json by running it): names, widths, sizes,
     sampling rates, cut-offs, transition bands, up/down factors, filter taps and padding."""
     want = REFERENCE[key]
-    arch = arch_for_stages(StemConfig(cbase=16384, cmax=256, syn_layers=7), stages, head_layers=4)
+    arch = arch_for_stages(StemConfig.configured(cbase=16384, cmax=256, syn_layers=7), stages, head_layers=4)
     assert (arch.img_resolution, arch.num_ws) == (want["img_resolution"], want["num_ws"])
     assert arch.input.channels == want["input"]["channels"] and arch.input.size == want["input"]["size"]
     assert arch.input.sampling_rate == pytest.approx(want["input"]["sampling_rate"], rel=1e-12)
@@ -59,7 +61,7 @@ def test_table1_widths_are_doubled():
     """StyleGAN-XL's train.py doubles --cbase/--cmax for stylegan3-t: Table 1's 16384 / 256 are a network
     with channel_base 32768 and channel_max 512 (512 feature maps up to a 32 px cut-off)."""
     assert doubled_widths(16384, 256) == (32768, 512)
-    arch = stem_arch(StemConfig())
+    arch = stem_arch(StemConfig.configured())
     assert (arch.channel_base, arch.channel_max) == (32768, 512)
     assert {layer.out_channels for layer in arch.layers[:-1]} == {512}
 

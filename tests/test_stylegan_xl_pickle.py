@@ -31,7 +31,7 @@ def random_generator(channels: int, stages: tuple[int, ...], seed: int = 0):
     """A small generator with every weight and buffer away from its initial value (w_avg, magnitudes,
     the input's transform), so that a value read into the wrong place shows."""
     torch.manual_seed(seed)
-    g = build_stem(StemConfig(resolution=stages[0], img_channels=channels, **SMALL))
+    g = build_stem(StemConfig.configured(resolution=stages[0], img_channels=channels, **SMALL))
     for res in stages[1:]:
         g = grow_generator(g, res, head_layers=3)
     with torch.no_grad():

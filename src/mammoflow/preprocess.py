@@ -78,7 +78,7 @@ def mask_grid(shape: tuple[int, int]) -> tuple[tuple[int, int], float]:
 
 
 def breast_mask(
-    pixels: np.ndarray, opening: float = 0.05, source: np.ndarray | None = None
+    pixels: np.ndarray, opening: float, source: np.ndarray | None = None
 ) -> tuple[np.ndarray, float]:
     """Low-resolution boolean mask of the breast and the factor from mask to image coordinates.
 

@@ -304,7 +304,7 @@ def grad_cam_maps(
     model: nn.Module,
     layer: nn.Module,
     images: np.ndarray,
-    batch_size: int = 32,
+    batch_size: int,
     device: torch.device | str = "cpu",
     show_progress: bool = True,
     method: str = "gradcam",

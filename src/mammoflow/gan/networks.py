@@ -72,14 +72,16 @@ def layer_plan(start: int, end: int, layers: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class GeneratorSpec:
+    """The earlier StyleGAN2-style generator's shape, as its network.pt files record it (read back only)."""
+
     stages: tuple[int, ...]
-    cbase: int = 16384
-    cmax: int = 256
-    syn_layers: int = 7
-    head_layers: int = 4
-    z_dim: int = 64
-    w_dim: int = 512
-    map_layers: int = 2
+    cbase: int
+    cmax: int
+    syn_layers: int
+    head_layers: int
+    z_dim: int
+    w_dim: int
+    map_layers: int
 
     def __post_init__(self) -> None:
         stages = tuple(int(s) for s in self.stages)

@@ -35,7 +35,6 @@ def explain_breasts(
     images: np.ndarray,
     models: list[tuple[torch.nn.Module, dict]],
     device: torch.device,
-    box_fraction: float = 0.25,
     batch_size: int = 16,
 ) -> pd.DataFrame:
     """One PNG per breast in ``views`` (columns prediction_id, image_id, row, probability,
@@ -57,7 +56,7 @@ def explain_breasts(
         total_raw = cams.raw if total_raw is None else total_raw + cams.raw
     maps = total_maps / len(models)
     raw = total_raw / len(models)
-    side = max(round(box_fraction * res), 1)
+    side = max(round(CAM.box_fraction * res), 1)
     records = []
     for i, view in enumerate(views.itertuples(index=False)):
         peak = find_peak(maps[i], raw[i], (grid.x0, grid.y0, grid.sx, grid.sy))

@@ -236,16 +236,25 @@ class StemConfig:
     """The stem as mammoflow's config gives it: Table 1's ``cbase``/``cmax`` (doubled for the network, as
     StyleGAN-XL's train.py does), ``syn_layers``, the latent sizes, the image channels."""
 
-    resolution: int = 16
-    cbase: int = 16384
-    cmax: int = 256
-    syn_layers: int = 7
-    z_dim: int = 64
-    w_dim: int = 512
-    map_layers: int = 2
-    img_channels: int = 1
+    resolution: int  # the first of gan.stages
+    cbase: int
+    cmax: int
+    syn_layers: int
+    z_dim: int
+    w_dim: int
+    map_layers: int
+    img_channels: int = 1  # the stores are grey; 3 for an RGB network of StyleGAN-XL's
     magnitude_ema_beta: float = stem_magnitude_ema_beta(32)
     conv_clamp: float | None = CONV_CLAMP
+
+    @classmethod
+    def configured(cls, **changes) -> StemConfig:
+        """config.yaml's gan section (Table 1's values), with ``changes`` laid over it."""
+        from mammoflow.sections import defaults
+
+        gan = defaults("gan")
+        keys = ("cbase", "cmax", "syn_layers", "z_dim", "w_dim", "map_layers")
+        return cls(**{"resolution": gan["stages"][0], **{k: gan[k] for k in keys}, **changes})
 
 
 def _stem_layers(
