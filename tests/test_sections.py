@@ -66,3 +66,36 @@ def test_a_value_is_checked_once_by_the_schema_and_the_semantic_pass():
         TrainSettings.configured(lr=0)
     with pytest.raises(ValueError, match=r"preprocess\.fallback_percentiles: \[99, 1\] must rise"):
         ProcessOptions.configured(fallback_percentiles=[99, 1])
+
+
+def _leaves(section: dict, path: tuple = ()) -> list[tuple[tuple, object]]:
+    found = []
+    for key, value in section.items():
+        found += _leaves(value, (*path, key)) if isinstance(value, dict) else [((*path, key), value)]
+    return found
+
+
+def test_no_config_value_is_repeated_as_a_default_in_the_code():
+    """``name: type = value`` or ``name=value`` in src/ for a config.yaml key of that name and value: a second
+    home for it. (0, 1, booleans, null and empty values are too common to tell.)"""
+    import re
+
+    sources = {p: p.read_text() for p in (REPO / "src").rglob("*.py")}
+    found = []
+    for path, value in _leaves(SHIPPED):
+        if isinstance(value, bool | list | dict) or value in (0, 1, None, ""):
+            continue
+        shown = f"[\"']{re.escape(value)}[\"']" if isinstance(value, str) else re.escape(str(value)) + r"\b"
+        pattern = re.compile(rf"\b{path[-1]}\s*(?::[^=\n]+)?=\s*{shown}")
+        for source, text in sources.items():
+            for match in pattern.finditer(text):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append(f"{source.relative_to(REPO)}:{line}: {'.'.join(path)} = {value!r}")
+    assert not found, "config.yaml's values repeated in the code:\n" + "\n".join(found)
+
+
+def test_the_repetition_check_finds_what_it_looks_for(tmp_path):
+    import re
+
+    line = "    opening: float = 0.05  # a copy"
+    assert re.search(rf"\bopening\s*(?::[^=\n]+)?=\s*{re.escape('0.05')}\b", line)

@@ -31,6 +31,7 @@ rule predict:
         submission=config["predict"]["submission"],
         bootstrap=config["predict"]["bootstrap"],
         cam_max=config["predict"]["cam_max"],
+        batch_size=config["predict"]["batch_size"],
         code=code_digest("predict"),
         limits=decode_limit_arguments(),
     threads: config["predict"]["threads"]
@@ -49,7 +50,7 @@ rule predict:
         " --protocol {params.choice[0]} --resolution {params.choice[1]} --dataset {params.choice[2]}"
         " --models {params.models} --name {wildcards.name} --aggregation {params.aggregation}"
         " --submission {params.submission:q} --bootstrap {params.bootstrap}"
-        " --cam-max {params.cam_max} --workers {threads} --threads {threads} {params.limits} > {log:q} 2>&1"
+        " --cam-max {params.cam_max} --batch-size {params.batch_size} --workers {threads} --threads {threads} {params.limits} > {log:q} 2>&1"
 
 
 rule predict_all:

@@ -98,7 +98,9 @@ def register(sub) -> None:
     p.add_argument(
         "--threads", type=NON_NEGATIVE, default=0, help="CPU threads for torch (0: torch's default)"
     )
-    p.add_argument("--batch-size", type=COUNT, default=64, help="images per forward pass of a model")
+    p.add_argument(
+        "--batch-size", type=COUNT, default=shipped["batch_size"], help="images per forward pass of a model"
+    )
     p.add_argument(
         "--bootstrap",
         type=NON_NEGATIVE,

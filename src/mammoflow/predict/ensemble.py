@@ -158,7 +158,7 @@ def ensemble_out_of_fold(choices: list[ModelChoice]) -> pd.DataFrame:
 
 @torch.no_grad()
 def probabilities(
-    model: nn.Module, images: np.ndarray, rows: np.ndarray, device: torch.device, batch_size: int = 64
+    model: nn.Module, images: np.ndarray, rows: np.ndarray, device: torch.device, batch_size: int
 ) -> np.ndarray:
     """P(cancer) for images[rows], as the training cell computes its validation predictions
     (normalisation, channels_last, the trunk under the precision rule's autocast, the head in fp32 so the

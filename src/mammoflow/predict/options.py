@@ -18,6 +18,7 @@ class PredictOptions:
     submission: str  # probability | binary (0/1 at the pF1-optimal threshold)
     bootstrap: int  # patient resamples for the external intervals
     cam_max: int  # Grad-CAM panels for at most this many flagged breasts (highest first)
+    batch_size: int  # images per forward pass of a model
     models: list[str] | None  # None / ["best"]: the best by out-of-fold AUC; ["all"]; or names
     protocol: str | None
     resolution: int | None
@@ -28,13 +29,13 @@ class PredictOptions:
     workers: int = 1
     device: str = "auto"
     threads: int = 0
-    batch_size: int = 64
     seed: int = 0
     working_size: int | None = None  # only for artifacts that do not record their decode settings
     decode_limits: DecodeLimits = DEFAULT_LIMITS  # size, memory and time bounds on decoding one file
 
     CONFIGURED: ClassVar[tuple[str, ...]] = (
-        "aggregation", "submission", "bootstrap", "cam_max", "models", "protocol", "resolution", "dataset"
+        "aggregation", "submission", "bootstrap", "cam_max", "batch_size",
+        "models", "protocol", "resolution", "dataset",
     )  # fmt: skip
 
     @classmethod
