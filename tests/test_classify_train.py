@@ -89,10 +89,10 @@ def test_hflip_mirrors_about_half_exactly():
 
 @pytest.fixture(scope="module")
 def easy_store(tmp_path_factory):
-    """Phantom data where large, bright masses decide the label: a model must learn this quickly."""
+    """A small phantom store through the real data path (learning on it: tests/test_learning.py)."""
     root = tmp_path_factory.mktemp("easy")
     spec = PhantomSpec.configured(
-        patients=150,
+        patients=16,
         prevalence=0.5,
         size_scale=0.1,
         mass_contrast=0.3,
@@ -132,38 +132,6 @@ def _blob_store(path, n=240, res=32, seed=0):
     manifest = write_store(path, images, cancer)
     make_folds(manifest, 2, 0).to_parquet(path / "folds.parquet")
     return path
-
-
-def test_pipeline_learns_a_planted_blob(tmp_path):
-    root = _blob_store(tmp_path / "blob")
-    cell = Cell(
-        store=root,
-        folds=root / "folds.parquet",
-        model="resnet18",
-        fold=0,
-        protocol="clean",
-        out=tmp_path / "cell",
-    )
-    # 60 optimiser steps: enough from random initialisation (15 steps at batch 32 are not) at a rate that
-    # suits fastai's head from scratch (AUC measured: 0.73 at lr 2e-3, 0.96 at 5e-3, 0.997 at 1e-2).
-    settings = TrainSettings.configured(
-        epochs=4, batch_size=8, lr=1e-2, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
-    )
-    assert run_cell(cell, settings, threads=2)["metrics"]["auc"] > 0.9
-
-
-def test_short_run_learns_on_easy_phantom(easy_store, tmp_path):
-    """Large masses, 30 % brighter than their tissue, 600 images, random init: clearly better than chance
-    (0.65 measured; deterministic on CPU), though dense tissue hides some masses, as it does in screening.
-    fastai's head from scratch needs the 8 epochs: at 5, 0.55-0.59 for rates from 1e-3 to 1e-2."""
-    settings = TrainSettings.configured(
-        epochs=8, batch_size=16, lr=5e-3, recipe="fit_one_cycle", pretrained=False, oversample_positive=1
-    )
-    summary = run_cell(_cell(easy_store, tmp_path / "cell"), settings, threads=2)
-    assert summary["metrics"]["auc"] > 0.6, summary["metrics"]
-    history = pd.read_csv(tmp_path / "cell/history.csv")
-    assert len(history) == 8 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
-    assert not (tmp_path / "cell/checkpoint.pt").exists()
 
 
 def test_cell_is_deterministic_and_resumes(tmp_path, monkeypatch):
