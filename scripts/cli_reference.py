@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         page.write_text(BLOCK.sub(lambda m: block(m.group(1)), text))
         return 0
     for command in stale:
-        print(f"{page}: the reference of `mammoflow {command}` differs from its parser; now:\n{block(command)}")
+        print(
+            f"{page}: the reference of `mammoflow {command}` differs from its parser; now:\n{block(command)}"
+        )
     if stale:
         print(f"rewrite with: python scripts/cli_reference.py --write {page}")
     return 1 if stale else 0

@@ -177,7 +177,9 @@ def change(key: Key):
     if isinstance(value, (int, float)):
         high = schema.get("maximum", schema.get("exclusiveMaximum"))
         bigger = value + 1 if isinstance(value, int) else (value * 2 if value else 0.5)
-        return bigger if high is None or bigger < high else (value - 1 if isinstance(value, int) else value / 2)
+        return (
+            bigger if high is None or bigger < high else (value - 1 if isinstance(value, int) else value / 2)
+        )
     if isinstance(value, list):
         if isinstance(value[0], (int, float)):
             return [value[0] * 1.5 if value[0] else 1, *value[1:]]
@@ -204,9 +206,7 @@ def reference(reruns: dict[str, str] | None) -> str:
             lines += ["| key | default | may be | what it is | a change re-runs |", "|---|---|---|---|---|"]
         name = key.dotted + ("." + MAPS[key.dotted] if key.dotted in MAPS else "")
         rerun = "(not computed)" if reruns is None else reruns[key.dotted]
-        lines.append(
-            f"| `{name}` | {shown(key.value)} | {allowed(key.schema)} | {meaning(key)} | {rerun} |"
-        )
+        lines.append(f"| `{name}` | {shown(key.value)} | {allowed(key.schema)} | {meaning(key)} | {rerun} |")
     return "\n".join(lines).strip()
 
 
@@ -278,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         current = text[found.end(1) : found.start(2)]
         if args.write:
             text = text[: found.end(1)] + body + text[found.start(2) :]
-        elif (current != body) if not args.skip_reruns or name != "config-reference" else (
-            _rerun_column(current) != _rerun_column(body)
+        elif (
+            (current != body)
+            if not args.skip_reruns or name != "config-reference"
+            else (_rerun_column(current) != _rerun_column(body))
         ):
             stale.append(name)
             print(f"{page}: the {name} block differs from the configuration; now:\n{body}\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ SPECIAL = {
     "gan.network": "published.pkl",
     "gan.inception": "none",
     "gan.feature_networks": ["tf_efficientnet_lite0"],
-    "train.weights_file": "weights.pth",
+    "weights.folder": "WEIGHTS",  # another folder in the scratch folder (see analyse)
+    "weights.timm": {"resnet18": "resnet18.a1_in1k"},  # timm's default tag today
     "cam.models": ["resnet18"],
     "model_settings": {"resnet18": {"lr": 2.0e-4}},
     "predict.data": {"unseen": "unseen", "other": "other"},
@@ -43,7 +45,10 @@ SPECIAL = {
 # Keys whose change the shipped configuration refuses by itself: both DAGs are built with this laid over
 # it, and the reference says so.
 CONTEXT = {
-    "train.keep_weights": {"cam": {"models": ["resnet18"]}, "model_settings": {"resnet18": {"keep_weights": True}}},
+    "train.keep_weights": {
+        "cam": {"models": ["resnet18"]},
+        "model_settings": {"resnet18": {"keep_weights": True}},
+    },
 }
 # Under predict: the base also names a folder to predict and asks for predict_all.
 PREDICT_BASE = {"predict": {"data": {"unseen": "unseen"}}}
@@ -63,14 +68,9 @@ class Dag:
 
 
 def _scratch(folder: Path) -> None:
-    """Files a DAG of the changed keys needs in the empty run folder: the projected discriminator's weight
-    files, a published network, a weights file, a folder to predict and a small RSNA sample sheet."""
-    for name in ("deit_base_distilled_patch16_224", "tf_efficientnet_lite0"):
-        path = folder / "resources/weights/timm" / name / "model.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
+    """Files a DAG of the changed keys needs in the empty run folder: a published network, a folder to
+    predict and a small RSNA sample sheet (the pretrained files: _stand_in_weights)."""
     (folder / "published.pkl").touch()
-    (folder / "weights.pth").touch()
     for name in ("unseen", "other"):
         (folder / name).mkdir(exist_ok=True)
     sheet = folder / "RSNA" / "train.csv"
@@ -84,10 +84,32 @@ def _scratch(folder: Path) -> None:
     sheet.write_text("\n".join(rows) + "\n")
 
 
+def _stand_in_weights(overrides: dict) -> None:
+    """An empty file for each pretrained file the configuration needs, in its weights folder (the DAG build
+    checks that they exist; their content does not matter to it)."""
+    sys.path.insert(0, str(REPO / "src"))
+    from mammoflow.config import load_yaml
+    from mammoflow.weights import catalog
+
+    config = merged(load_yaml(REPO / "config.yaml"), overrides)
+    for need in catalog.needed(config):
+        if need.kind != "file":
+            path = catalog.folder(config, REPO) / need.candidates[0]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+
 def build(folder: Path, overrides: dict, targets: list[str]) -> Dag:
     """The DAG of every job (as with --forceall) for config.yaml with ``overrides`` laid over it."""
+    _stand_in_weights(overrides)
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        Quietness,
+        ResourceSettings,
+    )
 
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow_api = api.workflow(
@@ -108,7 +130,8 @@ def build(folder: Path, overrides: dict, targets: list[str]) -> Dag:
             jobs[key] = (params, frozenset(str(f) for f in job.input))
             for dependency in dag.dependencies[job]:
                 upstream = Job(
-                    dependency.rule.name, tuple(sorted((k, str(v)) for k, v in dependency.wildcards_dict.items()))
+                    dependency.rule.name,
+                    tuple(sorted((k, str(v)) for k, v in dependency.wildcards_dict.items())),
                 )
                 downstream[upstream].add(key)
                 edges[dependency.rule.name].add(job.rule.name)
@@ -118,9 +141,7 @@ def build(folder: Path, overrides: dict, targets: list[str]) -> Dag:
 def _rule_order(edges: dict[str, set[str]], rules: set[str]) -> list[str]:
     order, placed = [], set()
     while len(placed) < len(rules):
-        ready = sorted(
-            r for r in rules - placed if not any(r in edges[u] for u in rules - placed if u != r)
-        )
+        ready = sorted(r for r in rules - placed if not any(r in edges[u] for u in rules - placed if u != r))
         order.extend(ready or sorted(rules - placed))
         placed.update(ready or rules - placed)
     return order
@@ -203,6 +224,7 @@ def analyse(changes: dict[str, object]) -> dict[str, str]:
         for key, value in changes.items():
             on_predict = key.startswith("predict.")
             start = merged(merged(SMALLER, PREDICT_BASE) if on_predict else SMALLER, CONTEXT.get(key, {}))
+            start = merged(start, {"weights": {"folder": str(folder / "weights")}})  # not the checkout's
             targets = ["all", "predict_all"] if on_predict else ["all"]
             context = repr((on_predict, CONTEXT.get(key)))
             try:
@@ -210,6 +232,8 @@ def analyse(changes: dict[str, object]) -> dict[str, str]:
                     bases[context] = build(folder, start, targets)
                 if key == "rsna_dir":
                     value = str(folder / "RSNA")
+                if key == "weights.folder":
+                    value = str(folder / "other-weights")
                 changed = build(folder, merged(start, nested(key, value)), targets)
             except Exception as error:  # Snakemake's WorkflowError and the rest: each key's own line
                 failed.append(f"{key} = {value!r}: {str(error).strip().splitlines()[-1]}")
@@ -218,7 +242,9 @@ def analyse(changes: dict[str, object]) -> dict[str, str]:
             if key in CONTEXT:
                 found[key] += f" (with {_flat(CONTEXT[key])})"
     if failed:
-        raise SystemExit("changes Snakemake refused (give the key a valid one in SPECIAL):\n" + "\n".join(failed))
+        raise SystemExit(
+            "changes Snakemake refused (give the key a valid one in SPECIAL):\n" + "\n".join(failed)
+        )
     return found
 
 
