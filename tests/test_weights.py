@@ -117,6 +117,19 @@ def test_dry_run_stops_when_pretrained_weights_are_missing(tmp_path):
     assert "weights        1" in planned.stdout
 
 
+@pytest.mark.parametrize("preset", ["presets/demo.yaml", "presets/rehearsal.yaml", "tests/config/tiny.yaml"])
+def test_the_presets_that_say_so_need_no_weights_folder(tmp_path, preset):
+    """`make demo`, the rehearsal and the tests run where no weights can be had: their DAG builds with an
+    empty weights folder (random initialisation, FID's substitute, random or no feature networks)."""
+    empty = tmp_path / "empty"
+    configfile = tmp_path / "empty.yaml"
+    configfile.write_text(yaml.safe_dump({"weights": {"folder": str(empty)}}))
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+               "-n", "--quiet", "rules", "--configfile", str(REPO / preset), str(configfile)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=SNAKEMAKE_ENV)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
 def _timm_file(folder: Path, tag: str, kind: str) -> Path:
     """Random weights of ``tag``'s network (3 channels, 1000 classes) in a format a timm hub entry serves."""
     import timm
