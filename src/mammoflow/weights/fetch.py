@@ -13,13 +13,13 @@ already"), its tag, SHA-256 and size. Jobs do not trust it: each hashes the file
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
+from mammoflow.atomic import file_sha256
 from mammoflow.progress import say
 from mammoflow.weights.catalog import (
     INCEPTION_FILE,
@@ -32,14 +32,6 @@ from mammoflow.weights.catalog import (
 )
 
 FORMAT = "mammoflow-weights"
-
-
-def sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _install(source: Path, target: Path) -> None:
@@ -62,7 +54,7 @@ def _download_url(url: str, target: Path, sha256_prefix: str = "") -> None:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
-        digest = sha256(partial)
+        digest = file_sha256(partial)
         if not digest.startswith(sha256_prefix):
             raise ValueError(
                 f"{url}: SHA-256 {digest[:16]}... is not the expected {sha256_prefix}...; "
@@ -133,7 +125,7 @@ def fetch_all(root: str | Path, needs: list[Needed], inception_url: str = INCEPT
             path, source = fetch_inception(root, inception_url)
         else:  # gan.inception names a file of the user's: nothing to download
             raise FileNotFoundError(f"gan.inception: {need.tag}: no such file")
-        digest = sha256(path)
+        digest = file_sha256(path)
         if need.kind == "inception" and not digest.startswith(INCEPTION_SHA256_PREFIX):
             raise ValueError(
                 f"{path}: SHA-256 {digest[:16]}... is not the reference Inception's "

@@ -257,6 +257,19 @@ class StemConfig:
         return cls(**{"resolution": gan["stages"][0], **{k: gan[k] for k in keys}, **changes})
 
 
+def _layer_plan(cutoffs, stopbands, rates, sizes, channels) -> dict:
+    """The per-layer filter table both the stem and a head are laid out from (half widths from the
+    stopbands, at least half the sampling rate, as StyleGAN3 sets them)."""
+    half_widths = np.maximum(stopbands, rates / 2) - cutoffs
+    return {
+        "cutoffs": cutoffs,
+        "rates": rates,
+        "half_widths": half_widths,
+        "sizes": sizes,
+        "channels": channels,
+    }
+
+
 def _stem_layers(
     resolution: int, syn_layers: int, channel_base: int, channel_max: int, img_channels: int, **layer_kwargs
 ) -> tuple[InputSpec, list[LayerSpec]]:
@@ -275,13 +288,7 @@ def _stem_layers(
     sizes[-2:] = resolution
     channels = _rint_channels(channel_base, channel_max, cutoffs)
     channels[-1] = img_channels
-    plan = {
-        "cutoffs": cutoffs,
-        "rates": rates,
-        "half_widths": np.maximum(stopbands, rates / 2) - cutoffs,
-        "sizes": sizes,
-        "channels": channels,
-    }
+    plan = _layer_plan(cutoffs, stopbands, rates, sizes, channels)
     source = InputSpec(int(channels[0]), int(sizes[0]), float(rates[0]), float(cutoffs[0]))
     return source, _layers(0, resolution, plan, NUM_FP16_RES, **layer_kwargs)
 
@@ -375,13 +382,7 @@ def grow_arch(arch: ArchSpec, resolution: int, head_layers: int) -> ArchSpec:
     channels = _rint_channels(arch.channel_base, arch.channel_max, cutoffs)
     channels[0] = last.out_channels
     channels[-1] = arch.img_channels
-    plan = {
-        "cutoffs": cutoffs,
-        "rates": rates,
-        "half_widths": np.maximum(stopbands, rates / 2) - cutoffs,
-        "sizes": sizes,
-        "channels": channels,
-    }
+    plan = _layer_plan(cutoffs, stopbands, rates, sizes, channels)
     head = _layers(
         len(kept) + 1,
         resolution,
