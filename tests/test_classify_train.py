@@ -142,11 +142,11 @@ def test_cell_is_deterministic_and_resumes(tmp_path, monkeypatch):
         epochs=2, batch_size=16, lr=1e-3, recipe="fine_tune", pretrained=False
     )
 
-    def cell(name):
+    def cell(name):  # timm's smallest ResNet: determinism and resuming do not depend on the network's size
         return Cell(
             store=root,
             folds=root / "folds.parquet",
-            model="resnet18",
+            model="test_resnet",
             fold=0,
             protocol="clean",
             out=tmp_path / name,

@@ -56,7 +56,9 @@ def networks(tmp_path_factory):
     pt_path = folder / "network.pt"
     torch.save(generator_payload(g, kimg=0.1), pt_path)
     old = OldGenerator(
-        GeneratorSpec((16, 32), cbase=64, cmax=8, syn_layers=2, head_layers=1, z_dim=64, w_dim=16, map_layers=2)
+        GeneratorSpec(
+            (16, 32), cbase=64, cmax=8, syn_layers=2, head_layers=1, z_dim=64, w_dim=16, map_layers=2
+        )
     )
     old_path = folder / "old.pt"
     torch.save(
