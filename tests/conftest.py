@@ -28,13 +28,3 @@ def pytest_configure(config):
     set_threads = torch.set_num_threads
     torch.set_num_threads = lambda n: set_threads(max(1, min(int(n), THREADS)))
     torch.set_num_threads(THREADS)
-
-
-# The longest files start first: pytest-xdist (--dist loadfile) hands out files in collection order, and a
-# long file handed out last runs alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_bench_gpu.py", "test_documented_commands.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}  # one xdist worker, one core
     subprocess.run(
         ["bash", str(ROOT / "bench/gpu.sh"), "--tiny", "--device", "cpu", "--models", "resnet18",
          "--out", str(out)],
