@@ -2,18 +2,12 @@
 widths, computed the way StyleGAN-XL's ``SynthesisNetwork`` (the stem) and ``SuperresGenerator`` (each
 super-resolution head) compute them. No torch here: ``gan/settings.py`` and the workflow read it.
 
-Vocabulary (StyleGAN3's, which StyleGAN-XL keeps):
-
-- a layer works on a signal of ``sampling_rate`` samples per unit length, band-limited below ``cutoff``
-  with a transition band of half-width ``half_width``; its tensor is ``size`` pixels wide (the sampling
-  rate plus a margin of ``margin_size`` on each side, except the last two layers, which are cropped to the
-  image);
-- the stem goes from Fourier features to ``stem resolution`` in ``num_layers`` layers plus a "to image"
-  layer; cut-offs grow geometrically from ``first_cutoff`` to half the resolution, the last
-  ``num_critical`` layers are critically sampled;
-- a head continues from the stem's last layer that is not critically sampled (the critically sampled ones
-  and the stem's "to image" layer are cut off) up to ``up_factor`` times the resolution in ``head_layers``
-  layers plus its own "to image" layer.
+Vocabulary (StyleGAN3's): a layer's signal has ``sampling_rate`` samples per unit length, is band-limited
+below ``cutoff`` with a transition half-width ``half_width``, in a tensor ``size`` pixels wide (the rate plus
+``margin_size`` a side; the last two layers are cropped to the image). The stem goes from Fourier features to
+its resolution in ``num_layers`` layers and a "to image" layer, cut-offs growing geometrically, the last
+``num_critical`` critically sampled; a head continues from the stem's last layer that is not (those and the
+"to image" layer are cut) up to ``up_factor`` times the resolution in ``head_layers`` layers.
 
 Widths: ``min(channel_base / 2 / cutoff, channel_max)``. ``channel_base`` and ``channel_max`` are the
 *network's* values; StyleGAN-XL's ``train.py`` doubles its ``--cbase``/``--cmax`` options for the
@@ -258,16 +252,9 @@ class StemConfig:
 
 
 def _layer_plan(cutoffs, stopbands, rates, sizes, channels) -> dict:
-    """The per-layer filter table both the stem and a head are laid out from (half widths from the
-    stopbands, at least half the sampling rate, as StyleGAN3 sets them)."""
+    """The per-layer filter table of the stem and of a head (half widths as StyleGAN3 sets them)."""
     half_widths = np.maximum(stopbands, rates / 2) - cutoffs
-    return {
-        "cutoffs": cutoffs,
-        "rates": rates,
-        "half_widths": half_widths,
-        "sizes": sizes,
-        "channels": channels,
-    }
+    return dict(cutoffs=cutoffs, rates=rates, half_widths=half_widths, sizes=sizes, channels=channels)
 
 
 def _stem_layers(
