@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # No model hub can be reached in tests: fail fast instead of retrying for ~46 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # pytest-xdist runs one worker per core: a worker's torch gets that core's share of threads, however many a
@@ -28,3 +30,15 @@ def pytest_configure(config):
     set_threads = torch.set_num_threads
     torch.set_num_threads = lambda n: set_threads(max(1, min(int(n), THREADS)))
     torch.set_num_threads(THREADS)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: CPU results are bit-identical only for the same thread count (the GAN
+    tests compare runs with CLI subprocesses given --threads 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,14 +28,8 @@ from mammoflow.store import LESION_COLUMNS
 QUIET = RunOptions(show_progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Same arithmetic in every test and in the CLI subprocesses (--threads 1): CPU results are only
-    # bit-identical for the same thread count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Bit-identical CPU results need one thread count, the CLI runs' (--threads 1): conftest.one_thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------- fixtures

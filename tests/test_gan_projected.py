@@ -23,12 +23,8 @@ from mammoflow.gan.stage_state import lazy_adam
 PAPER_PAIR = ("deit_base_distilled_patch16_224", "tf_efficientnet_lite0")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Bit-identical CPU results need one thread count, the CLI runs' (--threads 1): conftest.one_thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def settings(**overrides) -> StageSettings:

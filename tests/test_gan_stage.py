@@ -39,13 +39,8 @@ PROJECTED = dict(discriminator="projected", feature_networks=SMALL_FEATURES, bat
                  pl_start_kimg=0, checkpoint_kimg=0.004)  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # CPU results are bit-identical only for the same thread count (the CLI runs get --threads 1).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Bit-identical CPU results need one thread count, the CLI runs' (--threads 1): conftest.one_thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
