@@ -5,14 +5,25 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from mammoflow.classify.metrics import binary_metrics, breast_level, cell_metrics
 from mammoflow.stats import (
     f1_at_out_of_fold_threshold,
     f1_optimal_threshold,
     probabilistic_f1,
+    roc_auc,
+    roc_points,
     sensitivity_at_specificity,
+    specificity_threshold,
 )
 
 
@@ -28,7 +39,32 @@ def test_agrees_with_sklearn():
     assert m["recall"] == pytest.approx(recall_score(y, hard))
     assert m["f1"] == pytest.approx(f1_score(y, hard))
     c = m["confusion"]
-    assert c["tp"] + c["fn"] == y.sum() and c["tp"] + c["fp"] == hard.sum()
+    assert [c["tn"], c["fp"], c["fn"], c["tp"]] == confusion_matrix(y, hard, labels=[0, 1]).ravel().tolist()
+
+
+@pytest.mark.parametrize("distinct", [3, 20, 10_000])  # many ties, some, none
+def test_roc_points_and_auc_equal_sklearns(distinct):
+    # mammoflow computes ROC points and AUC with numpy (scikit-learn's import costs each cell a second).
+    rng = np.random.default_rng(distinct)
+    y = rng.integers(0, 2, 500)
+    p = np.round(np.clip(y * 0.2 + rng.random(500), 0, 1) * (distinct - 1)) / (distinct - 1)
+    for ours, theirs in zip(roc_points(y, p), roc_curve(y, p, drop_intermediate=False), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+    assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), rel=1e-12)
+    assert roc_auc(np.zeros(5), p[:5]) is None
+
+
+def test_specificity_threshold_is_the_lowest_that_keeps_the_specificity():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 200)
+    p = np.round(rng.random(200), 2)
+    t = specificity_threshold(y, p, 0.9)
+    called = p >= t
+    assert (~called & (y == 0)).sum() / (y == 0).sum() >= 0.9
+    lower = p[p < t]
+    if len(lower):  # the next lower score would call too many negatives
+        called = p >= lower.max()
+        assert (~called & (y == 0)).sum() / (y == 0).sum() < 0.9
 
 
 def test_probabilistic_f1_by_hand():

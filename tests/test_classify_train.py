@@ -185,6 +185,23 @@ def test_cell_is_deterministic_and_resumes(tmp_path, monkeypatch):
             history["train_loss"].tolist()
         )
 
+    # train.checkpoint_minutes: no checkpoint before that long has passed, so a cell killed in its third
+    # epoch starts over, to the same result.
+    calls = []
+
+    def dies_in_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("preempted")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_in_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(cell("e"), settings, threads=2, checkpoint_minutes=60)
+    assert not (tmp_path / "e/checkpoint.pt").exists()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert run_cell(cell("e"), settings, threads=2, checkpoint_minutes=60)["metrics"] == first["metrics"]
+
 
 def _synthetic_store(root, path):
     """Three copies of real positives posing as synthetic images, with paper-protocol folds."""

@@ -59,6 +59,15 @@ def test_models_without_weights_cannot_be_explained_or_applied():
     ]
 
 
+def test_how_cells_run_is_set_for_all_of_them_not_per_model():
+    assert _problems({"model_settings": {"resnet18": {"threads": 2, "checkpoint_minutes": 5}}}) == [
+        "model_settings.resnet18.threads: set in train only (it is how every cell runs, not a setting of a "
+        "model)",
+        "model_settings.resnet18.checkpoint_minutes: set in train only (it is how every cell runs, not a "
+        "setting of a model)",
+    ]
+
+
 def test_non_finite_numbers_fail_at_the_config_check(tmp_path):
     """YAML's .nan and .inf are numbers to JSON Schema, and NaN passes every range: each is named once."""
     assert _problems(yaml.safe_load("train: {lr: .nan}\ngan: {kimg: [1, .inf, 1, 1]}")) == [

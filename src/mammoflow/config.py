@@ -24,7 +24,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from mammoflow.matrix import keeps_weights
+from mammoflow.matrix import RUN_ONLY_TRAIN_KEYS, keeps_weights
 
 # The study's models; any other name is looked up in timm's registry (imported only then).
 PAPER_MODELS = ("resnet18", "resnet34", "resnet152", "efficientnet_b0", "maxvit_nano_rw_256")
@@ -159,6 +159,13 @@ def semantic_problems(config: dict) -> list[str]:
     datasets = config.get("datasets", [])
     if "augmented" in datasets and "processed" not in datasets:
         found.append("datasets: augmented is processed + synthetic images, so it needs processed as well")
+    for model, overrides in (config.get("model_settings") or {}).items():
+        found += [
+            f"model_settings.{model}.{key}: set in train only "
+            "(it is how every cell runs, not a setting of a model)"
+            for key in RUN_ONLY_TRAIN_KEYS
+            if key in (overrides or {})
+        ]
     cam_models = (config.get("cam") or {}).get("models")
     if cam_models:
         unknown = [m for m in cam_models if m not in config.get("models", [])]

@@ -40,10 +40,16 @@ class Matrix:
         ]
 
 
+# Train keys that say how a cell runs, not what it computes: left out of a cell's settings (a change re-runs
+# nothing; the rule passes them as options) and set in the train section only, never per model.
+RUN_ONLY_TRAIN_KEYS = ("threads", "checkpoint_minutes")
+
+
 def model_settings(config: dict, model: str) -> dict:
     """The train section with the model's own overrides (model_settings): a model's change re-runs only
-    its cells."""
-    return {**config.get("train", {}), **(config.get("model_settings") or {}).get(model, {})}
+    its cells. Without the run-only keys."""
+    merged = {**config.get("train", {}), **(config.get("model_settings") or {}).get(model, {})}
+    return {k: v for k, v in merged.items() if k not in RUN_ONLY_TRAIN_KEYS}
 
 
 def keeps_weights(config: dict, model: str) -> bool:

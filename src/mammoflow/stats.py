@@ -13,14 +13,15 @@
   comparison), :func:`bootstrap_metrics` into resampled rows (predict's external metrics);
   :func:`interval` is the percentile interval of the resampled values.
 
-numpy, pandas and scikit-learn only: no torch, nothing of mammoflow's, so every stage may import it.
+numpy and pandas only: no torch, nothing of mammoflow's, so every stage may import it. The ROC points and
+AUC are computed here rather than by scikit-learn, whose import costs every training job about a second
+(``tests/test_classify_metrics.py`` checks them against scikit-learn's).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve
 
 # The metrics of point_metrics and bootstrap_metrics, in their order.
 POINT_METRICS = ("auc", "pf1", "sensitivity", "specificity", "sens_at_90spec")
@@ -32,9 +33,22 @@ def ratio(num: float, den: float) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------- metrics
+def roc_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) at every distinct score, highest first, after a first point at +inf (nothing
+    called positive): scikit-learn's ``roc_curve(y, p, drop_intermediate=False)``. Both classes needed."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    sorted_p, sorted_y = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(sorted_p) != 0), len(p) - 1]  # the end of each distinct score
+    true_positives = np.r_[0, np.cumsum(sorted_y)[last]]
+    false_positives = np.r_[0, last + 1 - true_positives[1:]]
+    thresholds = np.r_[np.inf, sorted_p[last]]
+    return false_positives / false_positives[-1], true_positives / true_positives[-1], thresholds
+
+
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    """The ROC AUC, None unless both classes are present."""
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+    """The ROC AUC (ties count one half), None unless both classes are present."""
+    return float(auc_with_weights(y, p)[0]) if len(np.unique(y)) == 2 else None
 
 
 def probabilistic_f1(y: np.ndarray, p: np.ndarray) -> float:
@@ -48,12 +62,12 @@ def probabilistic_f1(y: np.ndarray, p: np.ndarray) -> float:
 
 def sensitivity_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float = 0.9) -> float | None:
     """Highest sensitivity of a threshold whose specificity is at least ``specificity`` (None without both
-    classes). Every distinct score is a candidate threshold: ``roc_curve``'s default drops points that lie
-    on a straight line between others, and with tied scores the one that meets the specificity can be
-    among them."""
+    classes). Every distinct score is a candidate threshold (scikit-learn's ``roc_curve`` by default drops
+    points that lie on a straight line between others, and with tied scores the one that meets the
+    specificity can be among them)."""
     if len(np.unique(y)) < 2:
         return None
-    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    fpr, tpr, _ = roc_points(y, p)
     allowed = fpr <= 1 - specificity + 1e-12
     return float(tpr[allowed].max())  # the first point (nothing called positive) is always allowed
 
@@ -105,9 +119,9 @@ def specificity_threshold(y: np.ndarray, p: np.ndarray, specificity: float = 0.9
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     if len(np.unique(y)) < 2:
         return None
-    fpr, _, thresholds = roc_curve(y, p)
+    fpr, _, thresholds = roc_points(y, p)
     allowed = np.flatnonzero(fpr <= 1 - specificity + 1e-12)
-    # roc_curve's first threshold is +inf (nothing called positive): always allowed.
+    # The first threshold is +inf (nothing called positive): always allowed.
     return float(min(thresholds[allowed[-1]], 1.0))
 
 

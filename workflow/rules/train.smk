@@ -36,7 +36,8 @@ rule train:
     shell:
         "python -m mammoflow train --store {params.store:q} {params.synthetic} {params.pretrained} --folds {input.folds:q}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
-        " --settings {params.settings:q} --decode {params.decode:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} --decode {params.decode:q} --out {params.out:q} --threads {threads}"
+        " --checkpoint-minutes {config[train][checkpoint_minutes]} > {log:q} 2>&1"
 
 
 # The same cell for a model with keep_weights: false (model_settings): model.json without model.safetensors.

@@ -23,10 +23,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         weights_file=Path(args.weights) if args.weights else None,
         weights_tag=args.weights_tag,
     )
-    run_cell(cell, TrainSettings.configured(**args.settings), device=args.device, threads=args.threads)
+    settings = TrainSettings.configured(**args.settings)
+    run_cell(cell, settings, args.device, args.threads, args.checkpoint_minutes)
 
 
 def register(sub) -> None:
+    from mammoflow.sections import defaults
+
     p = sub.add_parser("train", help="train and validate one cell (model x data set x resolution x fold)")
     p.add_argument("--store", required=True, help="image store folder (images.npy + manifest.parquet)")
     p.add_argument("--synthetic", default="", help="synthetic store to add (the augmented data set)")
@@ -53,5 +56,11 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--threads", type=NON_NEGATIVE, default=0, help="CPU threads for torch (0: torch's default)"
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=defaults("train")["checkpoint_minutes"],
+        help="a checkpoint after an epoch once this many minutes have passed since the last (0: every epoch)",
     )
     p.set_defaults(func=cmd_train)

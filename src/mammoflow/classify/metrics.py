@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
 
 from mammoflow.stats import probabilistic_f1, ratio, roc_auc, sensitivity_at_specificity
 
@@ -32,7 +31,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = THRESHOLD) -
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     predicted = (p >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
+    tp, fp = int(np.sum(predicted & y)), int(np.sum(predicted & (1 - y)))
+    fn, tn = int(y.sum()) - tp, int(len(y) - y.sum()) - fp
     precision = ratio(tp, tp + fp) or 0.0
     recall = ratio(tp, tp + fn)
     f1 = None if recall is None else (ratio(2 * precision * recall, precision + recall) or 0.0)

@@ -4,8 +4,9 @@ Training as the paper's fastai did it (recipe.py, optimizer.py, models.py): fast
 cross-entropy over two classes, fastai's Adam with decoupled weight decay and none on norm layers and
 biases, and ``train.recipe``'s schedule (``fine_tune``: one frozen epoch, then ``epochs`` unfrozen at
 discriminative rates; or ``fit_one_cycle``); batch 64, lr 1e-4, positives over-sampled 5x, horizontal
-flip. The cell writes a checkpoint after every epoch and resumes from it, so a killed or preempted job
-loses at most one epoch.
+flip. The cell writes a checkpoint after every epoch (or, with ``train.checkpoint_minutes``, after the
+first epoch that ends that long after the last checkpoint) and resumes from it, so a killed or preempted
+job loses at most one epoch (or that long and one epoch).
 """
 
 from __future__ import annotations
@@ -101,9 +102,12 @@ def starting_model(cell: Cell, settings: TrainSettings, res: int):
     return build_model(cell.model, res, cell.weights_file, cell.weights_tag)
 
 
-def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads: int = 0) -> dict:
+def run_cell(
+    cell: Cell, settings: TrainSettings, device: str = "auto", threads: int = 0, checkpoint_minutes: float = 0
+) -> dict:
     """Train and validate one cell; write metrics.json, predictions.parquet, history.csv and the model
-    artifact (model.safetensors + model.json, classify/artifact.py)."""
+    artifact (model.safetensors + model.json, classify/artifact.py). A checkpoint is written after an
+    epoch once ``checkpoint_minutes`` have passed since the last one (0: after every epoch)."""
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
@@ -135,9 +139,8 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
     )
     checkpoint_path = cell.out / "checkpoint.pt"
     history, first_epoch = _resume(checkpoint_path, trainer, settings, weights)
-    seen = _epochs(
-        trainer, data, train_positions, batch_size, (history, first_epoch), checkpoint_path, weights
-    )
+    checkpoint = (checkpoint_path, checkpoint_minutes * 60)
+    seen = _epochs(trainer, data, train_positions, batch_size, (history, first_epoch), checkpoint, weights)
     if first_epoch >= trainer.epochs:  # resumed after the last epoch: nothing validated in this run yet
         probabilities = trainer.predict(data, data.valid, max(batch_size, 64))
     else:  # the last epoch's validation pass holds them (the model has not changed since)
@@ -183,10 +186,13 @@ def run_cell(cell: Cell, settings: TrainSettings, device: str = "auto", threads:
     return summary
 
 
-def _epochs(trainer, data: CellData, positions, batch_size, resumed, checkpoint_path, weights) -> dict:
-    """The epochs still to run (all phases), each validated and checkpointed; the history and timings."""
+def _epochs(trainer, data: CellData, positions, batch_size, resumed, checkpoint, weights) -> dict:
+    """The epochs still to run (all phases), each validated, checkpointed once ``checkpoint``'s seconds
+    have passed since the last checkpoint (or the start); the history and timings."""
     settings = trainer.settings
     history, first_epoch = resumed
+    checkpoint_path, checkpoint_seconds = checkpoint
+    last_checkpoint = time.perf_counter()
     seconds, images, probabilities = 0.0, 0, None
     valid_y = data.labels[data.valid]
     for epoch in range(first_epoch, trainer.epochs):
@@ -215,7 +221,9 @@ def _epochs(trainer, data: CellData, positions, batch_size, resumed, checkpoint_
             f"epoch {epoch + 1}/{trainer.epochs} ({history[-1]['phase']}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items() if isinstance(v, float))
         )
-        _save_checkpoint(checkpoint_path, trainer, settings, weights, history, epoch + 1)
+        if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
+            _save_checkpoint(checkpoint_path, trainer, settings, weights, history, epoch + 1)
+            last_checkpoint = time.perf_counter()
     return {"history": history, "seconds": seconds, "images": images, "probabilities": probabilities}
 
 
