@@ -67,7 +67,7 @@ def _value(action: argparse.Action) -> str:
 def _default(action: argparse.Action) -> str:
     if action.required:
         return "required"
-    if action.default is None or action.default == [] or action.nargs == 0 and action.default is False:
+    if action.default is None or action.default == [] or (action.nargs == 0 and action.default is False):
         return "—"
     if isinstance(action.default, list):
         return " ".join(f"`{v}`" for v in action.default)

@@ -3,9 +3,10 @@
 Every key of `config.yaml`: its dotted name, its value there (the default), what it may be (the schema,
 workflow/schemas/config.schema.yaml), what it means (the schema's description, else the comment beside the
 key in config.yaml) and what a change re-runs (config_reruns.py: Snakemake's DAG built with and without the
-change). Then the presets: every key `presets/demo.yaml`, `presets/rehearsal.yaml` and `tests/config/tiny.yaml`
-set, with the comment that says why. The page holds them between ``<!-- config-reference:begin -->`` and
-``<!-- config-reference:end -->`` (and ``<!-- config-presets:... -->``).
+change). Then the presets: every key `presets/demo.yaml`, `presets/rehearsal.yaml` and
+`tests/config/tiny.yaml` set, with the comment that says why. The page holds them between
+``<!-- config-reference:begin -->`` and ``<!-- config-reference:end -->``
+(and ``<!-- config-presets:... -->``).
 
     python scripts/config_reference.py --write docs/configuration.md    # a minute or two (the re-runs)
     python scripts/config_reference.py --check docs/configuration.md    # the same, compared with the page
@@ -27,7 +28,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import config_reruns  # noqa: E402
+import itertools
+
+import config_reruns
 
 REPO = config_reruns.REPO
 PRESETS = ["presets/demo.yaml", "presets/rehearsal.yaml", "tests/config/tiny.yaml"]
@@ -78,7 +81,7 @@ def _continued(notes: dict[str, str]) -> dict[str, str]:
     whole sentence."""
     names = list(notes)
     out = dict(notes)
-    for first, second in zip(names, names[1:], strict=False):
+    for first, second in itertools.pairwise(names):
         if notes[first].endswith("...") and notes[second].startswith("..."):
             whole = notes[first].removesuffix("...").strip() + " " + notes[second].removeprefix("...").strip()
             out[first] = out[second] = whole

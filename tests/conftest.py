@@ -32,6 +32,26 @@ def pytest_configure(config):
     torch.set_num_threads(THREADS)
 
 
+# pytest-xdist (--dist loadfile) hands out files in collection order. The files that run Snakemake take
+# minutes each: started last, one of them would set the suite's end while the other worker sits idle.
+LONGEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_resume.py", "test_documented_commands.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first, then the files with any Snakemake run (slow), then the rest; each in its
+    own order."""
+
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        if name in LONGEST_FIRST:
+            return 0, LONGEST_FIRST.index(name)
+        return (1, 0) if item.path in slow_files else (2, 0)
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: CPU results are bit-identical only for the same thread count (the GAN
