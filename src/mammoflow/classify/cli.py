@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammoflow.arguments import NON_NEGATIVE, json_object
+from mammoflow.arguments import NON_NEGATIVE, finite_number, json_object
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -59,7 +59,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--checkpoint-minutes",
-        type=float,
+        type=finite_number(0.0),
         default=defaults("train")["checkpoint_minutes"],
         help="a checkpoint after an epoch once this many minutes have passed since the last (0: every epoch)",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
@@ -304,6 +305,11 @@ def build_report(inputs: Inputs) -> dict:
     from mammoflow.report.provenance import now
 
     config, results, out = inputs.config, Path(inputs.results), Path(inputs.out)
+    # The workflow's picture runs Snakemake on the whole DAG (seconds to a minute): in a thread, beside the
+    # tables and figures, instead of after them.
+    drawing = ThreadPoolExecutor(max_workers=1)
+    picture = drawing.submit(dag_context, inputs)
+    drawing.shutdown(wait=False)
     matrix = Matrix.from_config(config)
     options = config.get("report", {})
     resamples, seed = options.get("bootstrap", 1000), options.get("seed", 0)
@@ -347,7 +353,7 @@ def build_report(inputs: Inputs) -> dict:
             comparison_reading=compare.reading(comparison),
             external=external,
             figures=figures_context(results, cells, pooled, matrix),
-            dag=dag_context(inputs),
+            dag=picture.result(),
             audit=audit_context(results, matrix),
             provenance=provenance_context(inputs, cells),
             shapes=shapes_context(ran),
