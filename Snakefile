@@ -54,11 +54,16 @@ STARTED = time.time()
 # The Snakefile likewise, for the report's rule graph (a machine path: it must not re-run anything).
 os.environ["MAMMOFLOW_CONFIG"] = json.dumps(config, sort_keys=True)
 os.environ["MAMMOFLOW_SNAKEFILE"] = workflow.main_snakefile
+# How often a training cell writes its checkpoint: how a cell runs, not what it computes, so (like its
+# threads) not a parameter, and a change re-runs nothing.
+CHECKPOINT_MINUTES = str(config["train"]["checkpoint_minutes"])
+os.environ["MAMMOFLOW_CHECKPOINT_MINUTES"] = CHECKPOINT_MINUTES
 
 
 envvars:
     "MAMMOFLOW_CONFIG",
     "MAMMOFLOW_SNAKEFILE",
+    "MAMMOFLOW_CHECKPOINT_MINUTES",
 
 
 include: "workflow/rules/common.smk"

@@ -37,7 +37,7 @@ rule train:
         "python -m mammoflow train --store {params.store:q} {params.synthetic} {params.pretrained} --folds {input.folds:q}"
         " --model {wildcards.model} --fold {wildcards.fold} --protocol {wildcards.protocol}"
         " --settings {params.settings:q} --decode {params.decode:q} --out {params.out:q} --threads {threads}"
-        " --checkpoint-minutes {config[train][checkpoint_minutes]} > {log:q} 2>&1"
+        ' --checkpoint-minutes "$MAMMOFLOW_CHECKPOINT_MINUTES" > {log:q} 2>&1'
 
 
 # The same cell for a model with keep_weights: false (model_settings): model.json without model.safetensors.
