@@ -41,7 +41,8 @@ class Matrix:
 
 
 # Train keys that say how a cell runs, not what it computes: left out of a cell's settings (a change re-runs
-# nothing; the rule passes them as options) and set in the train section only, never per model.
+# nothing; the rule passes them outside its parameters: its threads, the environment) and set in the train
+# section only, never per model.
 RUN_ONLY_TRAIN_KEYS = ("threads", "checkpoint_minutes")
 
 

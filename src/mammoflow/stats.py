@@ -33,16 +33,22 @@ def ratio(num: float, den: float) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------- metrics
+def _calls_at_each_score(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each distinct score, highest first, calling it and everything above positive (a tie together):
+    (the score, true positives, images called positive)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    sorted_p = p[order]
+    last = np.r_[np.flatnonzero(np.diff(sorted_p) != 0), len(p) - 1]  # the end of each distinct score
+    return sorted_p[last], np.cumsum(y[order])[last], last + 1
+
+
 def roc_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) at every distinct score, highest first, after a first point at +inf (nothing
     called positive): scikit-learn's ``roc_curve(y, p, drop_intermediate=False)``. Both classes needed."""
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    order = np.argsort(-p, kind="stable")
-    sorted_p, sorted_y = p[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(sorted_p) != 0), len(p) - 1]  # the end of each distinct score
-    true_positives = np.r_[0, np.cumsum(sorted_y)[last]]
-    false_positives = np.r_[0, last + 1 - true_positives[1:]]
-    thresholds = np.r_[np.inf, sorted_p[last]]
+    scores, true_positives, called = _calls_at_each_score(y, p)
+    true_positives, false_positives = np.r_[0, true_positives], np.r_[0, called - true_positives]
+    thresholds = np.r_[np.inf, scores]
     return false_positives / false_positives[-1], true_positives / true_positives[-1], thresholds
 
 
@@ -105,13 +111,9 @@ def f1_optimal_threshold(y: np.ndarray, p: np.ndarray) -> float | None:
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     if y.sum() == 0 or len(p) == 0:
         return None
-    order = np.argsort(-p, kind="stable")
-    sorted_p = p[order]
-    # Counts at the last position of each distinct score (descending).
-    last = np.r_[np.flatnonzero(np.diff(sorted_p) != 0), len(p) - 1]
-    true_positives = np.cumsum(y[order])[last]
-    f1 = 2 * true_positives / (last + 1 + y.sum())  # 2tp / (called positive + positives)
-    return float(sorted_p[last[int(np.argmax(f1))]])  # argmax: the first maximum, the highest score
+    scores, true_positives, called = _calls_at_each_score(y, p)
+    f1 = 2 * true_positives / (called + y.sum())  # 2tp / (called positive + positives)
+    return float(scores[int(np.argmax(f1))])  # argmax: the first maximum, the highest score
 
 
 def specificity_threshold(y: np.ndarray, p: np.ndarray, specificity: float = 0.9) -> float | None:
